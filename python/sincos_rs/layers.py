@@ -1,0 +1,234 @@
+"""The reusable pieces for your own code: ``LSTM`` (a layer with forward and
+backward through time in Rust) and ``Adam`` (a fused in-place update in Rust).
+
+The layer keeps its weights and gradients as plain NumPy arrays you can read,
+write, save or hand to any optimiser; the Rust kernels borrow them on each
+call (no copies of the weights). Shapes: x (B, T, I), out (B, T, H), state
+h and c (B, H); weights in PyTorch layout, gate order (i, f, g, o):
+``weight_ih (4H, I)``, ``weight_hh (4H, H)``, ``bias (4H,)``.
+
+Example::
+
+    layer = sr.LSTM(input_size=3, hidden_size=32, seed=0)
+    opt = sr.Adam(layer.parameters(), lr=1e-3)
+    out, (h, c) = layer.forward(x)
+    dx, (dh0, dc0) = layer.backward(d_out)
+    opt.step(layer.gradients())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import _core
+from .init import (
+    _check_finite_float,
+    _check_non_negative_int,
+    _check_positive_int,
+    _float_dtype,
+    initial_lstm_params,
+)
+
+__all__ = ["LSTM", "Adam"]
+
+State = tuple[np.ndarray, np.ndarray]
+
+
+class LSTM:
+    """An LSTM layer over whole sequences, with backward through time.
+
+    Args:
+        input_size: I, features per step.
+        hidden_size: H, hidden units.
+        forget_bias: initial bias of the forget gate (1.0 as TF's
+            BasicLSTMCell; PyTorch's nn.LSTM starts at 0).
+        seed: seed of the initial weights (``init.initial_lstm_params``).
+        dtype: "float32" (default) or "float64"; every array in or out.
+
+    Attributes:
+        weight_ih, weight_hh, bias: the parameters (NumPy arrays; modify them
+            in place or assign new arrays of the same shape and dtype).
+        grad_weight_ih, grad_weight_hh, grad_bias: the gradients of the last
+            ``backward`` (overwritten by each call, not accumulated).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        forget_bias: float = 1.0,
+        seed: int = 0,
+        dtype: str | type | np.dtype = "float32",
+    ) -> None:
+        self.dtype = _float_dtype(dtype, "dtype")
+        self.input_size = _check_positive_int(input_size, "input_size")
+        self.hidden_size = _check_positive_int(hidden_size, "hidden_size")
+        params = initial_lstm_params(
+            self.input_size,
+            self.hidden_size,
+            _check_finite_float(forget_bias, "forget_bias"),
+            _check_non_negative_int(seed, "seed"),
+            self.dtype,
+        )
+        self.weight_ih: np.ndarray = params["weight_ih"]
+        self.weight_hh: np.ndarray = params["weight_hh"]
+        self.bias: np.ndarray = params["bias"]
+        self.grad_weight_ih = np.zeros_like(self.weight_ih)
+        self.grad_weight_hh = np.zeros_like(self.weight_hh)
+        self.grad_bias = np.zeros_like(self.bias)
+        self._core = _core.LstmCore(self.input_size, self.hidden_size, self.dtype.name)
+
+    def forward(self, x: np.ndarray, state: State | None = None) -> tuple[np.ndarray, State]:
+        """Run the layer over ``x`` (B, T, I) from ``state`` = (h0, c0), each
+        (B, H), or zeros. Returns ``(out (B, T, H), (h_n, c_n))`` and keeps
+        what ``backward`` needs."""
+        out, h_n, c_n = self._core.forward(
+            x, self.weight_ih, self.weight_hh, self.bias, _pair(state, "state")
+        )
+        return out, (h_n, c_n)
+
+    __call__ = forward
+
+    def backward(self, d_out: np.ndarray, d_state: State | None = None) -> tuple[np.ndarray, State]:
+        """Backward through time over the last ``forward``.
+
+        Args:
+            d_out: (B, T, H), the gradient of the loss by ``out``.
+            d_state: (dh_n, dc_n), the gradient by the final state, or None.
+
+        Returns:
+            ``(dx (B, T, I), (dh0, dc0))``; the weight gradients are written
+            to ``grad_weight_ih``, ``grad_weight_hh`` and ``grad_bias``.
+        """
+        dx, dh0, dc0 = self._core.backward(
+            d_out,
+            self.weight_ih,
+            self.weight_hh,
+            self.bias,
+            self.grad_weight_ih,
+            self.grad_weight_hh,
+            self.grad_bias,
+            _pair(d_state, "d_state"),
+        )
+        return dx, (dh0, dc0)
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The parameter arrays themselves (not copies), by name."""
+        return {"weight_ih": self.weight_ih, "weight_hh": self.weight_hh, "bias": self.bias}
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """The gradient arrays of the last ``backward``, by parameter name."""
+        return {
+            "weight_ih": self.grad_weight_ih,
+            "weight_hh": self.grad_weight_hh,
+            "bias": self.grad_bias,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"LSTM(input_size={self.input_size}, hidden_size={self.hidden_size}, "
+            f"dtype={self.dtype.name!r})"
+        )
+
+
+def _pair(value: State | None, name: str) -> State | None:
+    if value is None:
+        return None
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise TypeError(f"{name}: expected None or a pair (h, c), got {type(value).__name__}")
+    return (value[0], value[1])
+
+
+class Adam:
+    """Adam over a set of NumPy arrays, updated in place by one fused Rust
+    kernel per array.
+
+    Args:
+        params: the arrays to optimise, by name (e.g. ``layer.parameters()``);
+            each must be a writable C-contiguous float32/float64 array.
+        lr, beta1, beta2, eps: the usual hyper-parameters.
+        eps_style: "tensorflow" (default; ε outside the bias correction, as
+            TF's AdamOptimizer and the seed program) or "pytorch" (as
+            ``torch.optim.Adam``).
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, np.ndarray],
+        lr: float = 0.001,
+        *,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        eps_style: str = "tensorflow",
+    ) -> None:
+        if not isinstance(params, Mapping) or not params:
+            raise TypeError("params: expected a non-empty dict name -> array")
+        for name, p in params.items():
+            if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
+                raise TypeError(f"params[{name!r}]: expected a float32 or float64 numpy array")
+        self.params = dict(params)
+        self.lr = _check_finite_float(lr, "lr")
+        self.beta1 = _check_finite_float(beta1, "beta1")
+        self.beta2 = _check_finite_float(beta2, "beta2")
+        self.eps = _check_finite_float(eps, "eps")
+        self.eps_style = eps_style
+        self.step_count = 0
+        self.m = {k: np.zeros_like(p) for k, p in self.params.items()}
+        self.v = {k: np.zeros_like(p) for k, p in self.params.items()}
+        # Check the settings once, on a scratch array, so a bad lr fails here.
+        scratch = np.zeros(1)
+        _core.adam_update(
+            scratch, scratch.copy(), scratch.copy(), scratch.copy(), 1, **self._hyper()
+        )
+
+    def _hyper(self) -> dict[str, float | str]:
+        return {
+            "lr": self.lr,
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "eps": self.eps,
+            "eps_style": self.eps_style,
+        }
+
+    def step(self, grads: Mapping[str, np.ndarray]) -> None:
+        """One update of every parameter, given its gradient by name."""
+        missing = self.params.keys() - grads.keys()
+        if missing:
+            raise KeyError(f"grads: missing {sorted(missing)}")
+        # Check every gradient before touching any parameter.
+        for name, p in self.params.items():
+            g = grads[name]
+            if not isinstance(g, np.ndarray) or g.dtype != p.dtype or g.shape != p.shape:
+                raise ValueError(
+                    f"grads[{name!r}]: expected a {p.dtype} array of shape {p.shape}, "
+                    f"got {getattr(g, 'dtype', type(g).__name__)} {np.shape(g)}"
+                )
+            if not np.isfinite(g).all():
+                raise ValueError(f"grads[{name!r}]: all values must be finite")
+        step = self.step_count + 1
+        for name, p in self.params.items():
+            _core.adam_update(p, grads[name], self.m[name], self.v[name], step, **self._hyper())
+        self.step_count = step
+
+    def state_dict(self) -> dict[str, object]:
+        """Copies of the moments and the step count."""
+        return {
+            "step": self.step_count,
+            "m": {k: a.copy() for k, a in self.m.items()},
+            "v": {k: a.copy() for k, a in self.v.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        """Restore what ``state_dict`` returned."""
+        m, v = state["m"], state["v"]
+        for name, p in self.params.items():
+            for label, src in (("m", m), ("v", v)):
+                if np.shape(src[name]) != p.shape:
+                    raise ValueError(f"{label}[{name!r}]: expected shape {p.shape}")
+        self.m = {k: np.array(m[k], dtype=p.dtype) for k, p in self.params.items()}
+        self.v = {k: np.array(v[k], dtype=p.dtype) for k, p in self.params.items()}
+        self.step_count = int(state["step"])

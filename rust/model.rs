@@ -1,0 +1,465 @@
+//! The seed network: `Linear(I → H) → LSTM(H) → Linear(H → O)`, its cost,
+//! and one training step (forward, backward through time, Adam, carry the
+//! state) as a single call.
+//!
+//! All parameters live in one flat vector, in the order of [`PARAM_NAMES`]
+//! and PyTorch layouts, so Adam is one fused pass and a state dict is a set
+//! of slices. Cost: `Σ (pred − y)² / B` over all B·T·O elements (the seed's
+//! `sum(losses) / batch_size`, i.e. T × the mean squared error).
+
+use crate::adam::{Adam, AdamConfig};
+use crate::error::{check_finite, check_len, check_positive, Error, Result};
+use crate::linear::{linear_backward, linear_forward, LinearShape};
+use crate::lstm::{Lstm, LstmGrads, LstmParams};
+use crate::real::Real;
+
+/// Parameter names, in storage order (PyTorch's names and layouts).
+pub const PARAM_NAMES: [&str; 7] = [
+    "input.weight",
+    "input.bias",
+    "lstm.weight_ih",
+    "lstm.weight_hh",
+    "lstm.bias",
+    "output.weight",
+    "output.bias",
+];
+
+/// The sizes of the seed network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeedConfig {
+    pub input_size: usize,
+    pub hidden_size: usize,
+    pub output_size: usize,
+}
+
+impl Default for SeedConfig {
+    /// The seed program's sizes: 1 → 10 → 1.
+    fn default() -> Self {
+        SeedConfig {
+            input_size: 1,
+            hidden_size: 10,
+            output_size: 1,
+        }
+    }
+}
+
+impl SeedConfig {
+    /// The shape of each parameter, in the order of [`PARAM_NAMES`].
+    pub fn param_shapes(&self) -> [Vec<usize>; 7] {
+        let (i, h, o) = (self.input_size, self.hidden_size, self.output_size);
+        [
+            vec![h, i],
+            vec![h],
+            vec![4 * h, h],
+            vec![4 * h, h],
+            vec![4 * h],
+            vec![o, h],
+            vec![o],
+        ]
+    }
+
+    /// The total number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.param_shapes().iter().map(|s| s.iter().product::<usize>()).sum()
+    }
+
+    /// The (offset, length) of each parameter in the flat vector.
+    pub fn param_ranges(&self) -> [(usize, usize); 7] {
+        let mut out = [(0, 0); 7];
+        let mut offset = 0;
+        for (slot, shape) in out.iter_mut().zip(self.param_shapes()) {
+            let len = shape.iter().product();
+            *slot = (offset, len);
+            offset += len;
+        }
+        out
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_positive("input_size", self.input_size)?;
+        check_positive("hidden_size", self.hidden_size)?;
+        check_positive("output_size", self.output_size)
+    }
+}
+
+/// The parameters (or their gradients) cut out of the flat vector by name.
+struct Parts<S> {
+    in_w: S,
+    in_b: S,
+    w_ih: S,
+    w_hh: S,
+    lstm_b: S,
+    out_w: S,
+    out_b: S,
+}
+
+fn split<'a, T>(cfg: &SeedConfig, flat: &'a [T]) -> Parts<&'a [T]> {
+    let r = cfg.param_ranges();
+    let at = |k: usize| &flat[r[k].0..r[k].0 + r[k].1];
+    Parts {
+        in_w: at(0),
+        in_b: at(1),
+        w_ih: at(2),
+        w_hh: at(3),
+        lstm_b: at(4),
+        out_w: at(5),
+        out_b: at(6),
+    }
+}
+
+fn split_mut<'a, T>(cfg: &SeedConfig, flat: &'a mut [T]) -> Parts<&'a mut [T]> {
+    let r = cfg.param_ranges();
+    let (in_w, rest) = flat.split_at_mut(r[0].1);
+    let (in_b, rest) = rest.split_at_mut(r[1].1);
+    let (w_ih, rest) = rest.split_at_mut(r[2].1);
+    let (w_hh, rest) = rest.split_at_mut(r[3].1);
+    let (lstm_b, rest) = rest.split_at_mut(r[4].1);
+    let (out_w, out_b) = rest.split_at_mut(r[5].1);
+    Parts {
+        in_w,
+        in_b,
+        w_ih,
+        w_hh,
+        lstm_b,
+        out_w,
+        out_b,
+    }
+}
+
+/// The seed network with its optimiser, carried state and workspaces.
+pub struct SeedNetwork<T> {
+    config: SeedConfig,
+    params: Vec<T>,
+    grads: Vec<T>,
+    adam: Adam<T>,
+    /// The carried (h, c), each (B, H), or None for zeros.
+    state: Option<(Vec<T>, Vec<T>)>,
+    lstm: Lstm<T>,
+    /// (B, T, O): the prediction of the last forward pass.
+    pred: Vec<T>,
+    /// (B, T, O) with its (B, T): the prediction of the last training step.
+    train_pred: Vec<T>,
+    train_shape: Option<(usize, usize)>,
+    /// (B, T, O): gradient of the cost by the prediction.
+    d_pred: Vec<T>,
+    /// (B, T, H): gradient by the LSTM's output.
+    d_hidden: Vec<T>,
+    /// (B, T, H): gradient by the LSTM's input (the input layer's output).
+    d_embedded: Vec<T>,
+}
+
+impl<T: Real> SeedNetwork<T> {
+    /// A network with the given parameters (flat, in [`PARAM_NAMES`] order;
+    /// see [`SeedConfig::param_ranges`]) and fresh Adam moments.
+    pub fn new(config: SeedConfig, adam: AdamConfig, params: Vec<T>) -> Result<Self> {
+        config.validate()?;
+        check_len("params", &params, &[config.num_params()])?;
+        check_finite("params", &params)?;
+        let n = params.len();
+        Ok(SeedNetwork {
+            config,
+            grads: vec![T::ZERO; n],
+            adam: Adam::new(adam, n)?,
+            params,
+            state: None,
+            lstm: Lstm::new(config.hidden_size, config.hidden_size)?,
+            pred: Vec::new(),
+            train_pred: Vec::new(),
+            train_shape: None,
+            d_pred: Vec::new(),
+            d_hidden: Vec::new(),
+            d_embedded: Vec::new(),
+        })
+    }
+
+    pub fn config(&self) -> SeedConfig {
+        self.config
+    }
+
+    /// All parameters, flat.
+    pub fn params(&self) -> &[T] {
+        &self.params
+    }
+
+    /// The gradients of the last training step, flat (same layout as params).
+    pub fn grads(&self) -> &[T] {
+        &self.grads
+    }
+
+    /// Replaces all parameters (checked: length and finite).
+    pub fn set_params(&mut self, params: &[T]) -> Result<()> {
+        check_len("params", params, &[self.params.len()])?;
+        check_finite("params", params)?;
+        self.params.copy_from_slice(params);
+        Ok(())
+    }
+
+    /// The optimiser: config, moments and step count.
+    pub fn adam(&self) -> &Adam<T> {
+        &self.adam
+    }
+
+    /// Replaces the optimiser's moments and step count (checked).
+    pub fn set_adam_state(&mut self, m: &[T], v: &[T], step: u64) -> Result<()> {
+        let n = self.params.len();
+        check_len("adam m", m, &[n])?;
+        check_len("adam v", v, &[n])?;
+        check_finite("adam m", m)?;
+        check_finite("adam v", v)?;
+        if v.iter().any(|&x| x < T::ZERO) {
+            return Err(Error::Config {
+                arg: "adam v",
+                expected: "values >= 0".into(),
+                got: "a negative value".into(),
+            });
+        }
+        self.adam.m.copy_from_slice(m);
+        self.adam.v.copy_from_slice(v);
+        self.adam.step = step;
+        Ok(())
+    }
+
+    /// The carried state (h, c), each (B, H), or None (zeros).
+    pub fn state(&self) -> Option<(&[T], &[T])> {
+        self.state.as_ref().map(|(h, c)| (h.as_slice(), c.as_slice()))
+    }
+
+    /// Sets the carried state (h, c), each (B, H) for some B, or clears it.
+    pub fn set_state(&mut self, state: Option<(&[T], &[T])>) -> Result<()> {
+        match state {
+            None => self.state = None,
+            Some((h, c)) => {
+                let hidden = self.config.hidden_size;
+                if h.is_empty() || h.len() % hidden != 0 {
+                    return Err(Error::Shape {
+                        arg: "state h",
+                        expected: format!("(B, {hidden})"),
+                        got: format!("{} elements", h.len()),
+                    });
+                }
+                check_len("state c", c, &[h.len() / hidden, hidden])?;
+                check_finite("state h", h)?;
+                check_finite("state c", c)?;
+                self.state = Some((h.to_vec(), c.to_vec()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the carried state: the next step starts from zeros.
+    pub fn reset_state(&mut self) {
+        self.state = None;
+    }
+
+    /// The prediction (B, T, O) made during the last training step, with
+    /// its (B, T); None before the first step.
+    pub fn last_prediction(&self) -> Option<(&[T], usize, usize)> {
+        self.train_shape.map(|(b, t)| (self.train_pred.as_slice(), b, t))
+    }
+
+    fn check_inputs(&self, seq: &[T], batch: usize, steps: usize) -> Result<()> {
+        check_positive("batch size", batch)?;
+        check_positive("time steps", steps)?;
+        check_len("seq", seq, &[batch, steps, self.config.input_size])?;
+        check_finite("seq", seq)?;
+        if let Some((h, _)) = &self.state {
+            let carried = h.len() / self.config.hidden_size;
+            if carried != batch {
+                return Err(Error::Shape {
+                    arg: "state",
+                    expected: format!(
+                        "a carried state of batch size {batch} to match seq (call reset_state() to start from zeros)"
+                    ),
+                    got: format!("batch size {carried}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Forward from the carried state; fills `pred` (B, T, O).
+    fn run_forward(&mut self, seq: &[T], batch: usize, steps: usize) -> Result<()> {
+        let c = self.config;
+        let p = split(&c, &self.params);
+        let rows = batch * steps;
+        let embedded = self.lstm.input_buffer(batch, steps);
+        linear_forward(
+            LinearShape {
+                rows,
+                input: c.input_size,
+                output: c.hidden_size,
+            },
+            seq,
+            p.in_w,
+            p.in_b,
+            embedded,
+        )?;
+        let lstm_params = LstmParams {
+            weight_ih: p.w_ih,
+            weight_hh: p.w_hh,
+            bias: p.lstm_b,
+        };
+        let state = self.state.as_ref().map(|(h, c)| (h.as_slice(), c.as_slice()));
+        self.lstm.run_forward(lstm_params, batch, steps, state);
+        self.pred.resize(rows * c.output_size, T::ZERO);
+        linear_forward(
+            LinearShape {
+                rows,
+                input: c.hidden_size,
+                output: c.output_size,
+            },
+            self.lstm.output(),
+            p.out_w,
+            p.out_b,
+            &mut self.pred,
+        )
+    }
+
+    /// Prediction (B, T, O) for `seq` (B, T, I), from the carried state (or
+    /// zeros); the carried state is left as it was.
+    pub fn predict(&mut self, seq: &[T], batch: usize, steps: usize) -> Result<&[T]> {
+        self.check_inputs(seq, batch, steps)?;
+        self.run_forward(seq, batch, steps)?;
+        Ok(&self.pred)
+    }
+
+    /// The seed's cost of the last prediction against `target` (B, T, O),
+    /// and its gradient into `d_pred`. Summed in f64.
+    fn cost_and_grad(&mut self, target: &[T], batch: usize) -> f64 {
+        self.d_pred.resize(self.pred.len(), T::ZERO);
+        let scale = T::from_f64(2.0 / batch as f64);
+        let mut sum = 0.0f64;
+        for ((d, &p), &y) in self.d_pred.iter_mut().zip(&self.pred).zip(target) {
+            let diff = p - y;
+            sum += (diff * diff).to_f64();
+            *d = scale * diff;
+        }
+        sum / batch as f64
+    }
+
+    /// Cost and gradients for one batch, without updating anything but the
+    /// gradients and the workspaces. Returns the cost.
+    pub fn loss_and_grads(&mut self, seq: &[T], target: &[T], batch: usize, steps: usize) -> Result<f64> {
+        self.check_inputs(seq, batch, steps)?;
+        check_len("res", target, &[batch, steps, self.config.output_size])?;
+        check_finite("res", target)?;
+        self.run_forward(seq, batch, steps)?;
+        let cost = self.cost_and_grad(target, batch);
+        self.run_backward(seq, batch, steps)?;
+        Ok(cost)
+    }
+
+    fn run_backward(&mut self, seq: &[T], batch: usize, steps: usize) -> Result<()> {
+        let c = self.config;
+        let rows = batch * steps;
+        let p = split(&c, &self.params);
+        let g = split_mut(&c, &mut self.grads);
+        self.d_hidden.resize(rows * c.hidden_size, T::ZERO);
+        self.d_embedded.resize(rows * c.hidden_size, T::ZERO);
+        linear_backward(
+            LinearShape {
+                rows,
+                input: c.hidden_size,
+                output: c.output_size,
+            },
+            &self.d_pred,
+            self.lstm.output(),
+            p.out_w,
+            Some(&mut self.d_hidden),
+            g.out_w,
+            g.out_b,
+        )?;
+        self.lstm.run_backward(
+            LstmParams {
+                weight_ih: p.w_ih,
+                weight_hh: p.w_hh,
+                bias: p.lstm_b,
+            },
+            &self.d_hidden,
+            None,
+            Some(&mut self.d_embedded),
+            LstmGrads {
+                weight_ih: g.w_ih,
+                weight_hh: g.w_hh,
+                bias: g.lstm_b,
+            },
+        );
+        linear_backward(
+            LinearShape {
+                rows,
+                input: c.input_size,
+                output: c.hidden_size,
+            },
+            &self.d_embedded,
+            seq,
+            p.in_w,
+            None,
+            g.in_w,
+            g.in_b,
+        )
+    }
+
+    /// One training step on `seq` (B, T, I) → `target` (B, T, O): forward
+    /// from the carried state, cost, backward through time (truncated at
+    /// the batch), one Adam update, and the final (h, c) carried to the next
+    /// step. Returns the cost before the update. On error nothing changes.
+    pub fn train_step(&mut self, seq: &[T], target: &[T], batch: usize, steps: usize) -> Result<f64> {
+        let cost = self.loss_and_grads(seq, target, batch, steps)?;
+        self.adam.update(&mut self.params, &self.grads)?;
+        // Keep this step's prediction; swapping buffers copies nothing.
+        std::mem::swap(&mut self.pred, &mut self.train_pred);
+        self.train_shape = Some((batch, steps));
+        let (h_n, c_n) = self.lstm.final_state();
+        match &mut self.state {
+            Some((h, c)) if h.len() == h_n.len() => {
+                h.copy_from_slice(h_n);
+                c.copy_from_slice(c_n);
+            }
+            slot => *slot = Some((h_n.to_vec(), c_n.to_vec())),
+        }
+        Ok(cost)
+    }
+}
+
+/// Deterministic pseudo-random parameters for tests and benchmarks (not the
+/// seed's initialisation, which the Python package does; see
+/// `python/sincos_rs/init.py`): weights uniform in ±1/√fan_in, biases 0.1,
+/// the forget-gate bias `forget_bias`.
+pub fn demo_params<T: Real>(config: &SeedConfig, forget_bias: f64, seed: u64) -> Vec<T> {
+    let mut rng = SplitMix64(seed);
+    let mut flat = vec![T::ZERO; config.num_params()];
+    let h = config.hidden_size;
+    let p = split_mut(config, &mut flat);
+    let fill = |w: &mut [T], fan_in: usize, rng: &mut SplitMix64| {
+        let a = 1.0 / (fan_in as f64).sqrt();
+        w.iter_mut()
+            .for_each(|x| *x = T::from_f64(a * (2.0 * rng.next_f64() - 1.0)));
+    };
+    fill(p.in_w, config.input_size, &mut rng);
+    fill(p.w_ih, h, &mut rng);
+    fill(p.w_hh, h, &mut rng);
+    fill(p.out_w, h, &mut rng);
+    p.in_b.fill(T::from_f64(0.1));
+    p.out_b.fill(T::from_f64(0.1));
+    p.lstm_b.fill(T::ZERO);
+    p.lstm_b[h..2 * h].fill(T::from_f64(forget_bias));
+    flat
+}
+
+/// A tiny, well-known PRNG (Steele et al.), for [`demo_params`].
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
