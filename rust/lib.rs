@@ -16,9 +16,12 @@ pub mod adam;
 pub mod error;
 pub mod linear;
 pub mod lstm;
+mod lstm_gemm;
+mod lstm_lanes;
 mod matmul;
 pub mod model;
 pub mod real;
+mod simd;
 pub mod threads;
 
 #[cfg(feature = "python")]

@@ -2,6 +2,14 @@
 //! and one training step (forward, backward through time, Adam, carry the
 //! state) as a single call.
 //!
+//! The input layer is folded into the LSTM: `W_ih·(W_in·x + b_in) + b`
+//! equals `(W_ih·W_in)·x + (W_ih·b_in + b)`, so the LSTM kernel reads the
+//! I-wide input directly through effective weights `W_x = W_ih·W_in`
+//! (4H, I) and `b_x = W_ih·b_in + b` (4H,). With the seed's I = 1 this halves
+//! the per-step work. The gradients of the four real tensors follow from the
+//! kernel's gradients by `W_x` and `b_x` exactly (chain rule, see
+//! `run_backward`), and are checked against the NumPy reference.
+//!
 //! All parameters live in one flat vector, in the order of [`PARAM_NAMES`]
 //! and PyTorch layouts, so Adam is one fused pass and a state dict is a set
 //! of slices. Cost: `Σ (pred − y)² / B` over all B·T·O elements (the seed's
@@ -144,8 +152,12 @@ pub struct SeedNetwork<T> {
     d_pred: Vec<T>,
     /// (B, T, H): gradient by the LSTM's output.
     d_hidden: Vec<T>,
-    /// (B, T, H): gradient by the LSTM's input (the input layer's output).
-    d_embedded: Vec<T>,
+    /// (4H, I) and (4H,): the effective input weights W_x = W_ih·W_in and
+    /// bias b_x = W_ih·b_in + b (see the module docs).
+    w_x: Vec<T>,
+    b_x: Vec<T>,
+    /// (4H, I): the gradient by W_x.
+    grad_w_x: Vec<T>,
 }
 
 impl<T: Real> SeedNetwork<T> {
@@ -162,13 +174,15 @@ impl<T: Real> SeedNetwork<T> {
             adam: Adam::new(adam, n)?,
             params,
             state: None,
-            lstm: Lstm::new(config.hidden_size, config.hidden_size)?,
+            lstm: Lstm::new(config.input_size, config.hidden_size)?,
             pred: Vec::new(),
             train_pred: Vec::new(),
             train_shape: None,
             d_pred: Vec::new(),
             d_hidden: Vec::new(),
-            d_embedded: Vec::new(),
+            w_x: vec![T::ZERO; 4 * config.hidden_size * config.input_size],
+            b_x: vec![T::ZERO; 4 * config.hidden_size],
+            grad_w_x: vec![T::ZERO; 4 * config.hidden_size * config.input_size],
         })
     }
 
@@ -280,27 +294,28 @@ impl<T: Real> SeedNetwork<T> {
     /// Forward from the carried state; fills `pred` (B, T, O).
     fn run_forward(&mut self, seq: &[T], batch: usize, steps: usize) -> Result<()> {
         let c = self.config;
+        let (i_n, h_n) = (c.input_size, c.hidden_size);
         let p = split(&c, &self.params);
-        let rows = batch * steps;
-        let embedded = self.lstm.input_buffer(batch, steps);
-        linear_forward(
-            LinearShape {
-                rows,
-                input: c.input_size,
-                output: c.hidden_size,
-            },
-            seq,
-            p.in_w,
-            p.in_b,
-            embedded,
-        )?;
+        // W_x = W_ih·W_in (4H, I); b_x = W_ih·b_in + b (4H,).
+        for g in 0..4 * h_n {
+            let w_row = &p.w_ih[g * h_n..(g + 1) * h_n];
+            for i in 0..i_n {
+                self.w_x[g * i_n + i] = w_row
+                    .iter()
+                    .enumerate()
+                    .fold(T::ZERO, |acc, (k, &w)| acc + w * p.in_w[k * i_n + i]);
+            }
+            self.b_x[g] = p.lstm_b[g] + w_row.iter().zip(p.in_b).fold(T::ZERO, |acc, (&w, &b)| acc + w * b);
+        }
+        self.lstm.input_buffer(batch, steps).copy_from_slice(seq);
         let lstm_params = LstmParams {
-            weight_ih: p.w_ih,
+            weight_ih: &self.w_x,
             weight_hh: p.w_hh,
-            bias: p.lstm_b,
+            bias: &self.b_x,
         };
         let state = self.state.as_ref().map(|(h, c)| (h.as_slice(), c.as_slice()));
         self.lstm.run_forward(lstm_params, batch, steps, state);
+        let rows = batch * steps;
         self.pred.resize(rows * c.output_size, T::ZERO);
         linear_forward(
             LinearShape {
@@ -345,21 +360,21 @@ impl<T: Real> SeedNetwork<T> {
         check_finite("res", target)?;
         self.run_forward(seq, batch, steps)?;
         let cost = self.cost_and_grad(target, batch);
-        self.run_backward(seq, batch, steps)?;
+        self.run_backward(batch, steps)?;
         Ok(cost)
     }
 
-    fn run_backward(&mut self, seq: &[T], batch: usize, steps: usize) -> Result<()> {
+    fn run_backward(&mut self, batch: usize, steps: usize) -> Result<()> {
         let c = self.config;
+        let (i_n, h_n) = (c.input_size, c.hidden_size);
         let rows = batch * steps;
         let p = split(&c, &self.params);
         let g = split_mut(&c, &mut self.grads);
-        self.d_hidden.resize(rows * c.hidden_size, T::ZERO);
-        self.d_embedded.resize(rows * c.hidden_size, T::ZERO);
+        self.d_hidden.resize(rows * h_n, T::ZERO);
         linear_backward(
             LinearShape {
                 rows,
-                input: c.hidden_size,
+                input: h_n,
                 output: c.output_size,
             },
             &self.d_pred,
@@ -369,34 +384,41 @@ impl<T: Real> SeedNetwork<T> {
             g.out_w,
             g.out_b,
         )?;
+        // The kernel's gradient by b_x is the gradient by b itself.
         self.lstm.run_backward(
             LstmParams {
-                weight_ih: p.w_ih,
+                weight_ih: &self.w_x,
                 weight_hh: p.w_hh,
-                bias: p.lstm_b,
+                bias: &self.b_x,
             },
             &self.d_hidden,
             None,
-            Some(&mut self.d_embedded),
+            None,
             LstmGrads {
-                weight_ih: g.w_ih,
+                weight_ih: &mut self.grad_w_x,
                 weight_hh: g.w_hh,
                 bias: g.lstm_b,
             },
         );
-        linear_backward(
-            LinearShape {
-                rows,
-                input: c.input_size,
-                output: c.hidden_size,
-            },
-            &self.d_embedded,
-            seq,
-            p.in_w,
-            None,
-            g.in_w,
-            g.in_b,
-        )
+        // Chain rule through W_x = W_ih·W_in and b_x = W_ih·b_in + b:
+        //   dW_ih = dW_x·W_inᵀ + db_x ⊗ b_in   (4H, H)
+        //   dW_in = W_ihᵀ·dW_x                 (H, I)
+        //   db_in = W_ihᵀ·db_x                 (H,)
+        let (gw_x, gb_x) = (&self.grad_w_x, &*g.lstm_b);
+        for r in 0..4 * h_n {
+            for k in 0..h_n {
+                let from_w: T = (0..i_n).fold(T::ZERO, |acc, i| acc + gw_x[r * i_n + i] * p.in_w[k * i_n + i]);
+                g.w_ih[r * h_n + k] = from_w + gb_x[r] * p.in_b[k];
+            }
+        }
+        for k in 0..h_n {
+            for i in 0..i_n {
+                g.in_w[k * i_n + i] =
+                    (0..4 * h_n).fold(T::ZERO, |acc, r| acc + p.w_ih[r * h_n + k] * gw_x[r * i_n + i]);
+            }
+            g.in_b[k] = (0..4 * h_n).fold(T::ZERO, |acc, r| acc + p.w_ih[r * h_n + k] * gb_x[r]);
+        }
+        Ok(())
     }
 
     /// One training step on `seq` (B, T, I) → `target` (B, T, O): forward

@@ -35,12 +35,17 @@ pub trait Real:
     fn to_f64(self) -> f64;
     fn sqrt(self) -> Self;
     fn exp(self) -> Self;
+    /// `e^x` by [`crate::activation`]'s branch-free polynomial (≤ 2 ulp).
+    fn exp_fast(self) -> Self;
+    /// `self * a + b` with one rounding (an FMA instruction where the
+    /// calling kernel was compiled with FMA; see `crate::simd`).
+    fn mul_add(self, a: Self, b: Self) -> Self;
     fn tanh(self) -> Self;
     fn is_finite(self) -> bool;
 }
 
 macro_rules! impl_real {
-    ($t:ty, $name:literal) => {
+    ($t:ty, $name:literal, $exp:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -63,6 +68,14 @@ macro_rules! impl_real {
                 <$t>::exp(self)
             }
             #[inline(always)]
+            fn exp_fast(self) -> Self {
+                $exp(self)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
+            }
+            #[inline(always)]
             fn tanh(self) -> Self {
                 <$t>::tanh(self)
             }
@@ -74,5 +87,5 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, "float32");
-impl_real!(f64, "float64");
+impl_real!(f32, "float32", crate::activation::exp_f32);
+impl_real!(f64, "float64", crate::activation::exp_f64);

@@ -134,6 +134,14 @@ class LSTM:
         )
 
 
+def _check_updatable(p: np.ndarray, name: str) -> None:
+    """Adam updates ``p`` in place: it must be writable and C-contiguous."""
+    if not p.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous array")
+    if not p.flags.writeable:
+        raise ValueError(f"{name}: expected a writable array")
+
+
 def _pair(value: State | None, name: str) -> State | None:
     if value is None:
         return None
@@ -170,6 +178,7 @@ class Adam:
         for name, p in params.items():
             if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
                 raise TypeError(f"params[{name!r}]: expected a float32 or float64 numpy array")
+            _check_updatable(p, f"params[{name!r}]")
         self.params = dict(params)
         self.lr = _check_finite_float(lr, "lr")
         self.beta1 = _check_finite_float(beta1, "beta1")
@@ -199,13 +208,19 @@ class Adam:
         missing = self.params.keys() - grads.keys()
         if missing:
             raise KeyError(f"grads: missing {sorted(missing)}")
-        # Check every gradient before touching any parameter.
+        # Check every parameter and gradient before touching any parameter, so
+        # a bad one cannot leave the earlier ones updated and the rest not.
         for name, p in self.params.items():
+            _check_updatable(p, f"params[{name!r}]")
             g = grads[name]
             if not isinstance(g, np.ndarray) or g.dtype != p.dtype or g.shape != p.shape:
                 raise ValueError(
                     f"grads[{name!r}]: expected a {p.dtype} array of shape {p.shape}, "
                     f"got {getattr(g, 'dtype', type(g).__name__)} {np.shape(g)}"
+                )
+            if not g.flags.c_contiguous:
+                raise ValueError(
+                    f"grads[{name!r}]: expected a C-contiguous array (use np.ascontiguousarray)"
                 )
             if not np.isfinite(g).all():
                 raise ValueError(f"grads[{name!r}]: all values must be finite")

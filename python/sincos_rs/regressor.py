@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,18 @@ __all__ = ["LSTMRegressor", "CHECKPOINT_FORMAT"]
 CHECKPOINT_FORMAT = "sincos_rs.checkpoint.v1"
 
 EPS_STYLES = ("tensorflow", "pytorch")
+
+# What np.load raises on a missing, garbage, truncated or corrupted file: a
+# broken .npz gives BadZipFile, zlib.error or NotImplementedError (a garbled
+# compression method), not only OSError / ValueError.
+_UNREADABLE = (
+    OSError,
+    ValueError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    NotImplementedError,
+)
 
 
 class LSTMRegressor:
@@ -258,14 +272,27 @@ class LSTMRegressor:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError) as err:
+        except _UNREADABLE as err:
             raise ValueError(f"{path}: not a readable sincos_rs checkpoint ({err})") from err
         try:
             config = json.loads(str(arrays.pop("config")))
         except (KeyError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: not a sincos_rs checkpoint (no valid 'config')") from err
-        if config.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: unknown checkpoint format {config.get('format')!r}")
+        if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
+            found = config.get("format") if isinstance(config, dict) else config
+            raise ValueError(f"{path}: unknown checkpoint format {found!r}")
+        try:
+            return cls._from_checkpoint(config, arrays)
+        except (KeyError, ValueError, TypeError) as err:
+            # A missing or mis-shaped array or setting: say which file.
+            raise ValueError(f"{path}: invalid sincos_rs checkpoint ({err})") from err
+
+    @classmethod
+    def _from_checkpoint(
+        cls, config: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> LSTMRegressor:
+        """The model a checkpoint's config and arrays describe (KeyError,
+        ValueError or TypeError if they are incomplete or inconsistent)."""
         model = cls(
             config["input_size"],
             config["hidden_size"],

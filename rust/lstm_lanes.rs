@@ -1,0 +1,780 @@
+//! The LSTM kernel for small hidden sizes: the batch in SIMD lanes.
+//!
+//! With H = 10 a gate row is too short to vectorise and a matrix-product
+//! call costs more than its arithmetic. So the batch is cut into chunks of
+//! `LANES` rows, and every value (a gate, a cell, an input feature at one
+//! step) is held for the whole chunk as one [`Lane`]: the per-step work
+//! becomes `4H·(I+H)` broadcast-multiply-adds on lane vectors and one
+//! vectorised pass over the gates, with the weights resident in L1.
+//!
+//! Buffers are chunk-major, `[q][t][feature]` of lanes (q chunk, t step);
+//! a batch row b lives in chunk `b / LANES`, lane `b % LANES`. Lanes past
+//! the batch are padding: zero inputs and zero gradients, so they add
+//! nothing to the weight gradients.
+//!
+//! Chunks are independent, so forward and backward run them in parallel;
+//! the weight gradients are then summed over chunks and steps in a fixed
+//! order. Results do not depend on the thread count.
+
+use crate::activation::{sigmoid, tanh};
+use crate::lstm::{LstmGrads, LstmParams, LstmShape};
+use crate::real::Real;
+use crate::simd::{dispatch, Lane, LANES};
+use crate::threads;
+
+/// Number of lane chunks for a batch of `batch` rows.
+pub(crate) fn chunks(batch: usize) -> usize {
+    batch.div_ceil(LANES)
+}
+
+/// Working memory of the lanes kernel; buffers only grow.
+pub(crate) struct LanesWorkspace<T> {
+    /// (Q, T, I): the input.
+    x: Vec<Lane<T>>,
+    /// (Q, T, 4H): activated gates (i, f, g, o).
+    gates: Vec<Lane<T>>,
+    /// (Q, T+1, H): cell state before step t (slot 0 is c0, slot T is c_n).
+    c: Vec<Lane<T>>,
+    /// (Q, T, H): tanh of the cell state after step t.
+    tanh_c: Vec<Lane<T>>,
+    /// (Q, T+1, H): hidden state before step t (slot 0 is h0, slot T is h_n).
+    h: Vec<Lane<T>>,
+    /// (Q, T, H): the incoming gradient by the output.
+    d_out: Vec<Lane<T>>,
+    /// (Q, T, 4H): gradient by the gate pre-activations.
+    dz: Vec<Lane<T>>,
+    /// (Q, T, I): gradient by the input.
+    dx: Vec<Lane<T>>,
+    /// (Q, H): running gradients by h and c; after backward, by h0 and c0.
+    dh: Vec<Lane<T>>,
+    dc: Vec<Lane<T>>,
+    /// (I+H, 4H): [W_ih | W_hh]ᵀ, for forward (one gate row per input feature).
+    w_t: Vec<T>,
+    /// (4H, I+H): [W_ih | W_hh], for backward.
+    w: Vec<T>,
+}
+
+impl<T: Real> LanesWorkspace<T> {
+    pub(crate) fn new() -> Self {
+        LanesWorkspace {
+            x: Vec::new(),
+            gates: Vec::new(),
+            c: Vec::new(),
+            tanh_c: Vec::new(),
+            h: Vec::new(),
+            d_out: Vec::new(),
+            dz: Vec::new(),
+            dx: Vec::new(),
+            dh: Vec::new(),
+            dc: Vec::new(),
+            w_t: Vec::new(),
+            w: Vec::new(),
+        }
+    }
+}
+
+fn fit<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) {
+    v.resize(n, zero);
+}
+
+/// Copies (B, T, F) batch-major rows into lanes (Q, T, F), zero-padding.
+fn to_lanes<T: Real>(src: &[T], lanes: &mut [Lane<T>], batch: usize, steps: usize, features: usize) {
+    debug_assert_eq!(src.len(), batch * steps * features);
+    debug_assert_eq!(lanes.len(), chunks(batch) * steps * features);
+    for (q, chunk) in lanes.chunks_exact_mut(steps * features).enumerate() {
+        let rows = (batch - q * LANES).min(LANES);
+        if rows < LANES {
+            chunk.fill(Lane::splat(T::ZERO));
+        }
+        for l in 0..rows {
+            let row = &src[(q * LANES + l) * steps * features..][..steps * features];
+            for (dst, &v) in chunk.iter_mut().zip(row) {
+                dst[l] = v;
+            }
+        }
+    }
+}
+
+/// Copies lanes (Q, S, F) at steps `first..first+steps` into (B, T, F) rows.
+fn from_lanes<T: Real>(
+    lanes: &[Lane<T>],
+    slots: usize,
+    first: usize,
+    dst: &mut [T],
+    batch: usize,
+    steps: usize,
+    features: usize,
+) {
+    debug_assert_eq!(dst.len(), batch * steps * features);
+    for b in 0..batch {
+        let (q, l) = (b / LANES, b % LANES);
+        let src = &lanes[(q * slots + first) * features..][..steps * features];
+        for (d, s) in dst[b * steps * features..][..steps * features].iter_mut().zip(src) {
+            *d = s[l];
+        }
+    }
+}
+
+/// Forward over x (B, T, I) from (h0, c0) or zeros. Writes out (B, T, H)
+/// and (h_n, c_n), each (B, H), and keeps what backward needs.
+pub(crate) fn forward<T: Real>(
+    ws: &mut LanesWorkspace<T>,
+    p: LstmParams<'_, T>,
+    s: LstmShape,
+    x: &[T],
+    initial: Option<(&[T], &[T])>,
+    out: &mut [T],
+    h_n: &mut [T],
+    c_n: &mut [T],
+) {
+    let (q_n, t_n, i_n, h_n_) = (chunks(s.batch), s.steps, s.input, s.hidden);
+    let (g4, k_n) = (4 * h_n_, s.input + s.hidden);
+    let zero = Lane::splat(T::ZERO);
+    fit(&mut ws.x, q_n * t_n * i_n, zero);
+    fit(&mut ws.gates, q_n * t_n * g4, zero);
+    fit(&mut ws.c, q_n * (t_n + 1) * h_n_, zero);
+    fit(&mut ws.tanh_c, q_n * t_n * h_n_, zero);
+    fit(&mut ws.h, q_n * (t_n + 1) * h_n_, zero);
+    to_lanes(x, &mut ws.x, s.batch, t_n, i_n);
+
+    // Initial state into slot 0 of each chunk.
+    for (q, (h_q, c_q)) in
+        ws.h.chunks_exact_mut((t_n + 1) * h_n_)
+            .zip(ws.c.chunks_exact_mut((t_n + 1) * h_n_))
+            .enumerate()
+    {
+        h_q[..h_n_].fill(zero);
+        c_q[..h_n_].fill(zero);
+        if let Some((h0, c0)) = initial {
+            for l in 0..(s.batch - q * LANES).min(LANES) {
+                let b = q * LANES + l;
+                for k in 0..h_n_ {
+                    h_q[k][l] = h0[b * h_n_ + k];
+                    c_q[k][l] = c0[b * h_n_ + k];
+                }
+            }
+        }
+    }
+
+    // [W_ih | W_hh]ᵀ: row k holds the 4H weights input feature k feeds.
+    fit(&mut ws.w_t, k_n * g4, T::ZERO);
+    for g in 0..g4 {
+        for k in 0..i_n {
+            ws.w_t[k * g4 + g] = p.weight_ih[g * i_n + k];
+        }
+        for k in 0..h_n_ {
+            ws.w_t[(i_n + k) * g4 + g] = p.weight_hh[g * h_n_ + k];
+        }
+    }
+
+    let tasks = tasks_for(q_n, q_n * t_n * g4 * k_n);
+    let job = ForwardChunks {
+        x: &ws.x,
+        gates: &mut ws.gates,
+        c: &mut ws.c,
+        tanh_c: &mut ws.tanh_c,
+        h: &mut ws.h,
+        w_t: &ws.w_t,
+        bias: p.bias,
+        q_n,
+        t_n,
+        i_n,
+        h_n: h_n_,
+    };
+    run_split(job, tasks);
+
+    from_lanes(&ws.h, t_n + 1, 1, out, s.batch, t_n, h_n_);
+    from_lanes(&ws.h, t_n + 1, t_n, h_n, s.batch, 1, h_n_);
+    from_lanes(&ws.c, t_n + 1, t_n, c_n, s.batch, 1, h_n_);
+}
+
+/// The forward work of chunks `0..q_n` (a contiguous run of chunks).
+struct ForwardChunks<'a, T> {
+    x: &'a [Lane<T>],
+    gates: &'a mut [Lane<T>],
+    c: &'a mut [Lane<T>],
+    tanh_c: &'a mut [Lane<T>],
+    h: &'a mut [Lane<T>],
+    w_t: &'a [T],
+    bias: &'a [T],
+    q_n: usize,
+    t_n: usize,
+    i_n: usize,
+    h_n: usize,
+}
+
+impl<T: Real> Split for ForwardChunks<'_, T> {
+    fn len(&self) -> usize {
+        self.q_n
+    }
+
+    fn split(self, q: usize) -> (Self, Self) {
+        let (t, i, h) = (self.t_n, self.i_n, self.h_n);
+        let (x0, x1) = self.x.split_at(q * t * i);
+        let (g0, g1) = self.gates.split_at_mut(q * t * 4 * h);
+        let (c0, c1) = self.c.split_at_mut(q * (t + 1) * h);
+        let (tc0, tc1) = self.tanh_c.split_at_mut(q * t * h);
+        let (h0, h1) = self.h.split_at_mut(q * (t + 1) * h);
+        let part = |x, gates, c, tanh_c, hs, q_n| ForwardChunks {
+            x,
+            gates,
+            c,
+            tanh_c,
+            h: hs,
+            w_t: self.w_t,
+            bias: self.bias,
+            q_n,
+            t_n: t,
+            i_n: i,
+            h_n: h,
+        };
+        (part(x0, g0, c0, tc0, h0, q), part(x1, g1, c1, tc1, h1, self.q_n - q))
+    }
+
+    fn run(self) {
+        let (t, i, h) = (self.t_n, self.i_n, self.h_n);
+        let chunks = self
+            .x
+            .chunks_exact(t * i)
+            .zip(self.gates.chunks_exact_mut(t * 4 * h))
+            .zip(self.c.chunks_exact_mut((t + 1) * h))
+            .zip(self.tanh_c.chunks_exact_mut(t * h))
+            .zip(self.h.chunks_exact_mut((t + 1) * h));
+        for ((((x, gates), c), tanh_c), hs) in chunks {
+            forward_chunk(x, gates, c, tanh_c, hs, self.w_t, self.bias, t, i, h);
+        }
+    }
+}
+
+/// Work that can be cut into two contiguous runs of chunks.
+trait Split: Send + Sized {
+    fn len(&self) -> usize;
+    fn split(self, at: usize) -> (Self, Self);
+    fn run(self);
+}
+
+/// Runs `work` as `tasks` pieces in parallel (on this thread alone if 1).
+fn run_split<W: Split>(work: W, tasks: usize) {
+    let n = work.len();
+    if tasks <= 1 || n <= 1 {
+        work.run();
+    } else {
+        let left_tasks = tasks / 2;
+        let at = (n * left_tasks / tasks).clamp(1, n - 1);
+        let (a, b) = work.split(at);
+        rayon::join(|| run_split(a, left_tasks), || run_split(b, tasks - left_tasks));
+    }
+}
+
+/// How many parallel pieces to cut `q_n` chunks into, for `macs` lane
+/// multiply-adds of work: one below the size where a second thread pays.
+fn tasks_for(q_n: usize, macs: usize) -> usize {
+    if macs < (1 << 15) {
+        1
+    } else {
+        threads::num_threads().min(q_n).max(1)
+    }
+}
+
+dispatch!(fn forward_chunk<T: Real>(
+    x: &[Lane<T>],
+    gates: &mut [Lane<T>],
+    c: &mut [Lane<T>],
+    tanh_c: &mut [Lane<T>],
+    h: &mut [Lane<T>],
+    w_t: &[T],
+    bias: &[T],
+    t_n: usize,
+    i_n: usize,
+    h_n: usize,
+) => forward_chunk_impl);
+
+/// Forward over the T steps of one chunk.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_chunk_impl<T: Real>(
+    x: &[Lane<T>],
+    gates: &mut [Lane<T>],
+    c: &mut [Lane<T>],
+    tanh_c: &mut [Lane<T>],
+    h: &mut [Lane<T>],
+    w_t: &[T],
+    bias: &[T],
+    t_n: usize,
+    i_n: usize,
+    h_n: usize,
+) {
+    let g4 = 4 * h_n;
+    for t in 0..t_n {
+        let x_t = &x[t * i_n..][..i_n];
+        let z = &mut gates[t * g4..][..g4];
+        let (h_before, h_after) = h.split_at_mut((t + 1) * h_n);
+        let h_prev = &h_before[t * h_n..];
+        project(z, bias, w_t, x_t, h_prev);
+
+        let (c_before, c_after) = c.split_at_mut((t + 1) * h_n);
+        let c_prev = &c_before[t * h_n..];
+        let c_next = &mut c_after[..h_n];
+        let h_next = &mut h_after[..h_n];
+        let tc_t = &mut tanh_c[t * h_n..][..h_n];
+        let (zi, rest) = z.split_at_mut(h_n);
+        let (zf, rest) = rest.split_at_mut(h_n);
+        let (zg, zo) = rest.split_at_mut(h_n);
+        for k in 0..h_n {
+            for l in 0..LANES {
+                let i = sigmoid(zi[k][l]);
+                let f = sigmoid(zf[k][l]);
+                let g = tanh(zg[k][l]);
+                let o = sigmoid(zo[k][l]);
+                let cell = f.mul_add(c_prev[k][l], i * g);
+                let tc = tanh(cell);
+                zi[k][l] = i;
+                zf[k][l] = f;
+                zg[k][l] = g;
+                zo[k][l] = o;
+                c_next[k][l] = cell;
+                tc_t[k][l] = tc;
+                h_next[k][l] = o * tc;
+            }
+        }
+    }
+}
+
+/// z (4H) = bias + Wᵀ-rows · [x; h]: `w_t` is (I+H, 4H).
+#[inline(always)]
+fn project<T: Real>(z: &mut [Lane<T>], bias: &[T], w_t: &[T], x: &[Lane<T>], h: &[Lane<T>]) {
+    let g4 = z.len();
+    let mut g0 = 0;
+    while g0 + 8 <= g4 {
+        project_block::<T, 8>(&mut z[g0..g0 + 8], &bias[g0..g0 + 8], w_t, g4, g0, x, h);
+        g0 += 8;
+    }
+    while g0 < g4 {
+        // 4H is a multiple of 4.
+        project_block::<T, 4>(&mut z[g0..g0 + 4], &bias[g0..g0 + 4], w_t, g4, g0, x, h);
+        g0 += 4;
+    }
+}
+
+/// N gate rows at once, so N independent multiply-add chains run in flight.
+#[inline(always)]
+fn project_block<T: Real, const N: usize>(
+    z: &mut [Lane<T>],
+    bias: &[T],
+    w_t: &[T],
+    g4: usize,
+    g0: usize,
+    x: &[Lane<T>],
+    h: &[Lane<T>],
+) {
+    let mut acc = [Lane::splat(T::ZERO); N];
+    for j in 0..N {
+        acc[j] = Lane::splat(bias[j]);
+    }
+    for (k, v) in x.iter().chain(h.iter()).enumerate() {
+        let w: &[T; N] = w_t[k * g4 + g0..][..N].try_into().unwrap();
+        // Lanes outermost: the compiler vectorises along them (contiguous)
+        // and unrolls the short loop over j.
+        for l in 0..LANES {
+            for j in 0..N {
+                acc[j][l] = v[l].mul_add(w[j], acc[j][l]);
+            }
+        }
+    }
+    z.copy_from_slice(&acc);
+}
+
+/// Backward through time over the last forward. `d_out` (B, T, H); `d_final`
+/// the gradient by (h_n, c_n) or zeros. Writes the weight gradients, dx
+/// (B, T, I) when asked, and dh0, dc0 (B, H).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<T: Real>(
+    ws: &mut LanesWorkspace<T>,
+    p: LstmParams<'_, T>,
+    s: LstmShape,
+    d_out: &[T],
+    d_final: Option<(&[T], &[T])>,
+    dx: Option<&mut [T]>,
+    grads: LstmGrads<'_, T>,
+    dh0: &mut [T],
+    dc0: &mut [T],
+) {
+    let (q_n, t_n, i_n, h_n) = (chunks(s.batch), s.steps, s.input, s.hidden);
+    let (g4, k_n) = (4 * h_n, s.input + s.hidden);
+    let zero = Lane::splat(T::ZERO);
+    fit(&mut ws.d_out, q_n * t_n * h_n, zero);
+    fit(&mut ws.dz, q_n * t_n * g4, zero);
+    fit(&mut ws.dx, q_n * t_n * i_n, zero);
+    fit(&mut ws.dh, q_n * h_n, zero);
+    fit(&mut ws.dc, q_n * h_n, zero);
+    to_lanes(d_out, &mut ws.d_out, s.batch, t_n, h_n);
+    match d_final {
+        Some((dh_n, dc_n)) => {
+            to_lanes(dh_n, &mut ws.dh, s.batch, 1, h_n);
+            to_lanes(dc_n, &mut ws.dc, s.batch, 1, h_n);
+        }
+        None => {
+            ws.dh.fill(zero);
+            ws.dc.fill(zero);
+        }
+    }
+    // [W_ih | W_hh]: row g holds the I+H weights of gate row g.
+    fit(&mut ws.w, g4 * k_n, T::ZERO);
+    for g in 0..g4 {
+        ws.w[g * k_n..g * k_n + i_n].copy_from_slice(&p.weight_ih[g * i_n..(g + 1) * i_n]);
+        ws.w[g * k_n + i_n..(g + 1) * k_n].copy_from_slice(&p.weight_hh[g * h_n..(g + 1) * h_n]);
+    }
+
+    let job = BackwardChunks {
+        gates: &ws.gates,
+        c: &ws.c,
+        tanh_c: &ws.tanh_c,
+        d_out: &ws.d_out,
+        dz: &mut ws.dz,
+        dx: &mut ws.dx,
+        dh: &mut ws.dh,
+        dc: &mut ws.dc,
+        w: &ws.w,
+        q_n,
+        t_n,
+        i_n,
+        h_n,
+    };
+    run_split(job, tasks_for(q_n, q_n * t_n * g4 * k_n));
+
+    // Weight gradients: sums over every chunk, step and lane.
+    weight_grads(&ws.dz, &ws.x, t_n * i_n, i_n, grads.weight_ih, q_n, t_n, g4, i_n);
+    weight_grads(&ws.dz, &ws.h, (t_n + 1) * h_n, h_n, grads.weight_hh, q_n, t_n, g4, h_n);
+    bias_grad(&ws.dz, grads.bias, q_n * t_n, g4);
+
+    if let Some(dx) = dx {
+        from_lanes(&ws.dx, t_n, 0, dx, s.batch, t_n, i_n);
+    }
+    from_lanes(&ws.dh, 1, 0, dh0, s.batch, 1, h_n);
+    from_lanes(&ws.dc, 1, 0, dc0, s.batch, 1, h_n);
+}
+
+/// The backward work of a contiguous run of chunks.
+struct BackwardChunks<'a, T> {
+    gates: &'a [Lane<T>],
+    c: &'a [Lane<T>],
+    tanh_c: &'a [Lane<T>],
+    d_out: &'a [Lane<T>],
+    dz: &'a mut [Lane<T>],
+    dx: &'a mut [Lane<T>],
+    dh: &'a mut [Lane<T>],
+    dc: &'a mut [Lane<T>],
+    w: &'a [T],
+    q_n: usize,
+    t_n: usize,
+    i_n: usize,
+    h_n: usize,
+}
+
+impl<T: Real> Split for BackwardChunks<'_, T> {
+    fn len(&self) -> usize {
+        self.q_n
+    }
+
+    fn split(self, q: usize) -> (Self, Self) {
+        let (t, i, h) = (self.t_n, self.i_n, self.h_n);
+        let (gates0, gates1) = self.gates.split_at(q * t * 4 * h);
+        let (c0, c1) = self.c.split_at(q * (t + 1) * h);
+        let (tc0, tc1) = self.tanh_c.split_at(q * t * h);
+        let (do0, do1) = self.d_out.split_at(q * t * h);
+        let (dz0, dz1) = self.dz.split_at_mut(q * t * 4 * h);
+        let (dx0, dx1) = self.dx.split_at_mut(q * t * i);
+        let (dh0, dh1) = self.dh.split_at_mut(q * h);
+        let (dc0, dc1) = self.dc.split_at_mut(q * h);
+        let w = self.w;
+        let part = |gates, c, tanh_c, d_out, dz, dx, dh, dc, q_n| BackwardChunks {
+            gates,
+            c,
+            tanh_c,
+            d_out,
+            dz,
+            dx,
+            dh,
+            dc,
+            w,
+            q_n,
+            t_n: t,
+            i_n: i,
+            h_n: h,
+        };
+        (
+            part(gates0, c0, tc0, do0, dz0, dx0, dh0, dc0, q),
+            part(gates1, c1, tc1, do1, dz1, dx1, dh1, dc1, self.q_n - q),
+        )
+    }
+
+    fn run(self) {
+        let (t, i, h) = (self.t_n, self.i_n, self.h_n);
+        let chunks = self
+            .gates
+            .chunks_exact(t * 4 * h)
+            .zip(self.c.chunks_exact((t + 1) * h))
+            .zip(self.tanh_c.chunks_exact(t * h))
+            .zip(self.d_out.chunks_exact(t * h))
+            .zip(self.dz.chunks_exact_mut(t * 4 * h))
+            .zip(self.dx.chunks_exact_mut(t * i))
+            .zip(self.dh.chunks_exact_mut(h))
+            .zip(self.dc.chunks_exact_mut(h));
+        for (((((((gates, c), tanh_c), d_out), dz), dx), dh), dc) in chunks {
+            backward_chunk(gates, c, tanh_c, d_out, dz, dx, dh, dc, self.w, t, i, h);
+        }
+    }
+}
+
+dispatch!(fn backward_chunk<T: Real>(
+    gates: &[Lane<T>],
+    c: &[Lane<T>],
+    tanh_c: &[Lane<T>],
+    d_out: &[Lane<T>],
+    dz: &mut [Lane<T>],
+    dx: &mut [Lane<T>],
+    dh: &mut [Lane<T>],
+    dc: &mut [Lane<T>],
+    w: &[T],
+    t_n: usize,
+    i_n: usize,
+    h_n: usize,
+) => backward_chunk_impl);
+
+/// Backward over the T steps of one chunk, last step first.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_chunk_impl<T: Real>(
+    gates: &[Lane<T>],
+    c: &[Lane<T>],
+    tanh_c: &[Lane<T>],
+    d_out: &[Lane<T>],
+    dz: &mut [Lane<T>],
+    dx: &mut [Lane<T>],
+    dh: &mut [Lane<T>],
+    dc: &mut [Lane<T>],
+    w: &[T],
+    t_n: usize,
+    i_n: usize,
+    h_n: usize,
+) {
+    let g4 = 4 * h_n;
+    let one = T::ONE;
+    for t in (0..t_n).rev() {
+        let gate = &gates[t * g4..][..g4];
+        let c_prev = &c[t * h_n..][..h_n];
+        let tc = &tanh_c[t * h_n..][..h_n];
+        let d_out_t = &d_out[t * h_n..][..h_n];
+        let dz_t = &mut dz[t * g4..][..g4];
+        for k in 0..h_n {
+            let (gi, gf, gg, go) = (&gate[k], &gate[h_n + k], &gate[2 * h_n + k], &gate[3 * h_n + k]);
+            let mut dzi = Lane::splat(T::ZERO);
+            let mut dzf = dzi;
+            let mut dzg = dzi;
+            let mut dzo = dzi;
+            for l in 0..LANES {
+                let (i, f, g, o) = (gi[l], gf[l], gg[l], go[l]);
+                let dh_l = d_out_t[k][l] + dh[k][l];
+                let tc_l = tc[k][l];
+                let dc_l = (dh_l * o).mul_add(one - tc_l * tc_l, dc[k][l]);
+                dzi[l] = dc_l * g * i * (one - i);
+                dzf[l] = dc_l * c_prev[k][l] * f * (one - f);
+                dzg[l] = dc_l * i * (one - g * g);
+                dzo[l] = dh_l * tc_l * o * (one - o);
+                dc[k][l] = dc_l * f;
+            }
+            dz_t[k] = dzi;
+            dz_t[h_n + k] = dzf;
+            dz_t[2 * h_n + k] = dzg;
+            dz_t[3 * h_n + k] = dzo;
+        }
+        // [dx_t; dh_{t-1}] = [W_ih | W_hh]ᵀ · dz_t
+        let dx_t = &mut dx[t * i_n..][..i_n];
+        let k_n = i_n + h_n;
+        let mut k0 = 0;
+        while k0 < k_n {
+            if k0 + 8 <= k_n {
+                back_block::<T, 8>(dz_t, w, k_n, k0, dx_t, dh);
+                k0 += 8;
+            } else if k0 + 4 <= k_n {
+                back_block::<T, 4>(dz_t, w, k_n, k0, dx_t, dh);
+                k0 += 4;
+            } else {
+                back_block::<T, 1>(dz_t, w, k_n, k0, dx_t, dh);
+                k0 += 1;
+            }
+        }
+    }
+}
+
+/// N columns k0.. of Wᵀ·dz (`w` is (4H, I+H) row-major), written to dx_t
+/// for input columns and to dh for hidden ones.
+#[inline(always)]
+fn back_block<T: Real, const N: usize>(
+    dz: &[Lane<T>],
+    w: &[T],
+    k_n: usize,
+    k0: usize,
+    dx_t: &mut [Lane<T>],
+    dh: &mut [Lane<T>],
+) {
+    let mut acc = [Lane::splat(T::ZERO); N];
+    for (g, d) in dz.iter().enumerate() {
+        let wr: &[T; N] = w[g * k_n + k0..][..N].try_into().unwrap();
+        for l in 0..LANES {
+            for j in 0..N {
+                acc[j][l] = d[l].mul_add(wr[j], acc[j][l]);
+            }
+        }
+    }
+    let i_n = dx_t.len();
+    for (j, a) in acc.iter().enumerate() {
+        let k = k0 + j;
+        if k < i_n {
+            dx_t[k] = *a;
+        } else {
+            dh[k - i_n] = *a;
+        }
+    }
+}
+
+/// out (G, K) = Σ over chunks q, steps t and lanes of dz[q][t][g] · v[q][t][k].
+/// `dz` is (Q, T, G); `v` has chunk stride `v_qs` and step stride `v_ts`.
+#[allow(clippy::too_many_arguments)]
+fn weight_grads<T: Real>(
+    dz: &[Lane<T>],
+    v: &[Lane<T>],
+    v_qs: usize,
+    v_ts: usize,
+    out: &mut [T],
+    q_n: usize,
+    t_n: usize,
+    g_n: usize,
+    k_n: usize,
+) {
+    debug_assert_eq!(out.len(), g_n * k_n);
+    let parallel = threads::num_threads() > 1 && q_n * t_n * g_n * k_n >= (1 << 15);
+    if parallel {
+        // Two halves of whole 4-row blocks; each output is summed the same way.
+        let mid = (g_n / 8) * 4;
+        let (top, bottom) = out.split_at_mut(mid * k_n);
+        rayon::join(
+            || weight_grads_rows(dz, v, v_qs, v_ts, top, 0, q_n, t_n, g_n, k_n),
+            || weight_grads_rows(dz, v, v_qs, v_ts, bottom, mid, q_n, t_n, g_n, k_n),
+        );
+    } else {
+        weight_grads_rows(dz, v, v_qs, v_ts, out, 0, q_n, t_n, g_n, k_n);
+    }
+}
+
+dispatch!(fn weight_grads_rows<T: Real>(
+    dz: &[Lane<T>],
+    v: &[Lane<T>],
+    v_qs: usize,
+    v_ts: usize,
+    rows: &mut [T],
+    g0: usize,
+    q_n: usize,
+    t_n: usize,
+    g_n: usize,
+    k_n: usize,
+) => weight_grads_rows_impl);
+
+/// Gate rows g0.. of the weight gradient (`rows` holds a multiple of 4 rows).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn weight_grads_rows_impl<T: Real>(
+    dz: &[Lane<T>],
+    v: &[Lane<T>],
+    v_qs: usize,
+    v_ts: usize,
+    rows: &mut [T],
+    g0: usize,
+    q_n: usize,
+    t_n: usize,
+    g_n: usize,
+    k_n: usize,
+) {
+    for (blk, block) in rows.chunks_exact_mut(4 * k_n).enumerate() {
+        let g = g0 + 4 * blk;
+        let mut k0 = 0;
+        while k0 < k_n {
+            if k0 + 4 <= k_n && std::mem::size_of::<T>() == 4 {
+                outer_block::<T, 4>(dz, v, v_qs, v_ts, block, g, k0, q_n, t_n, g_n, k_n);
+                k0 += 4;
+            } else if k0 + 2 <= k_n {
+                outer_block::<T, 2>(dz, v, v_qs, v_ts, block, g, k0, q_n, t_n, g_n, k_n);
+                k0 += 2;
+            } else {
+                outer_block::<T, 1>(dz, v, v_qs, v_ts, block, g, k0, q_n, t_n, g_n, k_n);
+                k0 += 1;
+            }
+        }
+    }
+}
+
+/// A 4 x N block of the weight gradient, accumulated lane-wise in
+/// registers, then summed across lanes once.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn outer_block<T: Real, const N: usize>(
+    dz: &[Lane<T>],
+    v: &[Lane<T>],
+    v_qs: usize,
+    v_ts: usize,
+    rows: &mut [T],
+    g0: usize,
+    k0: usize,
+    q_n: usize,
+    t_n: usize,
+    g_n: usize,
+    k_n: usize,
+) {
+    let mut acc = [[Lane::splat(T::ZERO); N]; 4];
+    for q in 0..q_n {
+        for t in 0..t_n {
+            let a: &[Lane<T>; 4] = dz[(q * t_n + t) * g_n + g0..][..4].try_into().unwrap();
+            let b: &[Lane<T>; N] = v[q * v_qs + t * v_ts + k0..][..N].try_into().unwrap();
+            for l in 0..LANES {
+                for j in 0..4 {
+                    for m in 0..N {
+                        acc[j][m][l] = a[j][l].mul_add(b[m][l], acc[j][m][l]);
+                    }
+                }
+            }
+        }
+    }
+    for j in 0..4 {
+        for m in 0..N {
+            rows[j * k_n + k0 + m] = lane_sum(&acc[j][m]);
+        }
+    }
+}
+
+/// Sum of the lanes, in a fixed pairwise order.
+#[inline(always)]
+fn lane_sum<T: Real>(v: &Lane<T>) -> T {
+    let mut s = v.0;
+    let mut width = LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            s[l] = s[l] + s[l + width];
+        }
+        width /= 2;
+    }
+    s[0]
+}
+
+/// bias grad (G) = Σ over chunks, steps and lanes of dz (Q·T, G).
+fn bias_grad<T: Real>(dz: &[Lane<T>], out: &mut [T], rows: usize, g_n: usize) {
+    for (g, o) in out.iter_mut().enumerate() {
+        let mut acc = Lane::splat(T::ZERO);
+        for r in 0..rows {
+            let d = &dz[r * g_n + g];
+            for l in 0..LANES {
+                acc[l] += d[l];
+            }
+        }
+        *o = lane_sum(&acc);
+    }
+}

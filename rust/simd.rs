@@ -1,0 +1,106 @@
+//! SIMD support: the `Lane` vector the small-size kernels work on, and a
+//! run-time choice of instruction set.
+//!
+//! Kernels are written once, generic and `#[inline(always)]`, as plain loops
+//! over the `LANES` elements of a [`Lane`], which the compiler turns into
+//! vector instructions. [`dispatch!`] compiles each kernel three times
+//! (AVX-512, AVX2 + FMA, baseline) and calls the best one this CPU runs, so
+//! the extension is fast without being built for one machine.
+
+use std::ops::{Index, IndexMut};
+
+/// Elements per lane vector: 16 f32 fill one AVX-512 register (two AVX2
+/// registers); 16 f64 fill two (four).
+pub const LANES: usize = 16;
+
+/// A small vector of `LANES` values, aligned to a cache line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C, align(64))]
+pub struct Lane<T>(pub [T; LANES]);
+
+impl<T: Copy> Lane<T> {
+    #[inline(always)]
+    pub fn splat(v: T) -> Self {
+        Lane([v; LANES])
+    }
+}
+
+impl<T> Index<usize> for Lane<T> {
+    type Output = T;
+    #[inline(always)]
+    fn index(&self, i: usize) -> &T {
+        &self.0[i]
+    }
+}
+
+impl<T> IndexMut<usize> for Lane<T> {
+    #[inline(always)]
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        &mut self.0[i]
+    }
+}
+
+/// The instruction sets a kernel can be compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2,
+    Baseline,
+}
+
+/// The best instruction set this CPU supports (detected once).
+pub fn isa() -> Isa {
+    use std::sync::OnceLock;
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Baseline
+    })
+}
+
+/// Defines `pub(crate) fn $name` that runs the `#[inline(always)]` generic
+/// function `$body` compiled for the best instruction set of this CPU.
+///
+/// ```ignore
+/// dispatch!(fn forward_chunk<T: Real>(a: &[T], b: &mut [T]) => forward_chunk_impl);
+/// ```
+macro_rules! dispatch {
+    (fn $name:ident<T: Real>($($arg:ident: $ty:ty),* $(,)?) => $body:path) => {
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name<T: $crate::real::Real>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx512<T: $crate::real::Real>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx2<T: $crate::real::Real>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                match $crate::simd::isa() {
+                    // SAFETY: isa() checked at run time that the CPU has these features.
+                    $crate::simd::Isa::Avx512 => return unsafe { avx512::<T>($($arg),*) },
+                    $crate::simd::Isa::Avx2 => return unsafe { avx2::<T>($($arg),*) },
+                    $crate::simd::Isa::Baseline => {}
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use dispatch;
