@@ -61,7 +61,7 @@ impl<T> LstmGrads<'_, T> {
 
 /// The largest hidden size the lanes kernel takes; above it the weights no
 /// longer sit in L1 and matrix products win.
-pub const LANES_MAX_HIDDEN: usize = 64;
+pub const LANES_MAX_HIDDEN: usize = 1024;
 
 /// Which kernel ran the last forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,8 +18,9 @@
 
 use crate::activation::{sigmoid, tanh};
 use crate::lstm::{LstmGrads, LstmParams, LstmShape};
+use crate::matmul::{matmul, Mat, MatMut};
 use crate::real::Real;
-use crate::simd::{dispatch, Lane, LANES};
+use crate::simd::{dispatch, flat, Lane, LANES};
 use crate::threads;
 
 /// Number of lane chunks for a batch of `batch` rows.
@@ -269,7 +270,7 @@ fn run_split<W: Split>(work: W, tasks: usize) {
 /// How many parallel pieces to cut `q_n` chunks into, for `macs` lane
 /// multiply-adds of work: one below the size where a second thread pays.
 fn tasks_for(q_n: usize, macs: usize) -> usize {
-    if macs < (1 << 15) {
+    if macs < (1 << 18) {
         1
     } else {
         threads::num_threads().min(q_n).max(1)
@@ -321,21 +322,33 @@ fn forward_chunk_impl<T: Real>(
         let (zf, rest) = rest.split_at_mut(h_n);
         let (zg, zo) = rest.split_at_mut(h_n);
         for k in 0..h_n {
+            // Work on copies: locals do not alias, so the lane loop vectorises.
+            let (zi_k, zf_k, zg_k, zo_k, c_k) = (zi[k], zf[k], zg[k], zo[k], c_prev[k]);
+            let zero = Lane::splat(T::ZERO);
+            let (mut i_k, mut f_k, mut g_k, mut o_k) = (zero, zero, zero, zero);
+            let (mut cell_k, mut tc_k, mut h_k) = (zero, zero, zero);
             for l in 0..LANES {
-                let i = sigmoid(zi[k][l]);
-                let f = sigmoid(zf[k][l]);
-                let g = tanh(zg[k][l]);
-                let o = sigmoid(zo[k][l]);
-                let cell = f.mul_add(c_prev[k][l], i * g);
+                let i = sigmoid(zi_k[l]);
+                let f = sigmoid(zf_k[l]);
+                let g = tanh(zg_k[l]);
+                let o = sigmoid(zo_k[l]);
+                let cell = f.mul_add(c_k[l], i * g);
                 let tc = tanh(cell);
-                zi[k][l] = i;
-                zf[k][l] = f;
-                zg[k][l] = g;
-                zo[k][l] = o;
-                c_next[k][l] = cell;
-                tc_t[k][l] = tc;
-                h_next[k][l] = o * tc;
+                i_k[l] = i;
+                f_k[l] = f;
+                g_k[l] = g;
+                o_k[l] = o;
+                cell_k[l] = cell;
+                tc_k[l] = tc;
+                h_k[l] = o * tc;
             }
+            zi[k] = i_k;
+            zf[k] = f_k;
+            zg[k] = g_k;
+            zo[k] = o_k;
+            c_next[k] = cell_k;
+            tc_t[k] = tc_k;
+            h_next[k] = h_k;
         }
     }
 }
@@ -371,8 +384,8 @@ fn project_block<T: Real, const N: usize>(
     for j in 0..N {
         acc[j] = Lane::splat(bias[j]);
     }
-    for (k, v) in x.iter().chain(h.iter()).enumerate() {
-        let w: &[T; N] = w_t[k * g4 + g0..][..N].try_into().unwrap();
+    for (k, &v) in x.iter().chain(h.iter()).enumerate() {
+        let w: [T; N] = w_t[k * g4 + g0..][..N].try_into().unwrap();
         // Lanes outermost: the compiler vectorises along them (contiguous)
         // and unrolls the short loop over j.
         for l in 0..LANES {
@@ -443,8 +456,13 @@ pub(crate) fn backward<T: Real>(
     run_split(job, tasks_for(q_n, q_n * t_n * g4 * k_n));
 
     // Weight gradients: sums over every chunk, step and lane.
-    weight_grads(&ws.dz, &ws.x, t_n * i_n, i_n, grads.weight_ih, q_n, t_n, g4, i_n);
-    weight_grads(&ws.dz, &ws.h, (t_n + 1) * h_n, h_n, grads.weight_hh, q_n, t_n, g4, h_n);
+    if g4 * k_n >= GEMM_GRADS_MIN {
+        weight_grads_gemm(&ws.dz, &ws.x, t_n * i_n, grads.weight_ih, s.batch, t_n, g4, i_n);
+        weight_grads_gemm(&ws.dz, &ws.h, (t_n + 1) * h_n, grads.weight_hh, s.batch, t_n, g4, h_n);
+    } else {
+        weight_grads(&ws.dz, &ws.x, t_n * i_n, i_n, grads.weight_ih, q_n, t_n, g4, i_n);
+        weight_grads(&ws.dz, &ws.h, (t_n + 1) * h_n, h_n, grads.weight_hh, q_n, t_n, g4, h_n);
+    }
     bias_grad(&ws.dz, grads.bias, q_n * t_n, g4);
 
     if let Some(dx) = dx {
@@ -567,26 +585,27 @@ fn backward_chunk_impl<T: Real>(
         let d_out_t = &d_out[t * h_n..][..h_n];
         let dz_t = &mut dz[t * g4..][..g4];
         for k in 0..h_n {
-            let (gi, gf, gg, go) = (&gate[k], &gate[h_n + k], &gate[2 * h_n + k], &gate[3 * h_n + k]);
+            // Copies into locals, which do not alias, so the lane loop vectorises.
+            let (gi, gf, gg, go) = (gate[k], gate[h_n + k], gate[2 * h_n + k], gate[3 * h_n + k]);
+            let (d_out_k, dh_k, tc_k, c_prev_k, dc_k) = (d_out_t[k], dh[k], tc[k], c_prev[k], dc[k]);
             let mut dzi = Lane::splat(T::ZERO);
-            let mut dzf = dzi;
-            let mut dzg = dzi;
-            let mut dzo = dzi;
+            let (mut dzf, mut dzg, mut dzo, mut dc_prev) = (dzi, dzi, dzi, dzi);
             for l in 0..LANES {
                 let (i, f, g, o) = (gi[l], gf[l], gg[l], go[l]);
-                let dh_l = d_out_t[k][l] + dh[k][l];
-                let tc_l = tc[k][l];
-                let dc_l = (dh_l * o).mul_add(one - tc_l * tc_l, dc[k][l]);
+                let dh_l = d_out_k[l] + dh_k[l];
+                let tc_l = tc_k[l];
+                let dc_l = (dh_l * o).mul_add(one - tc_l * tc_l, dc_k[l]);
                 dzi[l] = dc_l * g * i * (one - i);
-                dzf[l] = dc_l * c_prev[k][l] * f * (one - f);
+                dzf[l] = dc_l * c_prev_k[l] * f * (one - f);
                 dzg[l] = dc_l * i * (one - g * g);
                 dzo[l] = dh_l * tc_l * o * (one - o);
-                dc[k][l] = dc_l * f;
+                dc_prev[l] = dc_l * f;
             }
             dz_t[k] = dzi;
             dz_t[h_n + k] = dzf;
             dz_t[2 * h_n + k] = dzg;
             dz_t[3 * h_n + k] = dzo;
+            dc[k] = dc_prev;
         }
         // [dx_t; dh_{t-1}] = [W_ih | W_hh]ᵀ · dz_t
         let dx_t = &mut dx[t * i_n..][..i_n];
@@ -619,8 +638,8 @@ fn back_block<T: Real, const N: usize>(
     dh: &mut [Lane<T>],
 ) {
     let mut acc = [Lane::splat(T::ZERO); N];
-    for (g, d) in dz.iter().enumerate() {
-        let wr: &[T; N] = w[g * k_n + k0..][..N].try_into().unwrap();
+    for (g, &d) in dz.iter().enumerate() {
+        let wr: [T; N] = w[g * k_n + k0..][..N].try_into().unwrap();
         for l in 0..LANES {
             for j in 0..N {
                 acc[j][l] = d[l].mul_add(wr[j], acc[j][l]);
@@ -635,6 +654,35 @@ fn back_block<T: Real, const N: usize>(
         } else {
             dh[k - i_n] = *a;
         }
+    }
+}
+
+/// From this many weights (4H·(I+H)) on, the weight gradients go through the
+/// GEMM crate, whose cache blocking wins once the matrices leave L1.
+const GEMM_GRADS_MIN: usize = 4096;
+
+/// out (G, K) = Σ_b dZ_bᵀ · V_b: one product per batch row b, whose T steps
+/// sit in chunk b / LANES, lane b % LANES, read in place through strides.
+/// Rows are summed in order, so the result does not depend on threads.
+#[allow(clippy::too_many_arguments)]
+fn weight_grads_gemm<T: Real>(
+    dz: &[Lane<T>],
+    v: &[Lane<T>],
+    v_qs: usize,
+    out: &mut [T],
+    batch: usize,
+    t_n: usize,
+    g_n: usize,
+    k_n: usize,
+) {
+    let (dz, v) = (flat(dz), flat(v));
+    for b in 0..batch {
+        let (q, l) = (b / LANES, b % LANES);
+        // dZ_b (T, G): step t, gate g at ((q·T + t)·G + g)·LANES + l.
+        let dz_b = Mat::strided(&dz[q * t_n * g_n * LANES + l..], t_n, g_n, g_n * LANES, LANES);
+        // V_b (T, K): step t, feature k at (q·v_qs + t·K + k)·LANES + l.
+        let v_b = Mat::strided(&v[q * v_qs * LANES + l..], t_n, k_n, k_n * LANES, LANES);
+        matmul(MatMut::rows(out, g_n, k_n), b > 0, dz_b.t(), v_b);
     }
 }
 
@@ -733,8 +781,8 @@ fn outer_block<T: Real, const N: usize>(
     let mut acc = [[Lane::splat(T::ZERO); N]; 4];
     for q in 0..q_n {
         for t in 0..t_n {
-            let a: &[Lane<T>; 4] = dz[(q * t_n + t) * g_n + g0..][..4].try_into().unwrap();
-            let b: &[Lane<T>; N] = v[q * v_qs + t * v_ts + k0..][..N].try_into().unwrap();
+            let a: [Lane<T>; 4] = dz[(q * t_n + t) * g_n + g0..][..4].try_into().unwrap();
+            let b: [Lane<T>; N] = v[q * v_qs + t * v_ts + k0..][..N].try_into().unwrap();
             for l in 0..LANES {
                 for j in 0..4 {
                     for m in 0..N {
@@ -758,7 +806,7 @@ fn lane_sum<T: Real>(v: &Lane<T>) -> T {
     let mut width = LANES / 2;
     while width > 0 {
         for l in 0..width {
-            s[l] = s[l] + s[l + width];
+            s[l] += s[l + width];
         }
         width /= 2;
     }

@@ -279,10 +279,10 @@ impl<T: Real> SeedNetwork<T> {
         if let Some((h, _)) = &self.state {
             let carried = h.len() / self.config.hidden_size;
             if carried != batch {
-                return Err(Error::Shape {
+                return Err(Error::Config {
                     arg: "state",
                     expected: format!(
-                        "a carried state of batch size {batch} to match seq (call reset_state() to start from zeros)"
+                        "a carried state of batch size {batch}, the batch size of seq (call reset_state() to start from zeros)"
                     ),
                     got: format!("batch size {carried}"),
                 });

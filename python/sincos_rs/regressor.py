@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._atomic import atomic_write
 from .init import (
     _check_finite_float,
     _check_non_negative_int,
@@ -262,7 +262,7 @@ class LSTMRegressor:
             "metadata": self.metadata,
         }
         arrays["config"] = np.array(json.dumps(config))
-        _atomic_savez(Path(path), arrays)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LSTMRegressor:
@@ -324,19 +324,3 @@ class LSTMRegressor:
             f"output_size={s['output_size']}, lr={self.lr}, eps_style={self.eps_style!r}, "
             f"dtype={self._dtype.name!r}, step={self.step})"
         )
-
-
-def _atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """``np.savez`` to a temporary file in the same folder, flushed to disk,
-    then renamed over ``path`` (atomic on POSIX and Windows)."""
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

@@ -1,0 +1,801 @@
+"""``python -m sincos_rs.train``: the seed program, trained for real.
+
+The seed (a TensorFlow 1.5 tutorial) feeds ``sin(x)`` to Linear -> LSTM(10)
+-> Linear and regresses ``cos(x)`` with stateful truncated BPTT and Adam for
+400 iterations, printing the cost every 20 -- but its loop never runs
+``train_op``, so it never learns. This program does the same with the update
+applied: the same data, network, initialisation, cost and Adam, one call into
+Rust per iteration (forward, BPTT, Adam, carry the state).
+
+Use it from the shell (``--help`` lists the flags) or from Python::
+
+    from sincos_rs.train import TrainConfig, train
+
+    result = train(TrainConfig(seed=3))
+    print(result.costs[-1], result.iterations_per_second)
+
+Shape legend: B batch size, T time steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from .data import SinCosBatches
+from .reference import ReferenceRegressor
+from .regressor import LSTMRegressor
+
+__all__ = [
+    "BACKENDS",
+    "CHECKPOINT_PROGRAM",
+    "DTYPES",
+    "EPS_STYLES",
+    "Checkpoint",
+    "PredictionTrace",
+    "TrainConfig",
+    "TrainResult",
+    "build_parser",
+    "load_checkpoint",
+    "main",
+    "make_model",
+    "save_checkpoint",
+    "train",
+]
+
+BACKENDS = ("rust", "numpy")
+DTYPES = ("float32", "float64")
+EPS_STYLES = ("tensorflow", "pytorch")
+
+#: Marks the metadata this program stores in a checkpoint.
+CHECKPOINT_PROGRAM = "sincos_rs.train"
+
+#: The seed prints the cost every this many iterations.
+REPORT_EVERY = 20
+
+#: At most this many batches are kept for the figure's prediction trace; a
+#: longer run keeps every k-th batch (the trace then has gaps).
+MAX_TRACE_BATCHES = 2000
+
+#: Exit statuses.
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+
+
+class UsageError(Exception):
+    """A bad flag or an unusable file: exit status 2 with a one-line message."""
+
+
+# --- configuration and result ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The run's settings; the defaults are the seed program's.
+
+    ``iterations`` is the number of iterations this run does (with a resumed
+    checkpoint: how many more). ``eps_style`` is where Adam adds ε:
+    "tensorflow" (the seed's) or "pytorch".
+    """
+
+    iterations: int = 400
+    batch_size: int = 50
+    time_steps: int = 20
+    hidden_size: int = 10
+    lr: float = 0.006
+    forget_bias: float = 1.0
+    seed: int = 0
+    dtype: str = "float32"
+    backend: str = "rust"
+    eps_style: str = "tensorflow"
+
+    def validate(self) -> TrainConfig:
+        """Return self; ValueError naming the first bad setting otherwise."""
+        for name in ("iterations", "batch_size", "time_steps", "hidden_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not (isinstance(self.forget_bias, int | float) and math.isfinite(self.forget_bias)):
+            raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
+        for name, allowed in (("dtype", DTYPES), ("backend", BACKENDS), ("eps_style", EPS_STYLES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        """Everything but ``iterations``: what defines the model and the data."""
+        settings = dataclasses.asdict(self)
+        del settings["iterations"]
+        return settings
+
+
+class PredictionTrace:
+    """Row 0 of each batch (abscissae, true cos, prediction), kept for the
+    figure: laid end to end they cover x without gaps, since row 0 of batch
+    k + 1 continues row 0 of batch k.
+
+    Preallocated for ``iterations`` batches of T steps; when ``iterations``
+    exceeds ``MAX_TRACE_BATCHES`` only every ``stride``-th batch is kept.
+    Arrays are (batches kept, T), float64.
+    """
+
+    def __init__(self, iterations: int, time_steps: int) -> None:
+        self.stride = max(1, math.ceil(iterations / MAX_TRACE_BATCHES))
+        rows = math.ceil(iterations / self.stride)
+        self._xs = np.empty((rows, time_steps))
+        self._true = np.empty((rows, time_steps))
+        self._pred = np.empty((rows, time_steps))
+        self._count = 0
+        self._seen = 0
+
+    def add(self, xs: np.ndarray, res: np.ndarray, pred: np.ndarray) -> None:
+        """Record row 0 of one batch: xs (B, T), res (B, T, 1), pred (B, T, 1)."""
+        if self._seen % self.stride == 0 and self._count < len(self._xs):
+            self._xs[self._count] = xs[0]
+            self._true[self._count] = res[0, :, 0]
+            self._pred[self._count] = pred[0, :, 0]
+            self._count += 1
+        self._seen += 1
+
+    @property
+    def xs(self) -> np.ndarray:
+        return self._xs[: self._count]
+
+    @property
+    def true(self) -> np.ndarray:
+        return self._true[: self._count]
+
+    @property
+    def pred(self) -> np.ndarray:
+        return self._pred[: self._count]
+
+    def __len__(self) -> int:
+        return self._count
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns.
+
+    ``costs`` holds every iteration's cost (computed before that iteration's
+    update), those of a resumed checkpoint included; ``iterations_run`` and
+    ``wall_time`` are this call's. ``interrupted`` is True when Ctrl-C stopped
+    the loop: everything here then describes the last completed iteration.
+    """
+
+    config: TrainConfig
+    model: Any
+    batches: SinCosBatches
+    costs: list[float]
+    iterations_run: int
+    wall_time: float
+    interrupted: bool = False
+    trace: PredictionTrace | None = None
+    resumed_at: int = 0
+
+    @property
+    def iterations_done(self) -> int:
+        """All iterations so far, those before a resume included."""
+        return len(self.costs)
+
+    @property
+    def final_cost(self) -> float:
+        return self.costs[-1] if self.costs else math.nan
+
+    @property
+    def iterations_per_second(self) -> float:
+        return self.iterations_run / self.wall_time if self.wall_time > 0 else math.inf
+
+    def mean_last(self, count: int = 20) -> float:
+        """Mean cost over the last ``count`` iterations (the learning bar's figure)."""
+        return float(np.mean(self.costs[-count:])) if self.costs else math.nan
+
+    def summary(self) -> str:
+        """The one-line summary the CLI prints at the end."""
+        resumed = f" ({self.iterations_run} this run)" if self.resumed_at else ""
+        return (
+            f"done: final cost {self.final_cost:.4f} after {self.iterations_done} "
+            f"iterations{resumed} in {_format_seconds(self.wall_time)} s "
+            f"({self.iterations_per_second:.0f} it/s, backend {self.config.backend}, "
+            f"{self.config.dtype})"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The run for scripts: settings, all costs (null where not finite), timings."""
+        return {
+            "program": CHECKPOINT_PROGRAM,
+            "settings": self.config.settings(),
+            "iterations": self.config.iterations,
+            "iterations_done": self.iterations_done,
+            "iterations_run": self.iterations_run,
+            "resumed_at": self.resumed_at,
+            "interrupted": self.interrupted,
+            "data_start": self.batches.start,
+            "final_cost": _finite_or_none(self.final_cost),
+            "mean_cost_last_20": _finite_or_none(self.mean_last(20)),
+            "wall_time_s": self.wall_time,
+            "iterations_per_second": _finite_or_none(self.iterations_per_second),
+            "costs": [_finite_or_none(c) for c in self.costs],
+        }
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds:.2f}" if seconds >= 0.1 else f"{seconds:.3f}"
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+
+def make_model(config: TrainConfig) -> LSTMRegressor | ReferenceRegressor:
+    """The seed network (input 1, output 1) for ``config``, freshly initialised."""
+    cls = LSTMRegressor if config.backend == "rust" else ReferenceRegressor
+    return cls(
+        1,
+        config.hidden_size,
+        1,
+        forget_bias=config.forget_bias,
+        lr=config.lr,
+        eps_style=config.eps_style,
+        seed=config.seed,
+        dtype=config.dtype,
+    )
+
+
+class _StopOnSigint:
+    """SIGINT handler: the first Ctrl-C asks the loop to stop after the
+    current iteration; a second one raises KeyboardInterrupt at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopOnSigint:
+        # Signal handlers can only be set from the main thread.
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def train(
+    config: TrainConfig | None = None,
+    *,
+    model: LSTMRegressor | ReferenceRegressor | None = None,
+    batches: SinCosBatches | None = None,
+    prior_costs: Sequence[float] = (),
+    print_costs: bool = False,
+    progress: bool = False,
+    record_trace: bool = False,
+    handle_sigint: bool = False,
+    on_report: Callable[[TrainResult], None] | None = None,
+    out: TextIO | None = None,
+) -> TrainResult:
+    """Run ``config.iterations`` iterations of the seed program.
+
+    Per iteration: one ``next(batches)``, one ``model.train_step`` (one call
+    into Rust with the rust backend) and, with ``record_trace``, row 0 of the
+    prediction kept for the figure.
+
+    Args:
+        config: the settings (default: the seed's).
+        model, batches, prior_costs: continue a run (e.g. from a checkpoint,
+            see ``load_checkpoint``) instead of starting a new one; the
+            iteration count (for the cost lines) continues from
+            ``len(prior_costs)``.
+        print_costs: print ``cost: <cost rounded to 4 places>`` to ``out``
+            every 20 iterations (0, 20, 40, ... counted from the very start).
+        progress: show a tqdm progress bar on stderr.
+        record_trace: keep row 0 of each batch for the figure (``result.trace``).
+        handle_sigint: the first Ctrl-C stops the loop after the current
+            iteration (``result.interrupted``), a second one raises
+            KeyboardInterrupt. Only from the main thread.
+        on_report: called with the result so far every 20 iterations (the
+            live plot), after the cost line.
+        out: where the cost lines go (default: sys.stdout).
+
+    Returns:
+        a ``TrainResult``; the model and the batches are left after the last
+        completed iteration, ready to continue or to save.
+    """
+    config = (config or TrainConfig()).validate()
+    out = sys.stdout if out is None else out
+    if model is None:
+        model = make_model(config)
+    if batches is None:
+        batches = SinCosBatches(config.batch_size, config.time_steps, dtype=config.dtype)
+    costs = [float(c) for c in prior_costs]
+    first = len(costs)
+    trace = PredictionTrace(config.iterations, config.time_steps) if record_trace else None
+    result = TrainResult(config, model, batches, costs, 0, 0.0, trace=trace, resumed_at=first)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=config.iterations, file=sys.stderr, unit="it", dynamic_ncols=True, leave=False
+        )
+    write = bar.write if bar is not None else None
+
+    stop = _StopOnSigint()
+    start = time.perf_counter()
+    try:
+        with stop if handle_sigint else contextlib.nullcontext():
+            for index in range(first, first + config.iterations):
+                if stop.requested:
+                    result.interrupted = True
+                    break
+                seq, res, xs = next(batches)
+                cost = model.train_step(seq, res)
+                costs.append(cost)
+                if trace is not None:
+                    trace.add(xs, res, model.last_prediction)
+                if bar is not None:
+                    bar.update(1)
+                if index % REPORT_EVERY == 0:
+                    result.iterations_run = index + 1 - first
+                    result.wall_time = time.perf_counter() - start
+                    if bar is not None:
+                        bar.set_postfix(cost=f"{cost:.4f}", refresh=False)
+                    if print_costs:
+                        line = f"cost: {round(cost, 4)}"  # as the seed prints it
+                        if write is not None:  # clears the bar, prints, redraws it
+                            write(line, file=out)
+                        else:
+                            print(line, file=out, flush=True)
+                    if on_report is not None:
+                        on_report(result)
+    finally:
+        result.wall_time = time.perf_counter() - start
+        result.iterations_run = len(costs) - first
+        if bar is not None:
+            bar.close()
+    return result
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    """A run saved by ``save_checkpoint``, ready to continue with ``train``."""
+
+    model: LSTMRegressor
+    batches: SinCosBatches
+    costs: list[float]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(path: str | os.PathLike[str], result: TrainResult) -> None:
+    """Write the model (parameters, Adam state, carried state) and, in its
+    metadata, the data position, the costs so far and the settings, to
+    ``path`` atomically. Only the rust backend can be saved."""
+    if not isinstance(result.model, LSTMRegressor):
+        raise TypeError("only the rust backend (LSTMRegressor) can be checkpointed")
+    metadata = {
+        "program": CHECKPOINT_PROGRAM,
+        "settings": result.config.settings(),
+        "iterations_done": result.iterations_done,
+        "data_start": result.batches.start,
+        "costs": [float(c) for c in result.costs],
+    }
+    result.model.save(path, metadata=metadata)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a checkpoint written by ``save_checkpoint`` (``--save``).
+
+    Raises:
+        ValueError with a one-line message if the file is missing, unreadable
+        or not a checkpoint of this program.
+    """
+    model = LSTMRegressor.load(path)  # ValueError if unreadable
+    meta = model.metadata
+    if meta.get("program") != CHECKPOINT_PROGRAM:
+        raise ValueError(
+            f"{path}: a sincos_rs model checkpoint, but not one written by "
+            "`python -m sincos_rs.train --save` (no data position or costs)"
+        )
+    try:
+        settings = dict(meta["settings"])
+        costs = [float(c) for c in meta["costs"]]
+        done = int(meta["iterations_done"])
+        batches = SinCosBatches(
+            settings["batch_size"],
+            settings["time_steps"],
+            start=int(meta["data_start"]),
+            dtype=settings["dtype"],
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: damaged training metadata ({err})") from err
+    if done != len(costs) or done != model.step:
+        raise ValueError(
+            f"{path}: inconsistent checkpoint ({done} iterations, {len(costs)} costs, "
+            f"{model.step} Adam steps)"
+        )
+    return Checkpoint(model, batches, costs, settings)
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (no usage block) and status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+#: Flags that define the model and the data: taken from the checkpoint with
+#: --resume (giving a different value is an error). Flag dest -> default.
+_MODEL_FLAGS = {
+    "batch_size": 50,
+    "time_steps": 20,
+    "hidden_size": 10,
+    "lr": 0.006,
+    "forget_bias": 1.0,
+    "seed": 0,
+    "dtype": "float32",
+    "backend": "rust",
+    "eps_style": "tensorflow",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's parser. Model and data flags default to None so that
+    ``main`` can tell which were given (they must agree with ``--resume``)."""
+    parser = _Parser(
+        prog="python -m sincos_rs.train",
+        description=(
+            "The seed program (a TensorFlow 1.5 tutorial), trained for real: an LSTM "
+            "(Linear -> LSTM -> Linear) learns to map sin(x) to cos(x) with stateful truncated "
+            "BPTT, the seed's cost and Adam, one call into Rust per iteration. Prints the cost "
+            "every 20 iterations (a progress bar on stderr when it is a terminal) and a summary "
+            "line, and writes a figure of the fit and the cost. The defaults are the seed's."
+        ),
+        epilog=(
+            "Exit status: 0 done, 2 bad flag or unusable file, 130 interrupted (Ctrl-C; "
+            "with --save the checkpoint of the last completed iteration is written)."
+        ),
+    )
+    run = parser.add_argument_group("training (defaults: the seed program)")
+    run.add_argument(
+        "--iterations",
+        type=_positive_int,
+        default=400,
+        metavar="N",
+        help="iterations to run; with --resume, how many more (default: 400)",
+    )
+    run.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        metavar="B",
+        help="sequences per batch (default: 50)",
+    )
+    run.add_argument(
+        "--time-steps",
+        type=_positive_int,
+        metavar="T",
+        help="steps per sequence, the truncated-BPTT length (default: 20)",
+    )
+    run.add_argument(
+        "--hidden-size",
+        type=_positive_int,
+        metavar="H",
+        help="LSTM cell size (default: 10)",
+    )
+    run.add_argument("--lr", type=_positive_float, help="Adam learning rate (default: 0.006)")
+    run.add_argument(
+        "--forget-bias",
+        type=_finite_float,
+        metavar="F",
+        help="added to the forget gate, as TF's BasicLSTMCell (default: 1.0)",
+    )
+    run.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        help="seed of the initial weights; same seed, same costs (default: 0)",
+    )
+    run.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="floating-point precision of the model and data (default: float32)",
+    )
+    run.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="rust: the Rust core; numpy: the NumPy reference, same numbers, slower "
+        "(default: rust)",
+    )
+    run.add_argument(
+        "--eps-style",
+        choices=EPS_STYLES,
+        help="where Adam adds epsilon: tensorflow (outside the bias correction, as the "
+        "seed) or pytorch (default: tensorflow)",
+    )
+
+    files = parser.add_argument_group("checkpoints and output")
+    files.add_argument(
+        "--save",
+        metavar="PATH",
+        help="write a checkpoint (.npz) at the end, atomically; on Ctrl-C the last "
+        "completed iteration's (rust backend)",
+    )
+    files.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="continue exactly where a --save checkpoint left off (weights, Adam, LSTM "
+        "state, data position, costs); the model and data settings come from it, and "
+        "giving a different one is an error",
+    )
+    files.add_argument(
+        "--json",
+        metavar="PATH",
+        help="write the settings and every iteration's cost as JSON, for scripts",
+    )
+    plot = files.add_mutually_exclusive_group()
+    plot.add_argument(
+        "--plot",
+        metavar="PATH",
+        default="sincos.png",
+        help="where to write the figure (PNG) (default: sincos.png)",
+    )
+    plot.add_argument("--no-plot", action="store_true", help="write no figure")
+    files.add_argument(
+        "--show",
+        action="store_true",
+        help="show the figure in a window, updated during training, when a display exists",
+    )
+    files.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no cost lines, no progress bar, no file paths: only the summary line",
+    )
+    return parser
+
+
+def _check_writable_folder(path: str, flag: str) -> None:
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: folder {str(folder)!r} does not exist")
+    if Path(path).is_dir():
+        raise UsageError(f"{flag} {path}: is a folder")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{flag} {path}: folder {str(folder)!r} is not writable")
+
+
+def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint | None]:
+    """The run's settings from the flags (and the checkpoint, with --resume)."""
+    given = {name: getattr(args, name) for name in _MODEL_FLAGS}
+    given = {name: value for name, value in given.items() if value is not None}
+    backend = given.get("backend", "rust")
+    if backend != "rust" and (args.save or args.resume):
+        raise UsageError(
+            "--save and --resume need --backend rust (the NumPy reference has no checkpoints)"
+        )
+    for path, flag in ((args.save, "--save"), (args.json, "--json")):
+        if path:
+            _check_writable_folder(path, flag)
+    if not args.no_plot:
+        _check_writable_folder(args.plot, "--plot")
+
+    if not args.resume:
+        config = TrainConfig(iterations=args.iterations, **{**_MODEL_FLAGS, **given})
+        return config.validate(), None
+
+    try:
+        checkpoint = load_checkpoint(args.resume)
+    except ValueError as err:
+        raise UsageError(f"--resume: {_one_line(err)}") from None
+    settings = checkpoint.settings
+    for name, value in given.items():
+        if name in settings and settings[name] != value:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{flag} {value} conflicts with the checkpoint ({name} = {settings[name]}); "
+                "with --resume the model and data settings come from the checkpoint"
+            )
+    known = {name: settings.get(name, default) for name, default in _MODEL_FLAGS.items()}
+    try:
+        config = TrainConfig(iterations=args.iterations, **known).validate()
+    except ValueError as err:
+        raise UsageError(f"--resume {args.resume}: bad settings ({err})") from None
+    if checkpoint.model.hidden_size != config.hidden_size:
+        raise UsageError(f"--resume {args.resume}: settings do not match the model")
+    return config, checkpoint
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+def _write_json_atomic(path: str, data: dict[str, Any]) -> None:
+    from .plot import write_atomic  # plot imports matplotlib only when drawing
+
+    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+    write_atomic(path, text.encode())
+
+
+def _figure_title(result: TrainResult) -> str:
+    c = result.config
+    return (
+        f"sincos_rs: LSTM({c.hidden_size}) learning cos(x) from sin(x), "
+        f"{result.iterations_done} iterations, seed {c.seed}, {c.backend}, {c.dtype}"
+    )
+
+
+@contextlib.contextmanager
+def _ignoring_sigint() -> Iterator[None]:
+    """Ignore Ctrl-C inside the block (from the main thread; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config, checkpoint = _config_from_args(args)
+    quiet = args.quiet
+    live = None
+    if args.show:
+        from . import plot
+
+        live, why_not = plot.LivePlot.open()
+        if live is None:
+            print(f"note: --show ignored: {why_not}", file=sys.stderr)
+
+    def on_report(partial: TrainResult) -> None:
+        if live is not None and partial.trace is not None:
+            live.update(partial.trace, partial.costs, _figure_title(partial), partial.resumed_at)
+
+    result = train(
+        config,
+        model=checkpoint.model if checkpoint else None,
+        batches=checkpoint.batches if checkpoint else None,
+        prior_costs=checkpoint.costs if checkpoint else (),
+        print_costs=not quiet,
+        progress=not quiet and sys.stderr.isatty(),
+        record_trace=live is not None or not args.no_plot,
+        handle_sigint=True,
+        on_report=on_report if live is not None else None,
+    )
+
+    # Finish writing the checkpoint and the JSON even if Ctrl-C is pressed
+    # again (each is written atomically: the old file or the new, never half).
+    written = []
+    with _ignoring_sigint():
+        if args.save:
+            save_checkpoint(args.save, result)
+            written.append(f"checkpoint: {args.save}")
+        if args.json:
+            _write_json_atomic(args.json, result.to_json())
+            written.append(f"json: {args.json}")
+
+    if result.interrupted:
+        saved = f"; checkpoint written to {args.save}" if args.save else ""
+        print(
+            f"interrupted after {result.iterations_done} iterations "
+            f"(cost {result.final_cost:.4f}){saved}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+    print(result.summary(), flush=True)
+    path = None if args.no_plot else args.plot
+    if path or live is not None:
+        from . import plot
+
+        assert result.trace is not None
+        title = _figure_title(result)
+        if live is not None:
+            live.update(result.trace, result.costs, title, result.resumed_at)
+            if path:
+                live.save(path)
+        elif path:
+            plot.save_figure(
+                path, result.trace, result.costs, title=title, resumed_at=result.resumed_at
+            )
+        if path:
+            written.append(f"figure: {path}")
+    if not quiet and written:
+        print("\n".join(written), flush=True)
+    if live is not None:
+        live.block()  # keep the window open until it is closed
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI: parse ``argv`` (default: sys.argv[1:]), train, write the
+    files; return the exit status (0, 2 for bad flags, 130 for Ctrl-C)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a bad flag (message already printed)
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    try:
+        return _run(args)
+    except UsageError as err:
+        print(f"{parser.prog}: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as err:  # e.g. the disk filled up while writing a file
+        print(f"{parser.prog}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The README's two set-up commands stay true: CI runs the test command
+verbatim, and the run command is the one `test_train_cli.py` executes."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_COMMAND = "pip install . && python -m sincos_rs.train"
+TEST_COMMAND = 'pip install ".[test]" && cargo test -q && python -m pytest -q'
+
+
+def fenced_lines(text: str) -> list[str]:
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_readme_has_the_two_setup_commands() -> None:
+    lines = fenced_lines((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert RUN_COMMAND in lines
+    assert TEST_COMMAND in lines
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert TEST_COMMAND in [line.strip() for line in ci]
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is in the test extras")
+@pytest.mark.parametrize("args", [["check"], ["format", "--check"]])
+def test_python_sources_pass_ruff(args: list[str]) -> None:
+    result = subprocess.run(
+        ["ruff", *args, "python", "tests", "benches"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
