@@ -15,7 +15,9 @@
 //! products, for large ones). [`Lstm`] picks one per call by shape.
 
 use crate::error::{check_finite, check_len, check_positive, Error, Result};
+use crate::linear::{linear_backward, linear_forward, LinearShape};
 use crate::lstm_gemm::{self, GemmWorkspace};
+pub use crate::lstm_lanes::Dense;
 use crate::lstm_lanes::{self, LanesWorkspace};
 use crate::real::Real;
 
@@ -76,8 +78,9 @@ enum Kernel {
 pub struct Lstm<T> {
     input_size: usize,
     hidden_size: usize,
-    /// The shape and kernel of the last forward pass, if any.
-    last: Option<(LstmShape, Kernel)>,
+    /// The shape and kernel of the last forward pass, if any, and whether
+    /// `out` holds its output.
+    last: Option<(LstmShape, Kernel, bool)>,
     /// x (B, T, I), the input of the last forward pass.
     x: Vec<T>,
     /// (B, T, H): h after each step: the layer's output.
@@ -85,6 +88,8 @@ pub struct Lstm<T> {
     /// (B, H): final hidden and cell state.
     h_n: Vec<T>,
     c_n: Vec<T>,
+    /// (B, T, H): scratch for the gradient by the output (dense head, GEMM kernel).
+    d_hidden: Vec<T>,
     /// (B, H): after backward, the gradients by h0 and c0.
     dh0: Vec<T>,
     dc0: Vec<T>,
@@ -103,6 +108,7 @@ impl<T: Real> Lstm<T> {
             last: None,
             x: Vec::new(),
             out: Vec::new(),
+            d_hidden: Vec::new(),
             h_n: Vec::new(),
             c_n: Vec::new(),
             dh0: Vec::new(),
@@ -122,7 +128,7 @@ impl<T: Real> Lstm<T> {
 
     /// The shape of the last forward pass.
     pub fn shape(&self) -> Option<LstmShape> {
-        self.last.map(|(s, _)| s)
+        self.last.map(|(s, _, _)| s)
     }
 
     /// Sizes the input buffer for (batch, steps) and returns it, x (B, T, I),
@@ -176,6 +182,19 @@ impl<T: Real> Lstm<T> {
         steps: usize,
         initial: Option<(&[T], &[T])>,
     ) {
+        self.forward_kernel(p, batch, steps, initial, true);
+    }
+
+    /// Runs the kernel for this shape; lays out the (B, T, H) output only when
+    /// `want_output` (the lanes kernel can skip it when a dense head is fused).
+    fn forward_kernel(
+        &mut self,
+        p: LstmParams<'_, T>,
+        batch: usize,
+        steps: usize,
+        initial: Option<(&[T], &[T])>,
+        want_output: bool,
+    ) -> Kernel {
         let s = LstmShape {
             batch,
             steps,
@@ -191,29 +210,112 @@ impl<T: Real> Lstm<T> {
         } else {
             Kernel::Gemm
         };
+        let (x, out, h_n, c_n) = (&self.x, &mut self.out, &mut self.h_n, &mut self.c_n);
         match kernel {
-            Kernel::Lanes => lstm_lanes::forward(
+            Kernel::Lanes => {
+                let out = if want_output { Some(&mut out[..]) } else { None };
+                lstm_lanes::forward(&mut self.lanes, p, s, x, initial, out, h_n, c_n)
+            }
+            Kernel::Gemm => lstm_gemm::forward(&mut self.gemm, p, s, x, initial, out, h_n, c_n),
+        }
+        // The output is valid only if it was laid out.
+        self.last = Some((s, kernel, want_output || kernel == Kernel::Gemm));
+        kernel
+    }
+
+    /// Whether the dense head can be fused into the lanes kernel.
+    fn fuses(&self, kernel: Kernel, head: &Dense<'_, T>) -> bool {
+        let o = head.bias.len();
+        kernel == Kernel::Lanes && o <= lstm_lanes::DENSE_MAX_OUT && o * self.hidden_size <= lstm_lanes::DENSE_MAX_ACC
+    }
+
+    /// Forward with a dense layer on top: pred (B, T, O) = out·Wᵀ + b, on the
+    /// input in the buffer from [`Self::input_buffer`]. Preconditions (checked
+    /// by the callers): weights, head and state of the right lengths.
+    pub(crate) fn run_forward_dense(
+        &mut self,
+        p: LstmParams<'_, T>,
+        batch: usize,
+        steps: usize,
+        initial: Option<(&[T], &[T])>,
+        head: Dense<'_, T>,
+        pred: &mut [T],
+    ) -> Result<()> {
+        let kernel = if self.hidden_size <= LANES_MAX_HIDDEN {
+            Kernel::Lanes
+        } else {
+            Kernel::Gemm
+        };
+        let fused = self.fuses(kernel, &head);
+        self.forward_kernel(p, batch, steps, initial, !fused);
+        let s = self.shape().expect("forward ran");
+        if fused {
+            lstm_lanes::dense_forward(&self.lanes, s, head, pred);
+            Ok(())
+        } else {
+            let o = head.bias.len();
+            let shape = LinearShape {
+                rows: batch * steps,
+                input: self.hidden_size,
+                output: o,
+            };
+            linear_forward(shape, &self.out, head.weight, head.bias, pred)
+        }
+    }
+
+    /// Backward of [`Self::run_forward_dense`] from d_pred (B, T, O): the
+    /// head's gradients into `d_weight` (O, H) and `d_bias` (O,), then BPTT
+    /// (no gradient by the final state; none by the input is formed).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_backward_dense(
+        &mut self,
+        p: LstmParams<'_, T>,
+        head: Dense<'_, T>,
+        d_pred: &[T],
+        d_weight: &mut [T],
+        d_bias: &mut [T],
+        grads: LstmGrads<'_, T>,
+    ) -> Result<()> {
+        let (s, kernel, _) = self
+            .last
+            .ok_or_else(|| Error::Order("backward called before forward".into()))?;
+        self.dh0.resize(s.batch * s.hidden, T::ZERO);
+        self.dc0.resize(s.batch * s.hidden, T::ZERO);
+        if self.fuses(kernel, &head) {
+            lstm_lanes::dense_backward(
                 &mut self.lanes,
                 p,
                 s,
-                &self.x,
-                initial,
-                &mut self.out,
-                &mut self.h_n,
-                &mut self.c_n,
-            ),
-            Kernel::Gemm => lstm_gemm::forward(
-                &mut self.gemm,
-                p,
-                s,
-                &self.x,
-                initial,
-                &mut self.out,
-                &mut self.h_n,
-                &mut self.c_n,
-            ),
+                head,
+                d_pred,
+                d_weight,
+                d_bias,
+                grads,
+                &mut self.dh0,
+                &mut self.dc0,
+            );
+            return Ok(());
         }
-        self.last = Some((s, kernel));
+        let o = head.bias.len();
+        let shape = LinearShape {
+            rows: s.batch * s.steps,
+            input: s.hidden,
+            output: o,
+        };
+        let mut d_out = std::mem::take(&mut self.d_hidden);
+        d_out.resize(s.batch * s.steps * s.hidden, T::ZERO);
+        linear_backward(
+            shape,
+            d_pred,
+            &self.out,
+            head.weight,
+            Some(&mut d_out),
+            d_weight,
+            d_bias,
+        )?;
+        self.run_backward(p, &d_out, None, None, grads);
+        self.d_hidden = d_out;
+        Ok(())
     }
 
     /// The output of the last forward pass: h at every step, (B, T, H).
@@ -270,7 +372,7 @@ impl<T: Real> Lstm<T> {
         dx: Option<&mut [T]>,
         grads: LstmGrads<'_, T>,
     ) {
-        let (s, kernel) = self.last.expect("forward ran");
+        let (s, kernel, _) = self.last.expect("forward ran");
         self.dh0.resize(s.batch * s.hidden, T::ZERO);
         self.dc0.resize(s.batch * s.hidden, T::ZERO);
         match kernel {

@@ -18,9 +18,8 @@
 
 use crate::activation::{sigmoid, tanh};
 use crate::lstm::{LstmGrads, LstmParams, LstmShape};
-use crate::matmul::{matmul, Mat, MatMut};
 use crate::real::Real;
-use crate::simd::{dispatch, flat, Lane, LANES};
+use crate::simd::{dispatch, Lane, LANES};
 use crate::threads;
 
 /// Number of lane chunks for a batch of `batch` rows.
@@ -117,14 +116,14 @@ fn from_lanes<T: Real>(
 }
 
 /// Forward over x (B, T, I) from (h0, c0) or zeros. Writes out (B, T, H)
-/// and (h_n, c_n), each (B, H), and keeps what backward needs.
+/// when asked and (h_n, c_n), each (B, H), and keeps what backward needs.
 pub(crate) fn forward<T: Real>(
     ws: &mut LanesWorkspace<T>,
     p: LstmParams<'_, T>,
     s: LstmShape,
     x: &[T],
     initial: Option<(&[T], &[T])>,
-    out: &mut [T],
+    out: Option<&mut [T]>,
     h_n: &mut [T],
     c_n: &mut [T],
 ) {
@@ -184,7 +183,9 @@ pub(crate) fn forward<T: Real>(
     };
     run_split(job, tasks);
 
-    from_lanes(&ws.h, t_n + 1, 1, out, s.batch, t_n, h_n_);
+    if let Some(out) = out {
+        from_lanes(&ws.h, t_n + 1, 1, out, s.batch, t_n, h_n_);
+    }
     from_lanes(&ws.h, t_n + 1, t_n, h_n, s.batch, 1, h_n_);
     from_lanes(&ws.c, t_n + 1, t_n, c_n, s.batch, 1, h_n_);
 }
@@ -412,15 +413,35 @@ pub(crate) fn backward<T: Real>(
     dh0: &mut [T],
     dc0: &mut [T],
 ) {
+    fit(
+        &mut ws.d_out,
+        chunks(s.batch) * s.steps * s.hidden,
+        Lane::splat(T::ZERO),
+    );
+    to_lanes(d_out, &mut ws.d_out, s.batch, s.steps, s.hidden);
+    backward_from_lanes(ws, p, s, d_final, dx, grads, dh0, dc0);
+}
+
+/// [`backward`] with the gradient by the output already in `ws.d_out`.
+#[allow(clippy::too_many_arguments)]
+fn backward_from_lanes<T: Real>(
+    ws: &mut LanesWorkspace<T>,
+    p: LstmParams<'_, T>,
+    s: LstmShape,
+    d_final: Option<(&[T], &[T])>,
+    dx: Option<&mut [T]>,
+    grads: LstmGrads<'_, T>,
+    dh0: &mut [T],
+    dc0: &mut [T],
+) {
     let (q_n, t_n, i_n, h_n) = (chunks(s.batch), s.steps, s.input, s.hidden);
     let (g4, k_n) = (4 * h_n, s.input + s.hidden);
     let zero = Lane::splat(T::ZERO);
-    fit(&mut ws.d_out, q_n * t_n * h_n, zero);
+    debug_assert_eq!(ws.d_out.len(), q_n * t_n * h_n);
     fit(&mut ws.dz, q_n * t_n * g4, zero);
     fit(&mut ws.dx, q_n * t_n * i_n, zero);
     fit(&mut ws.dh, q_n * h_n, zero);
     fit(&mut ws.dc, q_n * h_n, zero);
-    to_lanes(d_out, &mut ws.d_out, s.batch, t_n, h_n);
     match d_final {
         Some((dh_n, dc_n)) => {
             to_lanes(dh_n, &mut ws.dh, s.batch, 1, h_n);
@@ -456,13 +477,8 @@ pub(crate) fn backward<T: Real>(
     run_split(job, tasks_for(q_n, q_n * t_n * g4 * k_n));
 
     // Weight gradients: sums over every chunk, step and lane.
-    if g4 * k_n >= GEMM_GRADS_MIN {
-        weight_grads_gemm(&ws.dz, &ws.x, t_n * i_n, grads.weight_ih, s.batch, t_n, g4, i_n);
-        weight_grads_gemm(&ws.dz, &ws.h, (t_n + 1) * h_n, grads.weight_hh, s.batch, t_n, g4, h_n);
-    } else {
-        weight_grads(&ws.dz, &ws.x, t_n * i_n, i_n, grads.weight_ih, q_n, t_n, g4, i_n);
-        weight_grads(&ws.dz, &ws.h, (t_n + 1) * h_n, h_n, grads.weight_hh, q_n, t_n, g4, h_n);
-    }
+    weight_grads(&ws.dz, &ws.x, t_n * i_n, i_n, grads.weight_ih, q_n, t_n, g4, i_n);
+    weight_grads(&ws.dz, &ws.h, (t_n + 1) * h_n, h_n, grads.weight_hh, q_n, t_n, g4, h_n);
     bias_grad(&ws.dz, grads.bias, q_n * t_n, g4);
 
     if let Some(dx) = dx {
@@ -657,35 +673,6 @@ fn back_block<T: Real, const N: usize>(
     }
 }
 
-/// From this many weights (4H·(I+H)) on, the weight gradients go through the
-/// GEMM crate, whose cache blocking wins once the matrices leave L1.
-const GEMM_GRADS_MIN: usize = 4096;
-
-/// out (G, K) = Σ_b dZ_bᵀ · V_b: one product per batch row b, whose T steps
-/// sit in chunk b / LANES, lane b % LANES, read in place through strides.
-/// Rows are summed in order, so the result does not depend on threads.
-#[allow(clippy::too_many_arguments)]
-fn weight_grads_gemm<T: Real>(
-    dz: &[Lane<T>],
-    v: &[Lane<T>],
-    v_qs: usize,
-    out: &mut [T],
-    batch: usize,
-    t_n: usize,
-    g_n: usize,
-    k_n: usize,
-) {
-    let (dz, v) = (flat(dz), flat(v));
-    for b in 0..batch {
-        let (q, l) = (b / LANES, b % LANES);
-        // dZ_b (T, G): step t, gate g at ((q·T + t)·G + g)·LANES + l.
-        let dz_b = Mat::strided(&dz[q * t_n * g_n * LANES + l..], t_n, g_n, g_n * LANES, LANES);
-        // V_b (T, K): step t, feature k at (q·v_qs + t·K + k)·LANES + l.
-        let v_b = Mat::strided(&v[q * v_qs * LANES + l..], t_n, k_n, k_n * LANES, LANES);
-        matmul(MatMut::rows(out, g_n, k_n), b > 0, dz_b.t(), v_b);
-    }
-}
-
 /// out (G, K) = Σ over chunks q, steps t and lanes of dz[q][t][g] · v[q][t][k].
 /// `dz` is (Q, T, G); `v` has chunk stride `v_qs` and step stride `v_ts`.
 #[allow(clippy::too_many_arguments)]
@@ -743,23 +730,34 @@ fn weight_grads_rows_impl<T: Real>(
     g_n: usize,
     k_n: usize,
 ) {
-    for (blk, block) in rows.chunks_exact_mut(4 * k_n).enumerate() {
-        let g = g0 + 4 * blk;
-        let mut k0 = 0;
-        while k0 < k_n {
-            if k0 + 4 <= k_n && std::mem::size_of::<T>() == 4 {
-                outer_block::<T, 4>(dz, v, v_qs, v_ts, block, g, k0, q_n, t_n, g_n, k_n);
-                k0 += 4;
-            } else if k0 + 2 <= k_n {
-                outer_block::<T, 2>(dz, v, v_qs, v_ts, block, g, k0, q_n, t_n, g_n, k_n);
-                k0 += 2;
-            } else {
-                outer_block::<T, 1>(dz, v, v_qs, v_ts, block, g, k0, q_n, t_n, g_n, k_n);
-                k0 += 1;
+    // Steps in blocks, so the inputs of one block stay in L2 while every
+    // 4 x N tile of the gradient sweeps them; tiles add block after block.
+    let s_n = q_n * t_n;
+    for s0 in (0..s_n).step_by(STEP_BLOCK) {
+        let steps = s0..(s0 + STEP_BLOCK).min(s_n);
+        for (blk, block) in rows.chunks_exact_mut(4 * k_n).enumerate() {
+            let g = g0 + 4 * blk;
+            let mut k0 = 0;
+            while k0 < k_n {
+                let r = steps.clone();
+                if k0 + 4 <= k_n && std::mem::size_of::<T>() == 4 {
+                    outer_block::<T, 4>(dz, v, v_qs, v_ts, block, g, k0, r, t_n, g_n, k_n);
+                    k0 += 4;
+                } else if k0 + 2 <= k_n {
+                    outer_block::<T, 2>(dz, v, v_qs, v_ts, block, g, k0, r, t_n, g_n, k_n);
+                    k0 += 2;
+                } else {
+                    outer_block::<T, 1>(dz, v, v_qs, v_ts, block, g, k0, r, t_n, g_n, k_n);
+                    k0 += 1;
+                }
             }
         }
     }
 }
+
+/// Chunk-steps (each LANES batch rows at one step) per block of the weight
+/// gradient sweep.
+const STEP_BLOCK: usize = 64;
 
 /// A 4 x N block of the weight gradient, accumulated lane-wise in
 /// registers, then summed across lanes once.
@@ -773,28 +771,35 @@ fn outer_block<T: Real, const N: usize>(
     rows: &mut [T],
     g0: usize,
     k0: usize,
-    q_n: usize,
+    steps: std::ops::Range<usize>,
     t_n: usize,
     g_n: usize,
     k_n: usize,
 ) {
+    let first = steps.start == 0;
     let mut acc = [[Lane::splat(T::ZERO); N]; 4];
-    for q in 0..q_n {
-        for t in 0..t_n {
-            let a: [Lane<T>; 4] = dz[(q * t_n + t) * g_n + g0..][..4].try_into().unwrap();
-            let b: [Lane<T>; N] = v[q * v_qs + t * v_ts + k0..][..N].try_into().unwrap();
-            for l in 0..LANES {
-                for j in 0..4 {
-                    for m in 0..N {
-                        acc[j][m][l] = a[j][l].mul_add(b[m][l], acc[j][m][l]);
-                    }
+    let (mut q, mut t) = (steps.start / t_n, steps.start % t_n);
+    for s in steps {
+        let a: [Lane<T>; 4] = dz[s * g_n + g0..][..4].try_into().unwrap();
+        let b: [Lane<T>; N] = v[q * v_qs + t * v_ts + k0..][..N].try_into().unwrap();
+        for l in 0..LANES {
+            for j in 0..4 {
+                for m in 0..N {
+                    acc[j][m][l] = a[j][l].mul_add(b[m][l], acc[j][m][l]);
                 }
             }
+        }
+        t += 1;
+        if t == t_n {
+            t = 0;
+            q += 1;
         }
     }
     for j in 0..4 {
         for m in 0..N {
-            rows[j * k_n + k0 + m] = lane_sum(&acc[j][m]);
+            let sum = lane_sum(&acc[j][m]);
+            let out = &mut rows[j * k_n + k0 + m];
+            *out = if first { sum } else { *out + sum };
         }
     }
 }
@@ -813,16 +818,247 @@ fn lane_sum<T: Real>(v: &Lane<T>) -> T {
     s[0]
 }
 
-/// bias grad (G) = Σ over chunks, steps and lanes of dz (Q·T, G).
-fn bias_grad<T: Real>(dz: &[Lane<T>], out: &mut [T], rows: usize, g_n: usize) {
-    for (g, o) in out.iter_mut().enumerate() {
-        let mut acc = Lane::splat(T::ZERO);
+dispatch!(fn bias_grad<T: Real>(dz: &[Lane<T>], out: &mut [T], rows: usize, g_n: usize) => bias_grad_impl);
+
+/// bias grad (G) = Σ over chunks, steps and lanes of dz (Q·T, G); four gate
+/// rows at a time, lanes outermost, so it vectorises along the lanes.
+#[inline(always)]
+fn bias_grad_impl<T: Real>(dz: &[Lane<T>], out: &mut [T], rows: usize, g_n: usize) {
+    for (blk, out4) in out.chunks_exact_mut(4).enumerate() {
+        let mut acc = [Lane::splat(T::ZERO); 4];
         for r in 0..rows {
-            let d = &dz[r * g_n + g];
+            let d: [Lane<T>; 4] = dz[r * g_n + 4 * blk..][..4].try_into().unwrap();
             for l in 0..LANES {
-                acc[l] += d[l];
+                for j in 0..4 {
+                    acc[j][l] += d[j][l];
+                }
             }
         }
-        *o = lane_sum(&acc);
+        for (o, a) in out4.iter_mut().zip(&acc) {
+            *o = lane_sum(a);
+        }
     }
 }
+
+/// A dense layer on the LSTM's output, `pred = h·Wᵀ + b`: `weight` (O, H),
+/// `bias` (O,). Fused into the lanes kernel, it reads and writes the lanes
+/// directly, so the (B, T, H) output is never laid out by rows.
+#[derive(Clone, Copy)]
+pub struct Dense<'a, T> {
+    pub weight: &'a [T],
+    pub bias: &'a [T],
+}
+
+/// pred (B, T, O) = h·Wᵀ + b for every step of the last forward.
+pub(crate) fn dense_forward<T: Real>(ws: &LanesWorkspace<T>, s: LstmShape, head: Dense<'_, T>, pred: &mut [T]) {
+    dense_forward_kernel(&ws.h, s.batch, s.steps, s.hidden, head.weight, head.bias, pred);
+}
+
+dispatch!(fn dense_forward_kernel<T: Real>(
+    h: &[Lane<T>],
+    batch: usize,
+    t_n: usize,
+    h_n: usize,
+    weight: &[T],
+    bias: &[T],
+    pred: &mut [T],
+) => dense_forward_impl);
+
+#[inline(always)]
+fn dense_forward_impl<T: Real>(
+    h: &[Lane<T>],
+    batch: usize,
+    t_n: usize,
+    h_n: usize,
+    weight: &[T],
+    bias: &[T],
+    pred: &mut [T],
+) {
+    let o_n = bias.len();
+    debug_assert_eq!(pred.len(), batch * t_n * o_n);
+    let head = Dense { weight, bias };
+    let s = LstmShape {
+        batch,
+        steps: t_n,
+        input: 0,
+        hidden: h_n,
+    };
+    for (q, h_q) in h.chunks_exact((t_n + 1) * h_n).enumerate() {
+        let rows = (s.batch - q * LANES).min(LANES);
+        for t in 0..t_n {
+            let h_t = &h_q[(t + 1) * h_n..][..h_n];
+            for o in 0..o_n {
+                let y = dense_row(h_t, &head.weight[o * h_n..][..h_n], head.bias[o]);
+                for l in 0..rows {
+                    pred[((q * LANES + l) * t_n + t) * o_n + o] = y[l];
+                }
+            }
+        }
+    }
+}
+
+/// b + Σ_k w[k]·h[k], lane by lane.
+#[inline(always)]
+fn dense_row<T: Real>(h: &[Lane<T>], w: &[T], b: T) -> Lane<T> {
+    let mut acc = Lane::splat(b);
+    for (&hk, &wk) in h.iter().zip(w) {
+        for l in 0..LANES {
+            acc[l] = hk[l].mul_add(wk, acc[l]);
+        }
+    }
+    acc
+}
+
+/// Backward of [`dense_forward`] then of the LSTM: from d_pred (B, T, O),
+/// the dense layer's gradients `d_weight` (O, H) and `d_bias` (O,), then
+/// BPTT as [`backward`] with d_out = d_pred·W (formed in lanes).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dense_backward<T: Real>(
+    ws: &mut LanesWorkspace<T>,
+    p: LstmParams<'_, T>,
+    s: LstmShape,
+    head: Dense<'_, T>,
+    d_pred: &[T],
+    d_weight: &mut [T],
+    d_bias: &mut [T],
+    grads: LstmGrads<'_, T>,
+    dh0: &mut [T],
+    dc0: &mut [T],
+) {
+    let (q_n, t_n, h_n) = (chunks(s.batch), s.steps, s.hidden);
+    fit(&mut ws.d_out, q_n * t_n * h_n, Lane::splat(T::ZERO));
+    dense_grads(
+        &ws.h,
+        &mut ws.d_out,
+        s.batch,
+        t_n,
+        h_n,
+        head.weight,
+        head.bias,
+        d_pred,
+        d_weight,
+        d_bias,
+    );
+    backward_from_lanes(ws, p, s, None, None, grads, dh0, dc0);
+}
+
+dispatch!(fn dense_grads<T: Real>(
+    h: &[Lane<T>],
+    d_out: &mut [Lane<T>],
+    batch: usize,
+    t_n: usize,
+    h_n: usize,
+    weight: &[T],
+    bias: &[T],
+    d_pred: &[T],
+    d_weight: &mut [T],
+    d_bias: &mut [T],
+) => dense_grads_impl);
+
+/// The dense head's gradients, and d_out (lanes) = d_pred·W.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dense_grads_impl<T: Real>(
+    h: &[Lane<T>],
+    d_out: &mut [Lane<T>],
+    batch: usize,
+    t_n: usize,
+    h_n: usize,
+    weight: &[T],
+    bias: &[T],
+    d_pred: &[T],
+    d_weight: &mut [T],
+    d_bias: &mut [T],
+) {
+    let head = Dense { weight, bias };
+    let s = LstmShape {
+        batch,
+        steps: t_n,
+        input: 0,
+        hidden: h_n,
+    };
+    let o_n = head.bias.len();
+    let zero = Lane::splat(T::ZERO);
+    // Lane-wise sums for the dense gradients; summed across lanes at the end.
+    let mut acc_w = [zero; DENSE_MAX_ACC];
+    let mut acc_b = [zero; DENSE_MAX_OUT];
+    debug_assert!(o_n <= DENSE_MAX_OUT && o_n * h_n <= DENSE_MAX_ACC);
+    for (q, (h_q, d_q)) in h
+        .chunks_exact((t_n + 1) * h_n)
+        .zip(d_out.chunks_exact_mut(t_n * h_n))
+        .enumerate()
+    {
+        let rows = (s.batch - q * LANES).min(LANES);
+        d_q.fill(zero);
+        for t in 0..t_n {
+            let h_t = &h_q[(t + 1) * h_n..][..h_n];
+            let d_t = &mut d_q[t * h_n..][..h_n];
+            for o in 0..o_n {
+                let mut dp = zero;
+                for l in 0..rows {
+                    dp[l] = d_pred[((q * LANES + l) * t_n + t) * o_n + o];
+                }
+                let w_o = &head.weight[o * h_n..][..h_n];
+                dense_grad_row(dp, h_t, w_o, d_t, &mut acc_w[o * h_n..][..h_n]);
+                for l in 0..LANES {
+                    acc_b[o][l] += dp[l];
+                }
+            }
+        }
+    }
+    for (dw, acc) in d_weight.iter_mut().zip(&acc_w) {
+        *dw = lane_sum(acc);
+    }
+    for (db, acc) in d_bias.iter_mut().zip(&acc_b) {
+        *db = lane_sum(acc);
+    }
+}
+
+/// For one output o at one step: d_h += dp·w_o, and the lane-wise sums
+/// of dp·h for the weight gradient.
+#[inline(always)]
+fn dense_grad_row<T: Real>(dp: Lane<T>, h: &[Lane<T>], w: &[T], d_h: &mut [Lane<T>], acc_w: &mut [Lane<T>]) {
+    let mut k0 = 0;
+    while k0 < h.len() {
+        let n = h.len() - k0;
+        let r = k0..;
+        if n >= 8 {
+            dense_grad_block::<T, 8>(dp, &h[r.clone()], &w[r.clone()], &mut d_h[r.clone()], &mut acc_w[r]);
+            k0 += 8;
+        } else if n >= 4 {
+            dense_grad_block::<T, 4>(dp, &h[r.clone()], &w[r.clone()], &mut d_h[r.clone()], &mut acc_w[r]);
+            k0 += 4;
+        } else {
+            dense_grad_block::<T, 1>(dp, &h[r.clone()], &w[r.clone()], &mut d_h[r.clone()], &mut acc_w[r]);
+            k0 += 1;
+        }
+    }
+}
+
+/// N hidden units of [`dense_grad_row`]: fixed-size copies, lanes outermost,
+/// so the compiler vectorises along the lanes (as in `project_block`).
+#[inline(always)]
+fn dense_grad_block<T: Real, const N: usize>(
+    dp: Lane<T>,
+    h: &[Lane<T>],
+    w: &[T],
+    d_h: &mut [Lane<T>],
+    acc_w: &mut [Lane<T>],
+) {
+    let hk: [Lane<T>; N] = h[..N].try_into().unwrap();
+    let wk: [T; N] = w[..N].try_into().unwrap();
+    let mut dk: [Lane<T>; N] = d_h[..N].try_into().unwrap();
+    let mut ak: [Lane<T>; N] = acc_w[..N].try_into().unwrap();
+    for l in 0..LANES {
+        for j in 0..N {
+            dk[j][l] = dp[l].mul_add(wk[j], dk[j][l]);
+            ak[j][l] = dp[l].mul_add(hk[j][l], ak[j][l]);
+        }
+    }
+    d_h[..N].copy_from_slice(&dk);
+    acc_w[..N].copy_from_slice(&ak);
+}
+
+/// The largest dense head fused into the lanes kernel (O outputs, O·H weights).
+pub(crate) const DENSE_MAX_OUT: usize = 8;
+pub(crate) const DENSE_MAX_ACC: usize = 256;

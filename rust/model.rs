@@ -17,8 +17,7 @@
 
 use crate::adam::{Adam, AdamConfig};
 use crate::error::{check_finite, check_len, check_positive, Error, Result};
-use crate::linear::{linear_backward, linear_forward, LinearShape};
-use crate::lstm::{Lstm, LstmGrads, LstmParams};
+use crate::lstm::{Dense, Lstm, LstmGrads, LstmParams};
 use crate::real::Real;
 
 /// Parameter names, in storage order (PyTorch's names and layouts).
@@ -73,10 +72,11 @@ impl SeedConfig {
 
     /// The (offset, length) of each parameter in the flat vector.
     pub fn param_ranges(&self) -> [(usize, usize); 7] {
+        let (i, h, o) = (self.input_size, self.hidden_size, self.output_size);
+        let lengths = [h * i, h, 4 * h * h, 4 * h * h, 4 * h, o * h, o];
         let mut out = [(0, 0); 7];
         let mut offset = 0;
-        for (slot, shape) in out.iter_mut().zip(self.param_shapes()) {
-            let len = shape.iter().product();
+        for (slot, len) in out.iter_mut().zip(lengths) {
             *slot = (offset, len);
             offset += len;
         }
@@ -150,8 +150,6 @@ pub struct SeedNetwork<T> {
     train_shape: Option<(usize, usize)>,
     /// (B, T, O): gradient of the cost by the prediction.
     d_pred: Vec<T>,
-    /// (B, T, H): gradient by the LSTM's output.
-    d_hidden: Vec<T>,
     /// (4H, I) and (4H,): the effective input weights W_x = W_ih·W_in and
     /// bias b_x = W_ih·b_in + b (see the module docs).
     w_x: Vec<T>,
@@ -179,7 +177,6 @@ impl<T: Real> SeedNetwork<T> {
             train_pred: Vec::new(),
             train_shape: None,
             d_pred: Vec::new(),
-            d_hidden: Vec::new(),
             w_x: vec![T::ZERO; 4 * config.hidden_size * config.input_size],
             b_x: vec![T::ZERO; 4 * config.hidden_size],
             grad_w_x: vec![T::ZERO; 4 * config.hidden_size * config.input_size],
@@ -314,20 +311,13 @@ impl<T: Real> SeedNetwork<T> {
             bias: &self.b_x,
         };
         let state = self.state.as_ref().map(|(h, c)| (h.as_slice(), c.as_slice()));
-        self.lstm.run_forward(lstm_params, batch, steps, state);
-        let rows = batch * steps;
-        self.pred.resize(rows * c.output_size, T::ZERO);
-        linear_forward(
-            LinearShape {
-                rows,
-                input: c.hidden_size,
-                output: c.output_size,
-            },
-            self.lstm.output(),
-            p.out_w,
-            p.out_b,
-            &mut self.pred,
-        )
+        self.pred.resize(batch * steps * c.output_size, T::ZERO);
+        let head = Dense {
+            weight: p.out_w,
+            bias: p.out_b,
+        };
+        self.lstm
+            .run_forward_dense(lstm_params, batch, steps, state, head, &mut self.pred)
     }
 
     /// Prediction (B, T, O) for `seq` (B, T, I), from the carried state (or
@@ -360,46 +350,35 @@ impl<T: Real> SeedNetwork<T> {
         check_finite("res", target)?;
         self.run_forward(seq, batch, steps)?;
         let cost = self.cost_and_grad(target, batch);
-        self.run_backward(batch, steps)?;
+        self.run_backward()?;
         Ok(cost)
     }
 
-    fn run_backward(&mut self, batch: usize, steps: usize) -> Result<()> {
+    fn run_backward(&mut self) -> Result<()> {
         let c = self.config;
         let (i_n, h_n) = (c.input_size, c.hidden_size);
-        let rows = batch * steps;
         let p = split(&c, &self.params);
         let g = split_mut(&c, &mut self.grads);
-        self.d_hidden.resize(rows * h_n, T::ZERO);
-        linear_backward(
-            LinearShape {
-                rows,
-                input: h_n,
-                output: c.output_size,
-            },
-            &self.d_pred,
-            self.lstm.output(),
-            p.out_w,
-            Some(&mut self.d_hidden),
-            g.out_w,
-            g.out_b,
-        )?;
         // The kernel's gradient by b_x is the gradient by b itself.
-        self.lstm.run_backward(
+        self.lstm.run_backward_dense(
             LstmParams {
                 weight_ih: &self.w_x,
                 weight_hh: p.w_hh,
                 bias: &self.b_x,
             },
-            &self.d_hidden,
-            None,
-            None,
+            Dense {
+                weight: p.out_w,
+                bias: p.out_b,
+            },
+            &self.d_pred,
+            g.out_w,
+            g.out_b,
             LstmGrads {
                 weight_ih: &mut self.grad_w_x,
                 weight_hh: g.w_hh,
                 bias: g.lstm_b,
             },
-        );
+        )?;
         // Chain rule through W_x = W_ih·W_in and b_x = W_ih·b_in + b:
         //   dW_ih = dW_x·W_inᵀ + db_x ⊗ b_in   (4H, H)
         //   dW_in = W_ihᵀ·dW_x                 (H, I)

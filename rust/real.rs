@@ -37,6 +37,8 @@ pub trait Real:
     fn exp(self) -> Self;
     /// `e^x` by [`crate::activation`]'s branch-free polynomial (≤ 2 ulp).
     fn exp_fast(self) -> Self;
+    /// `1 / self` for self in [1, ∞) by Newton's iteration (no division).
+    fn recip_fast(self) -> Self;
     /// `self * a + b` with one rounding (an FMA instruction where the
     /// calling kernel was compiled with FMA; see `crate::simd`).
     fn mul_add(self, a: Self, b: Self) -> Self;
@@ -45,7 +47,7 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $name:literal, $exp:path) => {
+    ($t:ty, $name:literal, $exp:path, $recip:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -72,6 +74,10 @@ macro_rules! impl_real {
                 $exp(self)
             }
             #[inline(always)]
+            fn recip_fast(self) -> Self {
+                $recip(self)
+            }
+            #[inline(always)]
             fn mul_add(self, a: Self, b: Self) -> Self {
                 <$t>::mul_add(self, a, b)
             }
@@ -87,5 +93,5 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, "float32", crate::activation::exp_f32);
-impl_real!(f64, "float64", crate::activation::exp_f64);
+impl_real!(f32, "float32", crate::activation::exp_f32, crate::activation::recip_f32);
+impl_real!(f64, "float64", crate::activation::exp_f64, crate::activation::recip_f64);

@@ -25,14 +25,6 @@ impl<T: Copy> Lane<T> {
     }
 }
 
-/// The lanes as one flat slice of values, lane vector after lane vector.
-pub fn flat<T>(lanes: &[Lane<T>]) -> &[T] {
-    // SAFETY: Lane<T> is repr(C) around [T; LANES] with no padding (its size,
-    // LANES · size_of::<T>() for f32/f64, is a multiple of its alignment), so
-    // `lanes` is exactly `lanes.len() · LANES` initialised values of T.
-    unsafe { std::slice::from_raw_parts(lanes.as_ptr().cast::<T>(), lanes.len() * LANES) }
-}
-
 impl<T> Index<usize> for Lane<T> {
     type Output = T;
     #[inline(always)]
