@@ -29,6 +29,6 @@ mod python;
 
 pub use adam::{Adam, AdamConfig, EpsilonStyle};
 pub use error::{Error, Result};
-pub use lstm::{Lstm, LstmGrads, LstmParams, LstmShape};
+pub use lstm::{Kernel, Lstm, LstmGrads, LstmParams, LstmShape};
 pub use model::{SeedConfig, SeedNetwork, PARAM_NAMES};
 pub use real::Real;

@@ -61,16 +61,23 @@ impl<T> LstmGrads<'_, T> {
     }
 }
 
-/// The largest hidden size the lanes kernel takes; above it the weights no
-/// longer sit in L1 and matrix products win.
-pub const LANES_MAX_HIDDEN: usize = 1024;
-
-/// Which kernel ran the last forward pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
+/// Which kernel computes the layer. Both compute the same function (checked
+/// against each other and by finite differences in the tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Kernel {
+    /// [`Kernel::Lanes`] up to [`LANES_MAX_HIDDEN`] hidden units, else [`Kernel::Gemm`].
+    #[default]
+    Auto,
+    /// The batch in SIMD lanes (`lstm_lanes.rs`).
     Lanes,
+    /// Matrix products from the GEMM crate (`lstm_gemm.rs`).
     Gemm,
 }
+
+/// The largest hidden size [`Kernel::Auto`] gives to the lanes kernel. It
+/// beats the GEMM kernel at every size measured on the development machine
+/// (up to H = 512, `cargo bench`); beyond, its weights no longer fit in L2.
+pub const LANES_MAX_HIDDEN: usize = 1024;
 
 /// An LSTM layer's working memory: the activations forward saves for
 /// backward, and backward's scratch. Buffers are kept between calls and only
@@ -78,6 +85,8 @@ enum Kernel {
 pub struct Lstm<T> {
     input_size: usize,
     hidden_size: usize,
+    /// The kernel asked for (see [`Self::set_kernel`]).
+    kernel: Kernel,
     /// The shape and kernel of the last forward pass, if any, and whether
     /// `out` holds its output.
     last: Option<(LstmShape, Kernel, bool)>,
@@ -105,6 +114,7 @@ impl<T: Real> Lstm<T> {
         Ok(Lstm {
             input_size,
             hidden_size,
+            kernel: Kernel::Auto,
             last: None,
             x: Vec::new(),
             out: Vec::new(),
@@ -124,6 +134,22 @@ impl<T: Real> Lstm<T> {
 
     pub fn hidden_size(&self) -> usize {
         self.hidden_size
+    }
+
+    /// Chooses the kernel for later calls (default [`Kernel::Auto`]); for
+    /// benchmarks and tests.
+    pub fn set_kernel(&mut self, kernel: Kernel) {
+        self.kernel = kernel;
+        self.last = None;
+    }
+
+    /// The kernel the next forward pass will use.
+    fn kernel_for(&self) -> Kernel {
+        match self.kernel {
+            Kernel::Auto if self.hidden_size <= LANES_MAX_HIDDEN => Kernel::Lanes,
+            Kernel::Auto => Kernel::Gemm,
+            chosen => chosen,
+        }
     }
 
     /// The shape of the last forward pass.
@@ -205,28 +231,24 @@ impl<T: Real> Lstm<T> {
         self.out.resize(batch * steps * s.hidden, T::ZERO);
         self.h_n.resize(batch * s.hidden, T::ZERO);
         self.c_n.resize(batch * s.hidden, T::ZERO);
-        let kernel = if s.hidden <= LANES_MAX_HIDDEN {
-            Kernel::Lanes
-        } else {
-            Kernel::Gemm
-        };
+        let kernel = self.kernel_for();
         let (x, out, h_n, c_n) = (&self.x, &mut self.out, &mut self.h_n, &mut self.c_n);
         match kernel {
             Kernel::Lanes => {
                 let out = if want_output { Some(&mut out[..]) } else { None };
                 lstm_lanes::forward(&mut self.lanes, p, s, x, initial, out, h_n, c_n)
             }
-            Kernel::Gemm => lstm_gemm::forward(&mut self.gemm, p, s, x, initial, out, h_n, c_n),
+            Kernel::Gemm | Kernel::Auto => lstm_gemm::forward(&mut self.gemm, p, s, x, initial, out, h_n, c_n),
         }
         // The output is valid only if it was laid out.
         self.last = Some((s, kernel, want_output || kernel == Kernel::Gemm));
         kernel
     }
 
-    /// Whether the dense head can be fused into the lanes kernel.
-    fn fuses(&self, kernel: Kernel, head: &Dense<'_, T>) -> bool {
-        let o = head.bias.len();
-        kernel == Kernel::Lanes && o <= lstm_lanes::DENSE_MAX_OUT && o * self.hidden_size <= lstm_lanes::DENSE_MAX_ACC
+    /// Whether the dense head is fused into the kernel (the lanes kernel
+    /// reads and writes its lanes directly; the GEMM kernel uses linear.rs).
+    fn fuses(kernel: Kernel) -> bool {
+        kernel == Kernel::Lanes
     }
 
     /// Forward with a dense layer on top: pred (B, T, O) = out·Wᵀ + b, on the
@@ -241,12 +263,8 @@ impl<T: Real> Lstm<T> {
         head: Dense<'_, T>,
         pred: &mut [T],
     ) -> Result<()> {
-        let kernel = if self.hidden_size <= LANES_MAX_HIDDEN {
-            Kernel::Lanes
-        } else {
-            Kernel::Gemm
-        };
-        let fused = self.fuses(kernel, &head);
+        let kernel = self.kernel_for();
+        let fused = Self::fuses(kernel);
         self.forward_kernel(p, batch, steps, initial, !fused);
         let s = self.shape().expect("forward ran");
         if fused {
@@ -281,7 +299,7 @@ impl<T: Real> Lstm<T> {
             .ok_or_else(|| Error::Order("backward called before forward".into()))?;
         self.dh0.resize(s.batch * s.hidden, T::ZERO);
         self.dc0.resize(s.batch * s.hidden, T::ZERO);
-        if self.fuses(kernel, &head) {
+        if Self::fuses(kernel) {
             lstm_lanes::dense_backward(
                 &mut self.lanes,
                 p,
@@ -387,7 +405,7 @@ impl<T: Real> Lstm<T> {
                 &mut self.dh0,
                 &mut self.dc0,
             ),
-            Kernel::Gemm => lstm_gemm::backward(
+            Kernel::Gemm | Kernel::Auto => lstm_gemm::backward(
                 &mut self.gemm,
                 p,
                 s,

@@ -52,6 +52,9 @@ pub(crate) struct LanesWorkspace<T> {
     w_t: Vec<T>,
     /// (4H, I+H): [W_ih | W_hh], for backward.
     w: Vec<T>,
+    /// (O·H) and (O,): lane-wise sums for a fused dense head's gradients.
+    dense_acc_w: Vec<Lane<T>>,
+    dense_acc_b: Vec<Lane<T>>,
 }
 
 impl<T: Real> LanesWorkspace<T> {
@@ -69,6 +72,8 @@ impl<T: Real> LanesWorkspace<T> {
             dc: Vec::new(),
             w_t: Vec::new(),
             w: Vec::new(),
+            dense_acc_w: Vec::new(),
+            dense_acc_b: Vec::new(),
         }
     }
 }
@@ -926,10 +931,14 @@ pub(crate) fn dense_backward<T: Real>(
     dc0: &mut [T],
 ) {
     let (q_n, t_n, h_n) = (chunks(s.batch), s.steps, s.hidden);
-    fit(&mut ws.d_out, q_n * t_n * h_n, Lane::splat(T::ZERO));
+    let zero = Lane::splat(T::ZERO);
+    fit(&mut ws.d_out, q_n * t_n * h_n, zero);
+    fit(&mut ws.dense_acc_w, head.weight.len(), zero);
+    fit(&mut ws.dense_acc_b, head.bias.len(), zero);
     dense_grads(
         &ws.h,
         &mut ws.d_out,
+        (&mut ws.dense_acc_w, &mut ws.dense_acc_b),
         s.batch,
         t_n,
         h_n,
@@ -945,6 +954,7 @@ pub(crate) fn dense_backward<T: Real>(
 dispatch!(fn dense_grads<T: Real>(
     h: &[Lane<T>],
     d_out: &mut [Lane<T>],
+    acc: (&mut [Lane<T>], &mut [Lane<T>]),
     batch: usize,
     t_n: usize,
     h_n: usize,
@@ -961,6 +971,7 @@ dispatch!(fn dense_grads<T: Real>(
 fn dense_grads_impl<T: Real>(
     h: &[Lane<T>],
     d_out: &mut [Lane<T>],
+    (acc_w, acc_b): (&mut [Lane<T>], &mut [Lane<T>]),
     batch: usize,
     t_n: usize,
     h_n: usize,
@@ -980,9 +991,8 @@ fn dense_grads_impl<T: Real>(
     let o_n = head.bias.len();
     let zero = Lane::splat(T::ZERO);
     // Lane-wise sums for the dense gradients; summed across lanes at the end.
-    let mut acc_w = [zero; DENSE_MAX_ACC];
-    let mut acc_b = [zero; DENSE_MAX_OUT];
-    debug_assert!(o_n <= DENSE_MAX_OUT && o_n * h_n <= DENSE_MAX_ACC);
+    acc_w.fill(zero);
+    acc_b.fill(zero);
     for (q, (h_q, d_q)) in h
         .chunks_exact((t_n + 1) * h_n)
         .zip(d_out.chunks_exact_mut(t_n * h_n))
@@ -1006,10 +1016,10 @@ fn dense_grads_impl<T: Real>(
             }
         }
     }
-    for (dw, acc) in d_weight.iter_mut().zip(&acc_w) {
+    for (dw, acc) in d_weight.iter_mut().zip(acc_w.iter()) {
         *dw = lane_sum(acc);
     }
-    for (db, acc) in d_bias.iter_mut().zip(&acc_b) {
+    for (db, acc) in d_bias.iter_mut().zip(acc_b.iter()) {
         *db = lane_sum(acc);
     }
 }
@@ -1058,7 +1068,3 @@ fn dense_grad_block<T: Real, const N: usize>(
     d_h[..N].copy_from_slice(&dk);
     acc_w[..N].copy_from_slice(&ak);
 }
-
-/// The largest dense head fused into the lanes kernel (O outputs, O·H weights).
-pub(crate) const DENSE_MAX_OUT: usize = 8;
-pub(crate) const DENSE_MAX_ACC: usize = 256;

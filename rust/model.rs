@@ -17,7 +17,7 @@
 
 use crate::adam::{Adam, AdamConfig};
 use crate::error::{check_finite, check_len, check_positive, Error, Result};
-use crate::lstm::{Dense, Lstm, LstmGrads, LstmParams};
+use crate::lstm::{Dense, Kernel, Lstm, LstmGrads, LstmParams};
 use crate::real::Real;
 
 /// Parameter names, in storage order (PyTorch's names and layouts).
@@ -255,6 +255,11 @@ impl<T: Real> SeedNetwork<T> {
             }
         }
         Ok(())
+    }
+
+    /// Chooses the LSTM kernel (default: by size); for benchmarks and tests.
+    pub fn set_kernel(&mut self, kernel: Kernel) {
+        self.lstm.set_kernel(kernel);
     }
 
     /// Forgets the carried state: the next step starts from zeros.

@@ -5,7 +5,7 @@
 use sincos_rs::adam::{adam_update, AdamCoefficients};
 use sincos_rs::model::{demo_params, SplitMix64};
 use sincos_rs::{
-    Adam, AdamConfig, EpsilonStyle, Error, Lstm, LstmGrads, LstmParams, SeedConfig, SeedNetwork, PARAM_NAMES,
+    Adam, AdamConfig, EpsilonStyle, Error, Kernel, Lstm, LstmGrads, LstmParams, SeedConfig, SeedNetwork, PARAM_NAMES,
 };
 
 /// Relative error `‖a − b‖ / max(‖a‖ + ‖b‖, 1e-12)`.
@@ -79,6 +79,7 @@ struct Case {
     r_out: Vec<f64>,
     r_h: Vec<f64>,
     r_c: Vec<f64>,
+    kernel: Kernel,
 }
 
 impl Case {
@@ -94,7 +95,14 @@ impl Case {
             r_out: random(&mut rng, B * T * H, 1.0),
             r_h: random(&mut rng, B * H, 1.0),
             r_c: random(&mut rng, B * H, 1.0),
+            kernel: Kernel::Auto,
         }
+    }
+
+    fn layer(&self) -> Lstm<f64> {
+        let mut lstm = Lstm::new(I, H).unwrap();
+        lstm.set_kernel(self.kernel);
+        lstm
     }
 
     fn params(&self) -> LstmParams<'_, f64> {
@@ -107,7 +115,7 @@ impl Case {
 
     /// `sum(out·R) + sum(h_n·R2) + sum(c_n·R3)`.
     fn loss(&self) -> f64 {
-        let mut lstm = Lstm::new(I, H).unwrap();
+        let mut lstm = self.layer();
         lstm.forward(self.params(), &self.x, B, T, Some((&self.h0, &self.c0)))
             .unwrap();
         let (h_n, c_n) = lstm.final_state();
@@ -156,8 +164,37 @@ fn numeric(case: &Case, field: fn(&mut Case) -> &mut Vec<f64>) -> Vec<f64> {
 
 #[test]
 fn lstm_backward_matches_finite_differences() {
-    let case = Case::new(1);
-    let mut lstm = Lstm::new(I, H).unwrap();
+    for kernel in [Kernel::Lanes, Kernel::Gemm] {
+        lstm_backward_matches_finite_differences_with(kernel);
+    }
+}
+
+#[test]
+fn lanes_and_gemm_kernels_agree() {
+    let mut case = Case::new(5);
+    case.kernel = Kernel::Lanes;
+    let lanes = analytic(&case, &mut case.layer());
+    case.kernel = Kernel::Gemm;
+    let gemm = analytic(&case, &mut case.layer());
+    let names = ["weight_ih", "weight_hh", "bias", "dx", "dh0", "dc0"];
+    let pairs = [
+        (&lanes.0, &gemm.0),
+        (&lanes.1, &gemm.1),
+        (&lanes.2, &gemm.2),
+        (&lanes.3, &gemm.3),
+        (&lanes.4, &gemm.4),
+        (&lanes.5, &gemm.5),
+    ];
+    for (name, (a, b)) in names.iter().zip(pairs) {
+        let err = rel_error(a, b);
+        assert!(err < 1e-13, "lanes vs gemm {name}: relative difference {err:e}");
+    }
+}
+
+fn lstm_backward_matches_finite_differences_with(kernel: Kernel) {
+    let mut case = Case::new(1);
+    case.kernel = kernel;
+    let mut lstm = case.layer();
     let (g_ih, g_hh, g_b, dx, dh0, dc0) = analytic(&case, &mut lstm);
     assert_grad_close("lstm grad weight_ih", &g_ih, &numeric(&case, |c| &mut c.w_ih));
     assert_grad_close("lstm grad weight_hh", &g_hh, &numeric(&case, |c| &mut c.w_hh));
@@ -206,10 +243,11 @@ fn seed_case(config: SeedConfig, batch: usize, steps: usize, seed: u64) -> (Vec<
     (params, seq, res)
 }
 
-fn check_seed_gradients(config: SeedConfig, with_state: bool) {
+fn check_seed_gradients(config: SeedConfig, with_state: bool, kernel: Kernel) {
     let (batch, steps) = (3, 4);
     let (params, seq, res) = seed_case(config, batch, steps, 7);
     let mut net = SeedNetwork::new(config, AdamConfig::default(), params.clone()).unwrap();
+    net.set_kernel(kernel);
     if with_state {
         let mut rng = SplitMix64(99);
         let h = random(&mut rng, batch * config.hidden_size, 0.8);
@@ -225,7 +263,7 @@ fn check_seed_gradients(config: SeedConfig, with_state: bool) {
     for (name, (offset, len)) in PARAM_NAMES.iter().zip(config.param_ranges()) {
         let range = offset..offset + len;
         assert_grad_close(
-            &format!("seed {config:?} state={with_state} grad {name}"),
+            &format!("seed {config:?} state={with_state} {kernel:?} grad {name}"),
             &grads[range.clone()],
             &numeric[range],
         );
@@ -242,8 +280,10 @@ fn seed_network_gradients_match_finite_differences() {
             output_size: 3,
         },
     ] {
-        check_seed_gradients(config, false);
-        check_seed_gradients(config, true);
+        for kernel in [Kernel::Lanes, Kernel::Gemm] {
+            check_seed_gradients(config, false, kernel);
+            check_seed_gradients(config, true, kernel);
+        }
     }
 }
 
@@ -625,4 +665,43 @@ fn adam_errors_leave_everything_unchanged() {
     expect_err(adam.update(&mut p, &[0.1, 0.2]), &["grad"]);
     expect_err(adam.update(&mut p[..2], &[0.1, 0.2]), &["params"]);
     assert_eq!((p, adam.m, adam.v, adam.step), (p0, m0, v0, 1));
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    // Large enough that both kernels split work across threads.
+    let (b, t, i, h) = (64, 6, 48, 160);
+    let mut rng = SplitMix64(11);
+    let (w_ih, w_hh, bias) = (
+        random(&mut rng, 4 * h * i, 0.2),
+        random(&mut rng, 4 * h * h, 0.2),
+        random(&mut rng, 4 * h, 0.2),
+    );
+    let (x, d_out) = (random(&mut rng, b * t * i, 1.0), random(&mut rng, b * t * h, 1.0));
+    let run = |kernel: Kernel, threads: usize| {
+        sincos_rs::threads::set_num_threads(threads);
+        let mut lstm = Lstm::new(i, h).unwrap();
+        lstm.set_kernel(kernel);
+        let p = LstmParams {
+            weight_ih: &w_ih,
+            weight_hh: &w_hh,
+            bias: &bias,
+        };
+        lstm.forward(p, &x, b, t, None).unwrap();
+        let (mut g_ih, mut g_hh, mut g_b) = (vec![0.0; 4 * h * i], vec![0.0; 4 * h * h], vec![0.0; 4 * h]);
+        let mut dx = vec![0.0; b * t * i];
+        lstm.backward(p, &d_out, None, Some(&mut dx), grads(&mut g_ih, &mut g_hh, &mut g_b))
+            .unwrap();
+        (lstm.output().to_vec(), g_ih, g_hh, g_b, dx)
+    };
+    for kernel in [Kernel::Lanes, Kernel::Gemm] {
+        let one = run(kernel, 1);
+        let two = run(kernel, 2);
+        let three = run(kernel, 3);
+        sincos_rs::threads::set_num_threads(0);
+        assert!(
+            one == two && two == three,
+            "{kernel:?}: results differ between 1, 2 and 3 threads"
+        );
+    }
 }
