@@ -455,6 +455,16 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def quiesce_torch() -> None:
+    """Let PyTorch's OpenMP workers stop spinning before another framework is
+    timed: idle workers busy-wait for a while after each parallel region, and
+    on a 2-core machine that takes the core the next measurement needs."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+        time.sleep(1.0)
+
+
 def measure(
     framework: str, shape: Shape, dtype: str, settings: Settings, log: Callable[[str], None]
 ) -> list[Timing]:
@@ -476,6 +486,8 @@ def measure(
             min(settings.floor_reps, reps),
         )
         note = f"reduced: ≥{reps} reps"
+    if framework != "torch":
+        quiesce_torch()
     out = []
     for threads in threads_list:
         timing = Timing(framework, shape.key, dtype, threads, [], note)

@@ -273,10 +273,15 @@ fn run_split<W: Split>(work: W, tasks: usize) {
     }
 }
 
+/// Below this many lane multiply-adds a pass runs on the calling thread:
+/// waking a worker costs more than it saves (the seed network, 35 000 per
+/// pass, measured faster on one thread; `cargo bench`).
+const PARALLEL_MIN_LANE_MACS: usize = 1 << 18;
+
 /// How many parallel pieces to cut `q_n` chunks into, for `macs` lane
 /// multiply-adds of work: one below the size where a second thread pays.
 fn tasks_for(q_n: usize, macs: usize) -> usize {
-    if macs < (1 << 18) {
+    if macs < PARALLEL_MIN_LANE_MACS {
         1
     } else {
         threads::num_threads().min(q_n).max(1)
@@ -693,7 +698,7 @@ fn weight_grads<T: Real>(
     k_n: usize,
 ) {
     debug_assert_eq!(out.len(), g_n * k_n);
-    let parallel = threads::num_threads() > 1 && q_n * t_n * g_n * k_n >= (1 << 15);
+    let parallel = threads::num_threads() > 1 && q_n * t_n * g_n * k_n >= PARALLEL_MIN_LANE_MACS;
     if parallel {
         // Two halves of whole 4-row blocks; each output is summed the same way.
         let mid = (g_n / 8) * 4;
