@@ -18,6 +18,7 @@ pub mod linear;
 pub mod lstm;
 mod lstm_gemm;
 mod lstm_lanes;
+mod lstm_rows;
 mod matmul;
 pub mod model;
 pub mod real;

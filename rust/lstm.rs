@@ -19,6 +19,8 @@ use crate::linear::{linear_backward, linear_forward, LinearShape};
 use crate::lstm_gemm::{self, GemmWorkspace};
 pub use crate::lstm_lanes::Dense;
 use crate::lstm_lanes::{self, LanesWorkspace};
+use crate::lstm_rows::{self, RowsWorkspace};
+pub use crate::lstm_rows::{ROWS_MAX_BATCH, ROWS_MAX_HIDDEN};
 use crate::real::Real;
 
 /// The sizes of one sequence: B rows of T steps of I features, H hidden units.
@@ -65,13 +67,17 @@ impl<T> LstmGrads<'_, T> {
 /// against each other and by finite differences in the tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Kernel {
-    /// [`Kernel::Lanes`] up to [`LANES_MAX_HIDDEN`] hidden units, else [`Kernel::Gemm`].
+    /// [`Kernel::Rows`] for up to [`ROWS_MAX_BATCH`] rows of up to
+    /// [`ROWS_MAX_HIDDEN`] units, else [`Kernel::Lanes`] up to
+    /// [`LANES_MAX_HIDDEN`] units, else [`Kernel::Gemm`].
     #[default]
     Auto,
     /// The batch in SIMD lanes (`lstm_lanes.rs`).
     Lanes,
     /// Matrix products from the GEMM crate (`lstm_gemm.rs`).
     Gemm,
+    /// One batch row at a time, the gates in SIMD lanes (`lstm_rows.rs`).
+    Rows,
 }
 
 /// The largest hidden size [`Kernel::Auto`] gives to the lanes kernel. It
@@ -104,6 +110,7 @@ pub struct Lstm<T> {
     dc0: Vec<T>,
     lanes: LanesWorkspace<T>,
     gemm: GemmWorkspace<T>,
+    rows: RowsWorkspace<T>,
 }
 
 impl<T: Real> Lstm<T> {
@@ -125,6 +132,7 @@ impl<T: Real> Lstm<T> {
             dc0: Vec::new(),
             lanes: LanesWorkspace::new(),
             gemm: GemmWorkspace::new(),
+            rows: RowsWorkspace::new(),
         })
     }
 
@@ -143,11 +151,15 @@ impl<T: Real> Lstm<T> {
         self.last = None;
     }
 
-    /// The kernel the next forward pass will use.
-    fn kernel_for(&self) -> Kernel {
+    /// The kernel a forward pass over `batch` rows will use.
+    fn kernel_for(&self, batch: usize) -> Kernel {
+        let h = self.hidden_size;
         match self.kernel {
-            Kernel::Auto if self.hidden_size <= LANES_MAX_HIDDEN => Kernel::Lanes,
+            Kernel::Auto if batch <= ROWS_MAX_BATCH && h <= ROWS_MAX_HIDDEN => Kernel::Rows,
+            Kernel::Auto if h <= LANES_MAX_HIDDEN => Kernel::Lanes,
             Kernel::Auto => Kernel::Gemm,
+            // The rows kernel's per-row scratch holds at most ROWS_MAX_HIDDEN units.
+            Kernel::Rows if h > ROWS_MAX_HIDDEN => Kernel::Lanes,
             chosen => chosen,
         }
     }
@@ -231,13 +243,14 @@ impl<T: Real> Lstm<T> {
         self.out.resize(batch * steps * s.hidden, T::ZERO);
         self.h_n.resize(batch * s.hidden, T::ZERO);
         self.c_n.resize(batch * s.hidden, T::ZERO);
-        let kernel = self.kernel_for();
+        let kernel = self.kernel_for(batch);
         let (x, out, h_n, c_n) = (&self.x, &mut self.out, &mut self.h_n, &mut self.c_n);
         match kernel {
             Kernel::Lanes => {
                 let out = if want_output { Some(&mut out[..]) } else { None };
                 lstm_lanes::forward(&mut self.lanes, p, s, x, initial, out, h_n, c_n)
             }
+            Kernel::Rows => lstm_rows::forward(&mut self.rows, p, s, x, initial, out, h_n, c_n),
             Kernel::Gemm | Kernel::Auto => lstm_gemm::forward(&mut self.gemm, p, s, x, initial, out, h_n, c_n),
         }
         // The output is valid only if it was laid out.
@@ -263,7 +276,7 @@ impl<T: Real> Lstm<T> {
         head: Dense<'_, T>,
         pred: &mut [T],
     ) -> Result<()> {
-        let kernel = self.kernel_for();
+        let kernel = self.kernel_for(batch);
         let fused = Self::fuses(kernel);
         self.forward_kernel(p, batch, steps, initial, !fused);
         let s = self.shape().expect("forward ran");
@@ -398,6 +411,18 @@ impl<T: Real> Lstm<T> {
                 &mut self.lanes,
                 p,
                 s,
+                d_out,
+                d_final,
+                dx,
+                grads,
+                &mut self.dh0,
+                &mut self.dc0,
+            ),
+            Kernel::Rows => lstm_rows::backward(
+                &mut self.rows,
+                p,
+                s,
+                &self.x,
                 d_out,
                 d_final,
                 dx,

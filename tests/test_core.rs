@@ -164,30 +164,32 @@ fn numeric(case: &Case, field: fn(&mut Case) -> &mut Vec<f64>) -> Vec<f64> {
 
 #[test]
 fn lstm_backward_matches_finite_differences() {
-    for kernel in [Kernel::Lanes, Kernel::Gemm] {
+    for kernel in [Kernel::Lanes, Kernel::Gemm, Kernel::Rows] {
         lstm_backward_matches_finite_differences_with(kernel);
     }
 }
 
 #[test]
-fn lanes_and_gemm_kernels_agree() {
+fn the_three_kernels_agree() {
     let mut case = Case::new(5);
     case.kernel = Kernel::Lanes;
     let lanes = analytic(&case, &mut case.layer());
-    case.kernel = Kernel::Gemm;
-    let gemm = analytic(&case, &mut case.layer());
-    let names = ["weight_ih", "weight_hh", "bias", "dx", "dh0", "dc0"];
-    let pairs = [
-        (&lanes.0, &gemm.0),
-        (&lanes.1, &gemm.1),
-        (&lanes.2, &gemm.2),
-        (&lanes.3, &gemm.3),
-        (&lanes.4, &gemm.4),
-        (&lanes.5, &gemm.5),
-    ];
-    for (name, (a, b)) in names.iter().zip(pairs) {
-        let err = rel_error(a, b);
-        assert!(err < 1e-13, "lanes vs gemm {name}: relative difference {err:e}");
+    for kernel in [Kernel::Gemm, Kernel::Rows] {
+        case.kernel = kernel;
+        let other = analytic(&case, &mut case.layer());
+        let names = ["weight_ih", "weight_hh", "bias", "dx", "dh0", "dc0"];
+        let pairs = [
+            (&lanes.0, &other.0),
+            (&lanes.1, &other.1),
+            (&lanes.2, &other.2),
+            (&lanes.3, &other.3),
+            (&lanes.4, &other.4),
+            (&lanes.5, &other.5),
+        ];
+        for (name, (a, b)) in names.iter().zip(pairs) {
+            let err = rel_error(a, b);
+            assert!(err < 1e-13, "lanes vs {kernel:?} {name}: relative difference {err:e}");
+        }
     }
 }
 
@@ -280,7 +282,7 @@ fn seed_network_gradients_match_finite_differences() {
             output_size: 3,
         },
     ] {
-        for kernel in [Kernel::Lanes, Kernel::Gemm] {
+        for kernel in [Kernel::Lanes, Kernel::Gemm, Kernel::Rows] {
             check_seed_gradients(config, false, kernel);
             check_seed_gradients(config, true, kernel);
         }
@@ -694,7 +696,7 @@ fn results_do_not_depend_on_the_thread_count() {
             .unwrap();
         (lstm.output().to_vec(), g_ih, g_hh, g_b, dx)
     };
-    for kernel in [Kernel::Lanes, Kernel::Gemm] {
+    for kernel in [Kernel::Lanes, Kernel::Gemm, Kernel::Rows] {
         let one = run(kernel, 1);
         let two = run(kernel, 2);
         let three = run(kernel, 3);
