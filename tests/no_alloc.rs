@@ -71,9 +71,9 @@ fn seed_train_step_does_not_allocate_in_steady_state() {
 }
 
 fn lstm_layer_step_does_not_allocate_in_steady_state() {
-    // Small (lanes kernel, dense weight gradients by hand) and larger (weight
-    // gradients through the GEMM crate) shapes.
-    for &(b, t, i, h) in &[(50usize, 20usize, 1usize, 10usize), (64, 10, 32, 128)] {
+    // The lanes kernel small and large enough to run on two threads, and the
+    // rows kernel (one long series).
+    for &(b, t, i, h) in &[(50usize, 20usize, 1usize, 10usize), (64, 10, 32, 128), (1, 200, 1, 10)] {
         let mut layer = Lstm::<f32>::new(i, h).unwrap();
         let (w_ih, w_hh, bias) = (wave(4 * h * i, 0.1), wave(4 * h * h, 0.2), wave(4 * h, 0.3));
         let mut params = [w_ih, w_hh, bias].concat();
