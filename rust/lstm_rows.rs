@@ -10,9 +10,11 @@
 //! the weight gradients in row order, step order: results do not depend on
 //! the thread count.
 //!
-//! Per-row buffers are flat, padded to whole lane vectors: gates (T, G4p),
-//! c and h (T+1, Hp) with slot 0 the initial state, tanh c (T, Hp), where
-//! G4p and Hp are 4H and H rounded up to a multiple of LANES.
+//! Per-row buffers are flat and padded to whole lane vectors: gates (T, 4Hp)
+//! with each gate block (i, f, g, o) starting on a vector boundary, so the
+//! cell update reads aligned vectors straight back; c and h (T+1, Hp) with
+//! slot 0 the initial state; tanh c (T, Hp). Hp is H rounded up to a
+//! multiple of LANES; padded units stay exactly zero.
 
 use crate::activation::{sigmoid, tanh};
 use crate::lstm::{LstmGrads, LstmParams, LstmShape};
@@ -53,7 +55,8 @@ pub(crate) struct RowsWorkspace<T> {
     offset_out: Vec<T>,
     /// (G4p,): the bias, padded.
     bias: Vec<T>,
-    /// (I+H, G4p): weight-gradient accumulators, one gate vector per feature.
+    /// (I+H+1, 4Hp): weight-gradient sums, one gate vector per input feature
+    /// and one for the bias.
     acc: Vec<T>,
     /// (Kp,): backward's gradient by [x_t; h_{t-1}] at one step.
     d_in: Vec<T>,
@@ -97,32 +100,37 @@ pub(crate) fn forward<T: Real>(
     c_n: &mut [T],
 ) {
     let (b_n, t_n, i_n, h) = (s.batch, s.steps, s.input, s.hidden);
-    let (g4, g4p, hp) = (4 * h, padded(4 * h), padded(h));
-    fit(&mut ws.gates, b_n * t_n * g4p);
+    let hp = padded(h);
+    let gp = 4 * hp;
+    fit(&mut ws.gates, b_n * t_n * gp);
     fit(&mut ws.c, b_n * (t_n + 1) * hp);
     fit(&mut ws.tanh_c, b_n * t_n * hp);
     fit(&mut ws.h, b_n * (t_n + 1) * hp);
-    fit(&mut ws.w_t, (i_n + h) * g4p);
-    for g in 0..g4 {
-        for k in 0..i_n {
-            ws.w_t[k * g4p + g] = p.weight_ih[g * i_n + k];
-        }
-        for k in 0..h {
-            ws.w_t[(i_n + k) * g4p + g] = p.weight_hh[g * h + k];
+    fit(&mut ws.w_t, (i_n + h) * gp);
+    fit(&mut ws.bias, gp);
+    for q in 0..4 {
+        for u in 0..h {
+            let (g, at) = (q * h + u, q * hp + u);
+            for k in 0..i_n {
+                ws.w_t[k * gp + at] = p.weight_ih[g * i_n + k];
+            }
+            for k in 0..h {
+                ws.w_t[(i_n + k) * gp + at] = p.weight_hh[g * h + k];
+            }
+            ws.bias[at] = p.bias[g];
         }
     }
-    fit(&mut ws.bias, g4p);
-    ws.bias[..g4].copy_from_slice(p.bias);
-    // σ on every gate; for g: tanh(z) = 2σ(2z) − 1.
+    // σ on every gate; for g (block 2): tanh(z) = 2σ(2z) − 1.
     let two = T::ONE + T::ONE;
-    for (v, (on_g, off_g)) in [(&mut ws.scale_in, (two, T::ONE)), (&mut ws.scale_out, (two, T::ONE))] {
+    for (v, on_g, off_g) in [
+        (&mut ws.scale_in, two, T::ONE),
+        (&mut ws.scale_out, two, T::ONE),
+        (&mut ws.offset_out, -T::ONE, T::ZERO),
+    ] {
         v.clear();
-        v.resize(g4p, off_g);
-        v[2 * h..3 * h].fill(on_g);
+        v.resize(gp, off_g);
+        v[2 * hp..3 * hp].fill(on_g);
     }
-    ws.offset_out.clear();
-    ws.offset_out.resize(g4p, T::ZERO);
-    ws.offset_out[2 * h..3 * h].fill(-T::ONE);
 
     for b in 0..b_n {
         let c_b = &mut ws.c[b * (t_n + 1) * hp..][..(t_n + 1) * hp];
@@ -135,7 +143,7 @@ pub(crate) fn forward<T: Real>(
         }
         let row = Row {
             x: &x[b * t_n * i_n..][..t_n * i_n],
-            gates: &mut ws.gates[b * t_n * g4p..][..t_n * g4p],
+            gates: &mut ws.gates[b * t_n * gp..][..t_n * gp],
             c: c_b,
             tanh_c: &mut ws.tanh_c[b * t_n * hp..][..t_n * hp],
             h: h_b,
@@ -200,40 +208,34 @@ fn load_part<T: Real>(v: &[T], at: usize, end: usize) -> Lane<T> {
 
 #[inline(always)]
 fn forward_row_impl<T: Real>(row: Row<'_, T>, k: &Consts<'_, T>, t_n: usize, i_n: usize, h: usize) {
-    let (g4p, hp) = (padded(4 * h), padded(h));
-    let ng = g4p / LANES;
+    let hp = padded(h);
+    let gp = 4 * hp;
     for t in 0..t_n {
-        let gates = &mut row.gates[t * g4p..][..g4p];
-        // z = bias + Σ_k input_k · (column k of [W_ih | W_hh]), over the gate lanes.
-        for v in 0..ng {
-            let mut acc = load(k.bias, v * LANES);
-            for f in 0..i_n + h {
-                let input = if f < i_n {
-                    row.x[t * i_n + f]
-                } else {
-                    row.h[t * hp + f - i_n]
-                };
-                let w = load(k.w_t, f * g4p + v * LANES);
-                for l in 0..LANES {
-                    acc[l] = w[l].mul_add(input, acc[l]);
+        let gates = &mut row.gates[t * gp..][..gp];
+        // z = bias + Σ_f input_f · (column f of [W_ih | W_hh]), along the gate lanes.
+        let inputs = (&row.x[t * i_n..][..i_n], &row.h[t * hp..][..h]);
+        match gp / LANES {
+            4 => project::<T, 4>(gates, k, inputs, gp),
+            8 => project::<T, 8>(gates, k, inputs, gp),
+            _ => {
+                for v in (0..gp).step_by(LANES) {
+                    project::<T, 1>(&mut gates[v..], k, inputs, gp - v);
                 }
             }
-            let (si, so, oo) = (
-                load(k.scale_in, v * LANES),
-                load(k.scale_out, v * LANES),
-                load(k.offset_out, v * LANES),
-            );
+        }
+        for v in (0..gp).step_by(LANES) {
+            let acc = load(gates, v);
+            let mut acc = acc;
+            let (si, so, oo) = (load(k.scale_in, v), load(k.scale_out, v), load(k.offset_out, v));
             for l in 0..LANES {
                 acc[l] = sigmoid(acc[l] * si[l]).mul_add(so[l], oo[l]);
             }
-            store(gates, v * LANES, acc);
+            store(gates, v, acc);
         }
-        // The cell update along the H units, a lane vector at a time.
-        for u in (0..h).step_by(LANES) {
-            let i = load_part(gates, u, h);
-            let f = load_part(gates, h + u, 2 * h);
-            let g = load_part(gates, 2 * h + u, 3 * h);
-            let o = load_part(gates, 3 * h + u, 4 * h);
+        // The cell update along the units, a lane vector at a time.
+        for u in (0..hp).step_by(LANES) {
+            let (i, f) = (load(gates, u), load(gates, hp + u));
+            let (g, o) = (load(gates, 2 * hp + u), load(gates, 3 * hp + u));
             let c_prev = load(row.c, t * hp + u);
             let (mut c, mut tc, mut h_new) = (Lane::splat(T::ZERO), Lane::splat(T::ZERO), Lane::splat(T::ZERO));
             for l in 0..LANES {
@@ -245,6 +247,45 @@ fn forward_row_impl<T: Real>(row: Row<'_, T>, k: &Consts<'_, T>, t_n: usize, i_n
             store(row.tanh_c, t * hp + u, tc);
             store(row.h, (t + 1) * hp + u, h_new);
         }
+    }
+}
+
+/// gates[..N·LANES] = bias + Σ_f input_f · w_t[f]: N gate vectors at once, in
+/// registers, lanes outermost so the compiler vectorises along them.
+#[inline(always)]
+fn project<T: Real, const N: usize>(gates: &mut [T], k: &Consts<'_, T>, (x, h): (&[T], &[T]), stride: usize) {
+    let gp = k.bias.len();
+    let first = gp - stride;
+    let mut acc: [Lane<T>; N] = std::array::from_fn(|j| load(k.bias, first + j * LANES));
+    for (f, &input) in x.iter().chain(h).enumerate() {
+        let w: [Lane<T>; N] = std::array::from_fn(|j| load(k.w_t, f * gp + first + j * LANES));
+        for l in 0..LANES {
+            for j in 0..N {
+                acc[j][l] = w[j][l].mul_add(input, acc[j][l]);
+            }
+        }
+    }
+    for (j, a) in acc.iter().enumerate() {
+        store(gates, j * LANES, *a);
+    }
+}
+
+/// acc[..N·LANES] += Σ_t input(t) · dz[t·gp..][..N·LANES]: N gate vectors
+/// summed over the steps in registers.
+#[inline(always)]
+fn outer<T: Real, const N: usize>(acc: &mut [T], dz: &[T], gp: usize, input: impl Fn(usize) -> T, t_n: usize) {
+    let mut sums: [Lane<T>; N] = std::array::from_fn(|j| load(acc, j * LANES));
+    for t in 0..t_n {
+        let x = input(t);
+        let d: [Lane<T>; N] = std::array::from_fn(|j| load(dz, t * gp + j * LANES));
+        for l in 0..LANES {
+            for j in 0..N {
+                sums[j][l] = d[j][l].mul_add(x, sums[j][l]);
+            }
+        }
+    }
+    for (j, s) in sums.iter().enumerate() {
+        store(acc, j * LANES, *s);
     }
 }
 
@@ -264,48 +305,51 @@ pub(crate) fn backward<T: Real>(
     dc0: &mut [T],
 ) {
     let (b_n, t_n, i_n, h) = (s.batch, s.steps, s.input, s.hidden);
-    let (g4, g4p, hp, k_n) = (4 * h, padded(4 * h), padded(h), s.input + s.hidden);
-    let kp = padded(k_n);
-    fit(&mut ws.dz, b_n * t_n * g4p);
-    fit(&mut ws.w, g4 * kp);
-    for g in 0..g4 {
-        let row = &mut ws.w[g * kp..][..kp];
-        row[..i_n].copy_from_slice(&p.weight_ih[g * i_n..][..i_n]);
-        row[i_n..k_n].copy_from_slice(&p.weight_hh[g * h..][..h]);
+    let (hp, ip, k_n) = (padded(h), padded(i_n), i_n + h);
+    let (gp, kp) = (4 * hp, ip + hp);
+    fit(&mut ws.dz, b_n * t_n * gp);
+    // w[(q·Hp + u)·Kp + k]: gate row (q, u) of [W_ih | W_hh], input features
+    // at 0.., hidden units from Ip on (so dh is an aligned slice of d_in).
+    fit(&mut ws.w, gp * kp);
+    for q in 0..4 {
+        for u in 0..h {
+            let (g, row) = (q * h + u, &mut ws.w[(q * hp + u) * kp..][..kp]);
+            row[..i_n].copy_from_slice(&p.weight_ih[g * i_n..][..i_n]);
+            row[ip..ip + h].copy_from_slice(&p.weight_hh[g * h..][..h]);
+        }
     }
     ws.acc.clear();
-    ws.acc.resize(k_n * g4p, T::ZERO);
+    ws.acc.resize((k_n + 1) * gp, T::ZERO);
     fit(&mut ws.d_in, kp);
     for b in 0..b_n {
         let d_final_b = d_final.map(|(dh, dc)| (&dh[b * h..][..h], &dc[b * h..][..h]));
         let dx_b = dx.as_deref_mut().map(|d| &mut d[b * t_n * i_n..][..t_n * i_n]);
         let row = BackRow {
             x: &x[b * t_n * i_n..][..t_n * i_n],
-            gates: &ws.gates[b * t_n * g4p..][..t_n * g4p],
+            gates: &ws.gates[b * t_n * gp..][..t_n * gp],
             c: &ws.c[b * (t_n + 1) * hp..][..(t_n + 1) * hp],
             tanh_c: &ws.tanh_c[b * t_n * hp..][..t_n * hp],
             h: &ws.h[b * (t_n + 1) * hp..][..(t_n + 1) * hp],
             d_out: &d_out[b * t_n * h..][..t_n * h],
-            dz: &mut ws.dz[b * t_n * g4p..][..t_n * g4p],
+            dz: &mut ws.dz[b * t_n * gp..][..t_n * gp],
             acc: &mut ws.acc,
             d_in: &mut ws.d_in,
         };
         let (dh0_b, dc0_b) = (&mut dh0[b * h..][..h], &mut dc0[b * h..][..h]);
         backward_row(row, &ws.w, d_final_b, dx_b, (dh0_b, dc0_b), t_n, i_n, h);
     }
-    // acc[k][g] holds Σ dz[g]·input[k]; write it out as (4H, I) and (4H, H).
-    for g in 0..g4 {
-        for k in 0..i_n {
-            grads.weight_ih[g * i_n + k] = ws.acc[k * g4p + g];
-        }
-        for k in 0..h {
-            grads.weight_hh[g * h + k] = ws.acc[(i_n + k) * g4p + g];
-        }
-    }
-    grads.bias.fill(T::ZERO);
-    for dz_row in ws.dz.chunks_exact(g4p) {
-        for (b, &d) in grads.bias.iter_mut().zip(dz_row) {
-            *b += d;
+    // acc[k][q·Hp + u] holds Σ dz·input_k for gate row (q, u); write it out
+    // as (4H, I) and (4H, H), and the bias gradient as Σ dz.
+    for q in 0..4 {
+        for u in 0..h {
+            let (g, at) = (q * h + u, q * hp + u);
+            for k in 0..i_n {
+                grads.weight_ih[g * i_n + k] = ws.acc[k * gp + at];
+            }
+            for k in 0..h {
+                grads.weight_hh[g * h + k] = ws.acc[(i_n + k) * gp + at];
+            }
+            grads.bias[g] = ws.acc[k_n * gp + at];
         }
     }
 }
@@ -319,7 +363,7 @@ pub(crate) struct BackRow<'a, T> {
     h: &'a [T],
     d_out: &'a [T],
     dz: &'a mut [T],
-    /// (I+H, G4p): the weight-gradient sums, added to row after row.
+    /// (I+H+1, 4Hp): the weight-gradient sums, added to row after row.
     acc: &'a mut [T],
     /// (Kp,): scratch for the gradient by [x_t; h_{t-1}].
     d_in: &'a mut [T],
@@ -348,11 +392,10 @@ fn backward_row_impl<T: Real>(
     i_n: usize,
     h: usize,
 ) {
-    let (g4, g4p, hp) = (4 * h, padded(4 * h), padded(h));
-    let k_n = i_n + h;
-    let kp = padded(k_n);
+    let (hp, ip, k_n) = (padded(h), padded(i_n), i_n + h);
+    let (gp, kp) = (4 * hp, ip + hp);
     let one = T::ONE;
-    // Running gradients by h and c (at most ROWS_MAX_HIDDEN units).
+    // Running gradients by h and c, zero past H.
     let mut dh = [T::ZERO; ROWS_MAX_HIDDEN];
     let mut dc = [T::ZERO; ROWS_MAX_HIDDEN];
     let d_in = row.d_in;
@@ -361,17 +404,15 @@ fn backward_row_impl<T: Real>(
         dc[..h].copy_from_slice(dc_n);
     }
     for t in (0..t_n).rev() {
-        let gates = &row.gates[t * g4p..][..g4p];
-        let dz = &mut row.dz[t * g4p..][..g4p];
-        for u in (0..h).step_by(LANES) {
-            let i = load_part(gates, u, h);
-            let f = load_part(gates, h + u, 2 * h);
-            let g = load_part(gates, 2 * h + u, 3 * h);
-            let o = load_part(gates, 3 * h + u, 4 * h);
+        let gates = &row.gates[t * gp..][..gp];
+        let dz = &mut row.dz[t * gp..][..gp];
+        for u in (0..hp).step_by(LANES) {
+            let (i, f) = (load(gates, u), load(gates, hp + u));
+            let (g, o) = (load(gates, 2 * hp + u), load(gates, 3 * hp + u));
             let tc = load(row.tanh_c, t * hp + u);
             let c_prev = load(row.c, t * hp + u);
             let d_out = load_part(row.d_out, t * h + u, (t + 1) * h);
-            let (dh_u, dc_u) = (load_part(&dh, u, h), load_part(&dc, u, h));
+            let (dh_u, dc_u) = (load(&dh, u), load(&dc, u));
             let zero = Lane::splat(T::ZERO);
             let (mut di, mut df, mut dg, mut d_o, mut dc_prev) = (zero, zero, zero, zero, zero);
             for l in 0..LANES {
@@ -383,41 +424,57 @@ fn backward_row_impl<T: Real>(
                 d_o[l] = dh_l * tc[l] * o[l] * (one - o[l]);
                 dc_prev[l] = dc_l * f[l];
             }
-            let n = LANES.min(h - u);
-            dz[u..u + n].copy_from_slice(&di.0[..n]);
-            dz[h + u..h + u + n].copy_from_slice(&df.0[..n]);
-            dz[2 * h + u..2 * h + u + n].copy_from_slice(&dg.0[..n]);
-            dz[3 * h + u..3 * h + u + n].copy_from_slice(&d_o.0[..n]);
-            dc[u..u + n].copy_from_slice(&dc_prev.0[..n]);
+            store(dz, u, di);
+            store(dz, hp + u, df);
+            store(dz, 2 * hp + u, dg);
+            store(dz, 3 * hp + u, d_o);
+            store(&mut dc, u, dc_prev);
         }
         // [dx_t; dh_{t-1}] = [W_ih | W_hh]ᵀ · dz_t, along the input lanes.
+        // One partial sum per gate block, so four multiply-add chains run
+        // side by side; added in a fixed order.
         for v in (0..kp).step_by(LANES) {
-            let mut acc = Lane::splat(T::ZERO);
-            for (g, &d) in dz[..g4].iter().enumerate() {
-                let wv = load(w, g * kp + v);
+            let mut acc = [Lane::splat(T::ZERO); 4];
+            for u in 0..h {
+                let w4: [Lane<T>; 4] = std::array::from_fn(|q| load(w, (q * hp + u) * kp + v));
+                let d4: [T; 4] = std::array::from_fn(|q| dz[q * hp + u]);
                 for l in 0..LANES {
-                    acc[l] = wv[l].mul_add(d, acc[l]);
+                    for q in 0..4 {
+                        acc[q][l] = w4[q][l].mul_add(d4[q], acc[q][l]);
+                    }
                 }
             }
-            store(d_in, v, acc);
+            let mut sum = Lane::splat(T::ZERO);
+            for l in 0..LANES {
+                sum[l] = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+            }
+            store(d_in, v, sum);
         }
         if let Some(dx) = dx.as_deref_mut() {
             dx[t * i_n..][..i_n].copy_from_slice(&d_in[..i_n]);
         }
-        dh[..h].copy_from_slice(&d_in[i_n..k_n]);
-        // The weight gradients: acc[k] += input_k · dz_t, along the gate lanes.
-        for f in 0..k_n {
-            let input = if f < i_n {
+        dh[..hp].copy_from_slice(&d_in[ip..ip + hp]);
+    }
+    // The weight gradients: acc[f] += Σ_t input_t[f] · dz_t along the gate
+    // lanes (f = I+H is the bias, input 1), summed over steps in registers.
+    for f in 0..=k_n {
+        let input = |t: usize| {
+            if f < i_n {
                 row.x[t * i_n + f]
-            } else {
+            } else if f < k_n {
                 row.h[t * hp + f - i_n]
-            };
-            for v in (0..g4p).step_by(LANES) {
-                let (mut a, d) = (load(row.acc, f * g4p + v), load(dz, v));
-                for l in 0..LANES {
-                    a[l] = d[l].mul_add(input, a[l]);
+            } else {
+                one
+            }
+        };
+        let acc = &mut row.acc[f * gp..][..gp];
+        match gp / LANES {
+            4 => outer::<T, 4>(acc, row.dz, gp, input, t_n),
+            8 => outer::<T, 8>(acc, row.dz, gp, input, t_n),
+            _ => {
+                for v in (0..gp).step_by(LANES) {
+                    outer::<T, 1>(&mut acc[v..], &row.dz[v..], gp, input, t_n);
                 }
-                store(row.acc, f * g4p + v, a);
             }
         }
     }
