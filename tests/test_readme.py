@@ -41,3 +41,16 @@ def test_python_sources_pass_ruff(args: list[str]) -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API example in the README runs as written (in a scratch folder)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", readme, flags=re.MULTILINE | re.DOTALL)
+    assert blocks, "README.md has no ```python example"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], "README.md example", "exec"), namespace)  # noqa: S102
+    assert (tmp_path / "model.npz").exists()
+    out = namespace["out"]
+    assert getattr(out, "shape", None) == (32, 100, 64)
