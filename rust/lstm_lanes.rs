@@ -750,10 +750,10 @@ fn weight_grads_rows_impl<T: Real>(
             let mut k0 = 0;
             while k0 < k_n {
                 let r = steps.clone();
-                if k0 + 4 <= k_n && std::mem::size_of::<T>() == 4 {
-                    outer_block::<T, 4>(dz, v, v_qs, v_ts, block, g, k0, r, t_n, g_n, k_n);
-                    k0 += 4;
-                } else if k0 + 2 <= k_n {
+                // 4 x 2 tiles in f32, 4 x 1 in f64 (two registers a lane
+                // vector): wider ones spill their accumulators (measured
+                // slower at H = 128).
+                if k0 + 2 <= k_n && std::mem::size_of::<T>() == 4 {
                     outer_block::<T, 2>(dz, v, v_qs, v_ts, block, g, k0, r, t_n, g_n, k_n);
                     k0 += 2;
                 } else {
