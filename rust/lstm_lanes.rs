@@ -55,6 +55,8 @@ pub(crate) struct LanesWorkspace<T> {
     /// (O·H) and (O,): lane-wise sums for a fused dense head's gradients.
     dense_acc_w: Vec<Lane<T>>,
     dense_acc_b: Vec<Lane<T>>,
+    /// Packed inputs of the weight-gradient sweep, one per parallel half.
+    packs: [Vec<Lane<T>>; 2],
 }
 
 impl<T: Real> LanesWorkspace<T> {
@@ -74,6 +76,7 @@ impl<T: Real> LanesWorkspace<T> {
             w: Vec::new(),
             dense_acc_w: Vec::new(),
             dense_acc_b: Vec::new(),
+            packs: [Vec::new(), Vec::new()],
         }
     }
 }
@@ -487,8 +490,30 @@ fn backward_from_lanes<T: Real>(
     run_split(job, tasks_for(q_n, q_n * t_n * g4 * k_n));
 
     // Weight gradients: sums over every chunk, step and lane.
-    weight_grads(&ws.dz, &ws.x, t_n * i_n, i_n, grads.weight_ih, q_n, t_n, g4, i_n);
-    weight_grads(&ws.dz, &ws.h, (t_n + 1) * h_n, h_n, grads.weight_hh, q_n, t_n, g4, h_n);
+    weight_grads(
+        &mut ws.packs,
+        &ws.dz,
+        &ws.x,
+        t_n * i_n,
+        i_n,
+        grads.weight_ih,
+        q_n,
+        t_n,
+        g4,
+        i_n,
+    );
+    weight_grads(
+        &mut ws.packs,
+        &ws.dz,
+        &ws.h,
+        (t_n + 1) * h_n,
+        h_n,
+        grads.weight_hh,
+        q_n,
+        t_n,
+        g4,
+        h_n,
+    );
     bias_grad(&ws.dz, grads.bias, q_n * t_n, g4);
 
     if let Some(dx) = dx {
@@ -687,6 +712,7 @@ fn back_block<T: Real, const N: usize>(
 /// `dz` is (Q, T, G); `v` has chunk stride `v_qs` and step stride `v_ts`.
 #[allow(clippy::too_many_arguments)]
 fn weight_grads<T: Real>(
+    packs: &mut [Vec<Lane<T>>; 2],
     dz: &[Lane<T>],
     v: &[Lane<T>],
     v_qs: usize,
@@ -698,21 +724,26 @@ fn weight_grads<T: Real>(
     k_n: usize,
 ) {
     debug_assert_eq!(out.len(), g_n * k_n);
+    for pack in packs.iter_mut() {
+        pack.resize(STEP_BLOCK * k_n, Lane::splat(T::ZERO));
+    }
+    let [pack0, pack1] = packs;
     let parallel = threads::num_threads() > 1 && q_n * t_n * g_n * k_n >= PARALLEL_MIN_LANE_MACS;
     if parallel {
         // Two halves of whole 4-row blocks; each output is summed the same way.
         let mid = (g_n / 8) * 4;
         let (top, bottom) = out.split_at_mut(mid * k_n);
         rayon::join(
-            || weight_grads_rows(dz, v, v_qs, v_ts, top, 0, q_n, t_n, g_n, k_n),
-            || weight_grads_rows(dz, v, v_qs, v_ts, bottom, mid, q_n, t_n, g_n, k_n),
+            || weight_grads_rows(pack0, dz, v, v_qs, v_ts, top, 0, q_n, t_n, g_n, k_n),
+            || weight_grads_rows(pack1, dz, v, v_qs, v_ts, bottom, mid, q_n, t_n, g_n, k_n),
         );
     } else {
-        weight_grads_rows(dz, v, v_qs, v_ts, out, 0, q_n, t_n, g_n, k_n);
+        weight_grads_rows(pack0, dz, v, v_qs, v_ts, out, 0, q_n, t_n, g_n, k_n);
     }
 }
 
 dispatch!(fn weight_grads_rows<T: Real>(
+    pack_v: &mut [Lane<T>],
     dz: &[Lane<T>],
     v: &[Lane<T>],
     v_qs: usize,
@@ -726,9 +757,16 @@ dispatch!(fn weight_grads_rows<T: Real>(
 ) => weight_grads_rows_impl);
 
 /// Gate rows g0.. of the weight gradient (`rows` holds a multiple of 4 rows).
+///
+/// Steps go in blocks; for each block the inputs `v` are copied column by
+/// column into `pack_v` and each 4-row slice of `dz` into a small stack
+/// buffer, so the tiles read contiguous memory. Read in place, rows a
+/// power-of-two stride apart (4H lanes) all fall in the same L1 sets and
+/// evict each other.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn weight_grads_rows_impl<T: Real>(
+    pack_v: &mut [Lane<T>],
     dz: &[Lane<T>],
     v: &[Lane<T>],
     v_qs: usize,
@@ -740,29 +778,52 @@ fn weight_grads_rows_impl<T: Real>(
     g_n: usize,
     k_n: usize,
 ) {
-    // Steps in blocks, so the inputs of one block stay in L2 while every
-    // 4 x N tile of the gradient sweeps them; tiles add block after block.
     let s_n = q_n * t_n;
+    let mut pack_dz = [Lane::splat(T::ZERO); 4 * STEP_BLOCK];
     for s0 in (0..s_n).step_by(STEP_BLOCK) {
-        let steps = s0..(s0 + STEP_BLOCK).min(s_n);
+        let sb = STEP_BLOCK.min(s_n - s0);
+        // pack_v[k·sb + s] = v at step s0 + s, feature k.
+        for s in 0..sb {
+            let (q, t) = ((s0 + s) / t_n, (s0 + s) % t_n);
+            let row = &v[q * v_qs + t * v_ts..][..k_n];
+            for (k, &lane) in row.iter().enumerate() {
+                pack_v[k * sb + s] = lane;
+            }
+        }
         for (blk, block) in rows.chunks_exact_mut(4 * k_n).enumerate() {
             let g = g0 + 4 * blk;
+            for s in 0..sb {
+                pack_dz[4 * s..4 * s + 4].copy_from_slice(&dz[(s0 + s) * g_n + g..][..4]);
+            }
+            let tile = Tile {
+                dz: &pack_dz[..4 * sb],
+                v: &pack_v[..k_n * sb],
+                first: s0 == 0,
+            };
             let mut k0 = 0;
             while k0 < k_n {
-                let r = steps.clone();
                 // 4 x 2 tiles in f32, 4 x 1 in f64 (two registers a lane
                 // vector): wider ones spill their accumulators (measured
                 // slower at H = 128).
                 if k0 + 2 <= k_n && std::mem::size_of::<T>() == 4 {
-                    outer_block::<T, 2>(dz, v, v_qs, v_ts, block, g, k0, r, t_n, g_n, k_n);
+                    outer_block::<T, 2>(&tile, block, k0, k_n);
                     k0 += 2;
                 } else {
-                    outer_block::<T, 1>(dz, v, v_qs, v_ts, block, g, k0, r, t_n, g_n, k_n);
+                    outer_block::<T, 1>(&tile, block, k0, k_n);
                     k0 += 1;
                 }
             }
         }
     }
+}
+
+/// One step block of the weight-gradient sweep, packed: `dz` (sb, 4) lanes
+/// of four gate rows, `v` (K, sb) lanes of the inputs.
+struct Tile<'a, T> {
+    dz: &'a [Lane<T>],
+    v: &'a [Lane<T>],
+    /// The first block overwrites the output; later ones add to it.
+    first: bool,
 }
 
 /// Chunk-steps (each LANES batch rows at one step) per block of the weight
@@ -773,25 +834,13 @@ const STEP_BLOCK: usize = 64;
 /// registers, then summed across lanes once.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn outer_block<T: Real, const N: usize>(
-    dz: &[Lane<T>],
-    v: &[Lane<T>],
-    v_qs: usize,
-    v_ts: usize,
-    rows: &mut [T],
-    g0: usize,
-    k0: usize,
-    steps: std::ops::Range<usize>,
-    t_n: usize,
-    g_n: usize,
-    k_n: usize,
-) {
-    let first = steps.start == 0;
+fn outer_block<T: Real, const N: usize>(tile: &Tile<'_, T>, rows: &mut [T], k0: usize, k_n: usize) {
+    let sb = tile.dz.len() / 4;
+    let columns: [&[Lane<T>]; N] = std::array::from_fn(|m| &tile.v[(k0 + m) * sb..][..sb]);
     let mut acc = [[Lane::splat(T::ZERO); N]; 4];
-    let (mut q, mut t) = (steps.start / t_n, steps.start % t_n);
-    for s in steps {
-        let a: [Lane<T>; 4] = dz[s * g_n + g0..][..4].try_into().unwrap();
-        let b: [Lane<T>; N] = v[q * v_qs + t * v_ts + k0..][..N].try_into().unwrap();
+    for (s, a) in tile.dz.chunks_exact(4).enumerate() {
+        let a: [Lane<T>; 4] = a.try_into().unwrap();
+        let b: [Lane<T>; N] = std::array::from_fn(|m| columns[m][s]);
         for l in 0..LANES {
             for j in 0..4 {
                 for m in 0..N {
@@ -799,17 +848,12 @@ fn outer_block<T: Real, const N: usize>(
                 }
             }
         }
-        t += 1;
-        if t == t_n {
-            t = 0;
-            q += 1;
-        }
     }
     for j in 0..4 {
         for m in 0..N {
             let sum = lane_sum(&acc[j][m]);
             let out = &mut rows[j * k_n + k0 + m];
-            *out = if first { sum } else { *out + sum };
+            *out = if tile.first { sum } else { *out + sum };
         }
     }
 }
