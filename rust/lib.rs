@@ -13,6 +13,7 @@
 
 pub mod activation;
 pub mod adam;
+mod cell;
 pub mod error;
 pub mod linear;
 pub mod lstm;

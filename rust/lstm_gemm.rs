@@ -9,6 +9,7 @@
 //! change any result.
 
 use crate::activation::{sigmoid, tanh};
+use crate::cell::{cell_backward, cell_forward};
 use crate::linear::column_sums;
 use crate::lstm::{LstmGrads, LstmParams, LstmShape};
 use crate::matmul::{matmul, Mat, MatMut};
@@ -169,15 +170,14 @@ fn gate_step_impl<T: Real>(
             let f = sigmoid(zf[k] + bf[k]);
             let g = tanh(zg[k] + bg[k]);
             let o = sigmoid(zo[k] + bo[k]);
-            let c = f.mul_add(c_prev[k], i * g);
-            let tc = tanh(c);
+            let (c, tc, h_k) = cell_forward(i, f, g, o, c_prev[k]);
             zi[k] = i;
             zf[k] = f;
             zg[k] = g;
             zo[k] = o;
             c_out[k] = c;
             tc_out[k] = tc;
-            h_out[k] = o * tc;
+            h_out[k] = h_k;
         }
     }
 }
@@ -292,7 +292,6 @@ fn gate_grad_step_impl<T: Real>(
     h: usize,
     t: usize,
 ) {
-    let one = T::ONE;
     for b in 0..b_n {
         let row = b * t_n + t;
         let gate = &gates[row * 4 * h..][..4 * h];
@@ -307,15 +306,13 @@ fn gate_grad_step_impl<T: Real>(
         let dh = &dh[b * h..][..h];
         let dc = &mut dc[b * h..][..h];
         for k in 0..h {
-            let (i, f, g, o) = (gate[k], gate[h + k], gate[2 * h + k], gate[3 * h + k]);
+            let gates = [gate[k], gate[h + k], gate[2 * h + k], gate[3 * h + k]];
             let dh_k = d_out_row[k] + dh[k];
-            let tc = tanh_c[k];
-            let dc_k = (dh_k * o).mul_add(one - tc * tc, dc[k]);
-            dz[k] = dc_k * g * i * (one - i);
-            dz[h + k] = dc_k * c_prev[k] * f * (one - f);
-            dz[2 * h + k] = dc_k * i * (one - g * g);
-            dz[3 * h + k] = dh_k * tc * o * (one - o);
-            dc[k] = dc_k * f;
+            let (d, dc_prev) = cell_backward(gates, tanh_c[k], c_prev[k], dh_k, dc[k]);
+            for (q, d_q) in d.into_iter().enumerate() {
+                dz[q * h + k] = d_q;
+            }
+            dc[k] = dc_prev;
         }
     }
 }

@@ -17,6 +17,7 @@
 //! order. Results do not depend on the thread count.
 
 use crate::activation::{sigmoid, tanh};
+use crate::cell::{cell_backward, cell_forward};
 use crate::lstm::{LstmGrads, LstmParams, LstmShape};
 use crate::real::Real;
 use crate::simd::{dispatch, Lane, LANES};
@@ -346,15 +347,14 @@ fn forward_chunk_impl<T: Real>(
                 let f = sigmoid(zf_k[l]);
                 let g = tanh(zg_k[l]);
                 let o = sigmoid(zo_k[l]);
-                let cell = f.mul_add(c_k[l], i * g);
-                let tc = tanh(cell);
+                let (cell, tc, h) = cell_forward(i, f, g, o, c_k[l]);
                 i_k[l] = i;
                 f_k[l] = f;
                 g_k[l] = g;
                 o_k[l] = o;
                 cell_k[l] = cell;
                 tc_k[l] = tc;
-                h_k[l] = o * tc;
+                h_k[l] = h;
             }
             zi[k] = i_k;
             zf[k] = f_k;
@@ -628,7 +628,6 @@ fn backward_chunk_impl<T: Real>(
     h_n: usize,
 ) {
     let g4 = 4 * h_n;
-    let one = T::ONE;
     for t in (0..t_n).rev() {
         let gate = &gates[t * g4..][..g4];
         let c_prev = &c[t * h_n..][..h_n];
@@ -642,15 +641,14 @@ fn backward_chunk_impl<T: Real>(
             let mut dzi = Lane::splat(T::ZERO);
             let (mut dzf, mut dzg, mut dzo, mut dc_prev) = (dzi, dzi, dzi, dzi);
             for l in 0..LANES {
-                let (i, f, g, o) = (gi[l], gf[l], gg[l], go[l]);
+                let gates = [gi[l], gf[l], gg[l], go[l]];
                 let dh_l = d_out_k[l] + dh_k[l];
-                let tc_l = tc_k[l];
-                let dc_l = (dh_l * o).mul_add(one - tc_l * tc_l, dc_k[l]);
-                dzi[l] = dc_l * g * i * (one - i);
-                dzf[l] = dc_l * c_prev_k[l] * f * (one - f);
-                dzg[l] = dc_l * i * (one - g * g);
-                dzo[l] = dh_l * tc_l * o * (one - o);
-                dc_prev[l] = dc_l * f;
+                let ([di, df, dg, d_o], dc_l) = cell_backward(gates, tc_k[l], c_prev_k[l], dh_l, dc_k[l]);
+                dzi[l] = di;
+                dzf[l] = df;
+                dzg[l] = dg;
+                dzo[l] = d_o;
+                dc_prev[l] = dc_l;
             }
             dz_t[k] = dzi;
             dz_t[h_n + k] = dzf;

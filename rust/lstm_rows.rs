@@ -16,7 +16,8 @@
 //! slot 0 the initial state; tanh c (T, Hp). Hp is H rounded up to a
 //! multiple of LANES; padded units stay exactly zero.
 
-use crate::activation::{sigmoid, tanh};
+use crate::activation::sigmoid;
+use crate::cell::{cell_backward, cell_forward};
 use crate::lstm::{LstmGrads, LstmParams, LstmShape};
 use crate::real::Real;
 use crate::simd::{dispatch, Lane, LANES};
@@ -239,9 +240,7 @@ fn forward_row_impl<T: Real>(row: Row<'_, T>, k: &Consts<'_, T>, t_n: usize, i_n
             let c_prev = load(row.c, t * hp + u);
             let (mut c, mut tc, mut h_new) = (Lane::splat(T::ZERO), Lane::splat(T::ZERO), Lane::splat(T::ZERO));
             for l in 0..LANES {
-                c[l] = f[l].mul_add(c_prev[l], i[l] * g[l]);
-                tc[l] = tanh(c[l]);
-                h_new[l] = o[l] * tc[l];
+                (c[l], tc[l], h_new[l]) = cell_forward(i[l], f[l], g[l], o[l], c_prev[l]);
             }
             store(row.c, (t + 1) * hp + u, c);
             store(row.tanh_c, t * hp + u, tc);
@@ -416,13 +415,9 @@ fn backward_row_impl<T: Real>(
             let zero = Lane::splat(T::ZERO);
             let (mut di, mut df, mut dg, mut d_o, mut dc_prev) = (zero, zero, zero, zero, zero);
             for l in 0..LANES {
+                let gates = [i[l], f[l], g[l], o[l]];
                 let dh_l = d_out[l] + dh_u[l];
-                let dc_l = (dh_l * o[l]).mul_add(one - tc[l] * tc[l], dc_u[l]);
-                di[l] = dc_l * g[l] * i[l] * (one - i[l]);
-                df[l] = dc_l * c_prev[l] * f[l] * (one - f[l]);
-                dg[l] = dc_l * i[l] * (one - g[l] * g[l]);
-                d_o[l] = dh_l * tc[l] * o[l] * (one - o[l]);
-                dc_prev[l] = dc_l * f[l];
+                ([di[l], df[l], dg[l], d_o[l]], dc_prev[l]) = cell_backward(gates, tc[l], c_prev[l], dh_l, dc_u[l]);
             }
             store(dz, u, di);
             store(dz, hp + u, df);

@@ -1,0 +1,34 @@
+//! The LSTM cell's arithmetic for one unit, shared by every kernel: each
+//! kernel lays its values out differently, but the formulas are these.
+//! Scalar and `#[inline(always)]`, so the kernels' loops over lanes
+//! vectorise them.
+
+use crate::activation::tanh;
+use crate::real::Real;
+
+/// The cell update from the activated gates (i, f, g, o) and the previous
+/// cell state: `c = f·c_prev + i·g`, returns `(c, tanh c, h = o·tanh c)`.
+#[inline(always)]
+pub(crate) fn cell_forward<T: Real>(i: T, f: T, g: T, o: T, c_prev: T) -> (T, T, T) {
+    let c = f.mul_add(c_prev, i * g);
+    let tc = tanh(c);
+    (c, tc, o * tc)
+}
+
+/// Backward of one step of one unit. `gates` are the activated (i, f, g, o),
+/// `tc` = tanh c, `dh` the whole gradient by h (output plus later steps),
+/// `dc` the gradient by c from later steps. Returns the gradients by the
+/// four pre-activations and by c_prev.
+#[inline(always)]
+pub(crate) fn cell_backward<T: Real>(gates: [T; 4], tc: T, c_prev: T, dh: T, dc: T) -> ([T; 4], T) {
+    let [i, f, g, o] = gates;
+    let one = T::ONE;
+    let dc = (dh * o).mul_add(one - tc * tc, dc);
+    let dz = [
+        dc * g * i * (one - i),
+        dc * c_prev * f * (one - f),
+        dc * i * (one - g * g),
+        dh * tc * o * (one - o),
+    ];
+    (dz, dc * f)
+}
