@@ -10,6 +10,38 @@
 //! on vectors.
 
 use crate::real::Real;
+use crate::simd::{IsaMarker, Lane, LANES};
+
+/// σ on every lane: the AVX-512 form in AVX-512 kernel instances
+/// (`crate::activation_avx512`), else a loop the compiler vectorises.
+#[inline(always)]
+pub(crate) fn sigmoid_lane<T: Real, S: IsaMarker>(x: Lane<T>) -> Lane<T> {
+    #[cfg(target_arch = "x86_64")]
+    if S::AVX512 {
+        // SAFETY: S::AVX512 holds only in instances that run on AVX-512 CPUs (IsaMarker).
+        return unsafe { crate::activation_avx512::sigmoid_lane(x) };
+    }
+    let mut y = x;
+    for l in 0..LANES {
+        y[l] = sigmoid(x[l]);
+    }
+    y
+}
+
+/// tanh on every lane, as [`sigmoid_lane`].
+#[inline(always)]
+pub(crate) fn tanh_lane<T: Real, S: IsaMarker>(x: Lane<T>) -> Lane<T> {
+    #[cfg(target_arch = "x86_64")]
+    if S::AVX512 {
+        // SAFETY: as in sigmoid_lane.
+        return unsafe { crate::activation_avx512::tanh_lane(x) };
+    }
+    let mut y = x;
+    for l in 0..LANES {
+        y[l] = tanh(x[l]);
+    }
+    y
+}
 
 /// The logistic function `1 / (1 + e^-x)`.
 #[inline(always)]

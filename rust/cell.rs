@@ -3,16 +3,45 @@
 //! Scalar and `#[inline(always)]`, so the kernels' loops over lanes
 //! vectorise them.
 
-use crate::activation::tanh;
+use crate::activation::{tanh, tanh_lane};
 use crate::real::Real;
+use crate::simd::{IsaMarker, Lane, LANES};
 
 /// The cell update from the activated gates (i, f, g, o) and the previous
 /// cell state: `c = f·c_prev + i·g`, returns `(c, tanh c, h = o·tanh c)`.
 #[inline(always)]
 pub(crate) fn cell_forward<T: Real>(i: T, f: T, g: T, o: T, c_prev: T) -> (T, T, T) {
-    let c = f.mul_add(c_prev, i * g);
+    let c = cell_state(i, f, g, c_prev);
     let tc = tanh(c);
     (c, tc, o * tc)
+}
+
+/// [`cell_forward`] on lane vectors (of units or of batch rows), with
+/// tanh by [`tanh_lane`] for the instruction set `S`.
+#[inline(always)]
+pub(crate) fn cell_forward_lane<T: Real, S: IsaMarker>(
+    i: Lane<T>,
+    f: Lane<T>,
+    g: Lane<T>,
+    o: Lane<T>,
+    c_prev: Lane<T>,
+) -> (Lane<T>, Lane<T>, Lane<T>) {
+    let mut c = c_prev;
+    for l in 0..LANES {
+        c[l] = cell_state(i[l], f[l], g[l], c_prev[l]);
+    }
+    let tc = tanh_lane::<T, S>(c);
+    let mut h = tc;
+    for l in 0..LANES {
+        h[l] = o[l] * tc[l];
+    }
+    (c, tc, h)
+}
+
+/// `c = f·c_prev + i·g`.
+#[inline(always)]
+fn cell_state<T: Real>(i: T, f: T, g: T, c_prev: T) -> T {
+    f.mul_add(c_prev, i * g)
 }
 
 /// Backward of one step of one unit. `gates` are the activated (i, f, g, o),

@@ -12,6 +12,8 @@
 //! - [`threads`]: the thread count (results do not depend on it).
 
 pub mod activation;
+#[cfg(target_arch = "x86_64")]
+mod activation_avx512;
 pub mod adam;
 mod cell;
 pub mod error;

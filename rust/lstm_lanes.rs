@@ -16,11 +16,11 @@
 //! the weight gradients are then summed over chunks and steps in a fixed
 //! order. Results do not depend on the thread count.
 
-use crate::activation::{sigmoid, tanh};
-use crate::cell::{cell_backward, cell_forward};
+use crate::activation::{sigmoid_lane, tanh_lane};
+use crate::cell::{cell_backward, cell_forward_lane};
 use crate::lstm::{LstmGrads, LstmParams, LstmShape};
 use crate::real::Real;
-use crate::simd::{dispatch, Lane, LANES};
+use crate::simd::{dispatch, IsaMarker, Lane, LANES};
 use crate::threads;
 
 /// Number of lane chunks for a batch of `batch` rows.
@@ -42,7 +42,9 @@ pub(crate) struct LanesWorkspace<T> {
     h: Vec<Lane<T>>,
     /// (Q, T, H): the incoming gradient by the output.
     d_out: Vec<Lane<T>>,
-    /// (Q, T, 4H): gradient by the gate pre-activations.
+    /// (Q, 4H/4, T, 4): gradient by the gate pre-activations, gate rows in
+    /// blocks of four, each block's steps contiguous: the layout the
+    /// weight-gradient sweep reads (see [`dz_index`]).
     dz: Vec<Lane<T>>,
     /// (Q, T, I): gradient by the input.
     dx: Vec<Lane<T>>,
@@ -250,9 +252,10 @@ impl<T: Real> Split for ForwardChunks<'_, T> {
             .zip(self.gates.chunks_exact_mut(t * 4 * h))
             .zip(self.c.chunks_exact_mut((t + 1) * h))
             .zip(self.tanh_c.chunks_exact_mut(t * h))
-            .zip(self.h.chunks_exact_mut((t + 1) * h));
-        for ((((x, gates), c), tanh_c), hs) in chunks {
-            forward_chunk(x, gates, c, tanh_c, hs, self.w_t, self.bias, t, i, h);
+            .zip(self.h.chunks_exact_mut((t + 1) * h))
+            .map(|((((x, gates), c), tanh_c), h)| ForwardChunk { x, gates, c, tanh_c, h });
+        for mut chunk in chunks {
+            forward_chunk(&mut chunk, self.w_t, self.bias, t, i, h);
         }
     }
 }
@@ -292,12 +295,22 @@ fn tasks_for(q_n: usize, macs: usize) -> usize {
     }
 }
 
-dispatch!(fn forward_chunk<T: Real>(
-    x: &[Lane<T>],
-    gates: &mut [Lane<T>],
-    c: &mut [Lane<T>],
-    tanh_c: &mut [Lane<T>],
-    h: &mut [Lane<T>],
+/// One chunk's forward buffers (layouts as in [`LanesWorkspace`]).
+pub(crate) struct ForwardChunk<'a, T> {
+    /// (T, I)
+    x: &'a [Lane<T>],
+    /// (T, 4H)
+    gates: &'a mut [Lane<T>],
+    /// (T+1, H)
+    c: &'a mut [Lane<T>],
+    /// (T, H)
+    tanh_c: &'a mut [Lane<T>],
+    /// (T+1, H)
+    h: &'a mut [Lane<T>],
+}
+
+dispatch!(fn forward_chunk<T: Real, S: IsaMarker>(
+    a: &mut ForwardChunk<'_, T>,
     w_t: &[T],
     bias: &[T],
     t_n: usize,
@@ -307,13 +320,8 @@ dispatch!(fn forward_chunk<T: Real>(
 
 /// Forward over the T steps of one chunk.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn forward_chunk_impl<T: Real>(
-    x: &[Lane<T>],
-    gates: &mut [Lane<T>],
-    c: &mut [Lane<T>],
-    tanh_c: &mut [Lane<T>],
-    h: &mut [Lane<T>],
+fn forward_chunk_impl<T: Real, S: IsaMarker>(
+    a: &mut ForwardChunk<'_, T>,
     w_t: &[T],
     bias: &[T],
     t_n: usize,
@@ -322,64 +330,53 @@ fn forward_chunk_impl<T: Real>(
 ) {
     let g4 = 4 * h_n;
     for t in 0..t_n {
-        let x_t = &x[t * i_n..][..i_n];
-        let z = &mut gates[t * g4..][..g4];
-        let (h_before, h_after) = h.split_at_mut((t + 1) * h_n);
-        let h_prev = &h_before[t * h_n..];
-        project(z, bias, w_t, x_t, h_prev);
-
-        let (c_before, c_after) = c.split_at_mut((t + 1) * h_n);
-        let c_prev = &c_before[t * h_n..];
-        let c_next = &mut c_after[..h_n];
-        let h_next = &mut h_after[..h_n];
-        let tc_t = &mut tanh_c[t * h_n..][..h_n];
-        let (zi, rest) = z.split_at_mut(h_n);
-        let (zf, rest) = rest.split_at_mut(h_n);
-        let (zg, zo) = rest.split_at_mut(h_n);
-        for k in 0..h_n {
-            // Work on copies: locals do not alias, so the lane loop vectorises.
-            let (zi_k, zf_k, zg_k, zo_k, c_k) = (zi[k], zf[k], zg[k], zo[k], c_prev[k]);
-            let zero = Lane::splat(T::ZERO);
-            let (mut i_k, mut f_k, mut g_k, mut o_k) = (zero, zero, zero, zero);
-            let (mut cell_k, mut tc_k, mut h_k) = (zero, zero, zero);
-            for l in 0..LANES {
-                let i = sigmoid(zi_k[l]);
-                let f = sigmoid(zf_k[l]);
-                let g = tanh(zg_k[l]);
-                let o = sigmoid(zo_k[l]);
-                let (cell, tc, h) = cell_forward(i, f, g, o, c_k[l]);
-                i_k[l] = i;
-                f_k[l] = f;
-                g_k[l] = g;
-                o_k[l] = o;
-                cell_k[l] = cell;
-                tc_k[l] = tc;
-                h_k[l] = h;
-            }
-            zi[k] = i_k;
-            zf[k] = f_k;
-            zg[k] = g_k;
-            zo[k] = o_k;
-            c_next[k] = cell_k;
-            tc_t[k] = tc_k;
-            h_next[k] = h_k;
-        }
+        let z = &mut a.gates[t * g4..][..g4];
+        project(z, bias, w_t, &a.x[t * i_n..][..i_n], &a.h[t * h_n..][..h_n]);
+        activate::<T, S>(a, t, h_n);
     }
 }
 
-/// z (4H) = bias + Wᵀ-rows · [x; h]: `w_t` is (I+H, 4H).
+/// Step t of one chunk after the projection: the gate nonlinearities (in
+/// place in `gates`) and the cell update into slot t+1 of c and h.
+#[inline(always)]
+fn activate<T: Real, S: IsaMarker>(a: &mut ForwardChunk<'_, T>, t: usize, h_n: usize) {
+    let z = &mut a.gates[t * 4 * h_n..][..4 * h_n];
+    let (h_before, h_after) = a.h.split_at_mut((t + 1) * h_n);
+    let _ = h_before;
+    let (c_before, c_after) = a.c.split_at_mut((t + 1) * h_n);
+    let c_prev = &c_before[t * h_n..];
+    let c_next = &mut c_after[..h_n];
+    let h_next = &mut h_after[..h_n];
+    let tc_t = &mut a.tanh_c[t * h_n..][..h_n];
+    let (zi, rest) = z.split_at_mut(h_n);
+    let (zf, rest) = rest.split_at_mut(h_n);
+    let (zg, zo) = rest.split_at_mut(h_n);
+    for k in 0..h_n {
+        let (i, f) = (sigmoid_lane::<T, S>(zi[k]), sigmoid_lane::<T, S>(zf[k]));
+        let (g, o) = (tanh_lane::<T, S>(zg[k]), sigmoid_lane::<T, S>(zo[k]));
+        let (cell, tc, h) = cell_forward_lane::<T, S>(i, f, g, o, c_prev[k]);
+        (zi[k], zf[k], zg[k], zo[k]) = (i, f, g, o);
+        c_next[k] = cell;
+        tc_t[k] = tc;
+        h_next[k] = h;
+    }
+}
+
+/// z (4H) = bias + Wᵀ-rows · [x; h], `w_t` (I+H, 4H); in blocks of gate
+/// rows (8 in f32, 4 in f64: what fits the registers).
 #[inline(always)]
 fn project<T: Real>(z: &mut [Lane<T>], bias: &[T], w_t: &[T], x: &[Lane<T>], h: &[Lane<T>]) {
     let g4 = z.len();
     let mut g0 = 0;
-    while g0 + 8 <= g4 {
-        project_block::<T, 8>(&mut z[g0..g0 + 8], &bias[g0..g0 + 8], w_t, g4, g0, x, h);
-        g0 += 8;
-    }
     while g0 < g4 {
         // 4H is a multiple of 4.
-        project_block::<T, 4>(&mut z[g0..g0 + 4], &bias[g0..g0 + 4], w_t, g4, g0, x, h);
-        g0 += 4;
+        if g0 + 8 <= g4 && std::mem::size_of::<T>() == 4 {
+            project_block::<T, 8>(&mut z[g0..g0 + 8], &bias[g0..g0 + 8], w_t, g4, g0, x, h);
+            g0 += 8;
+        } else {
+            project_block::<T, 4>(&mut z[g0..g0 + 4], &bias[g0..g0 + 4], w_t, g4, g0, x, h);
+            g0 += 4;
+        }
     }
 }
 
@@ -394,11 +391,10 @@ fn project_block<T: Real, const N: usize>(
     x: &[Lane<T>],
     h: &[Lane<T>],
 ) {
-    let mut acc = [Lane::splat(T::ZERO); N];
-    for j in 0..N {
-        acc[j] = Lane::splat(bias[j]);
-    }
-    for (k, &v) in x.iter().chain(h.iter()).enumerate() {
+    let mut acc: [Lane<T>; N] = std::array::from_fn(|j| Lane::splat(bias[j]));
+    // Input k's weights times its lanes; x then h in two loops, so no
+    // per-k branch keeps the weight loads from folding into the FMAs.
+    let mut add_input = |k: usize, v: Lane<T>| {
         let w: [T; N] = w_t[k * g4 + g0..][..N].try_into().unwrap();
         // Lanes outermost: the compiler vectorises along them (contiguous)
         // and unrolls the short loop over j.
@@ -407,6 +403,12 @@ fn project_block<T: Real, const N: usize>(
                 acc[j][l] = v[l].mul_add(w[j], acc[j][l]);
             }
         }
+    };
+    for (k, &v) in x.iter().enumerate() {
+        add_input(k, v);
+    }
+    for (k, &v) in h.iter().enumerate() {
+        add_input(x.len() + k, v);
     }
     z.copy_from_slice(&acc);
 }
@@ -482,6 +484,7 @@ fn backward_from_lanes<T: Real>(
         dh: &mut ws.dh,
         dc: &mut ws.dc,
         w: &ws.w,
+        need_dx: dx.is_some(),
         q_n,
         t_n,
         i_n,
@@ -514,7 +517,7 @@ fn backward_from_lanes<T: Real>(
         g4,
         h_n,
     );
-    bias_grad(&ws.dz, grads.bias, q_n * t_n, g4);
+    bias_grad(&ws.dz, grads.bias, q_n, t_n, g4);
 
     if let Some(dx) = dx {
         from_lanes(&ws.dx, t_n, 0, dx, s.batch, t_n, i_n);
@@ -534,6 +537,8 @@ struct BackwardChunks<'a, T> {
     dh: &'a mut [Lane<T>],
     dc: &'a mut [Lane<T>],
     w: &'a [T],
+    /// Whether to compute dx (the seed network has no use for it).
+    need_dx: bool,
     q_n: usize,
     t_n: usize,
     i_n: usize,
@@ -555,7 +560,7 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
         let (dx0, dx1) = self.dx.split_at_mut(q * t * i);
         let (dh0, dh1) = self.dh.split_at_mut(q * h);
         let (dc0, dc1) = self.dc.split_at_mut(q * h);
-        let w = self.w;
+        let (w, need_dx) = (self.w, self.need_dx);
         let part = |gates, c, tanh_c, d_out, dz, dx, dh, dc, q_n| BackwardChunks {
             gates,
             c,
@@ -566,6 +571,7 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
             dh,
             dc,
             w,
+            need_dx,
             q_n,
             t_n: t,
             i_n: i,
@@ -590,7 +596,7 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
             .zip(self.dh.chunks_exact_mut(h))
             .zip(self.dc.chunks_exact_mut(h));
         for (((((((gates, c), tanh_c), d_out), dz), dx), dh), dc) in chunks {
-            backward_chunk(gates, c, tanh_c, d_out, dz, dx, dh, dc, self.w, t, i, h);
+            backward_chunk(gates, c, tanh_c, d_out, dz, dx, dh, dc, self.w, self.need_dx, t, i, h);
         }
     }
 }
@@ -605,6 +611,7 @@ dispatch!(fn backward_chunk<T: Real>(
     dh: &mut [Lane<T>],
     dc: &mut [Lane<T>],
     w: &[T],
+    need_dx: bool,
     t_n: usize,
     i_n: usize,
     h_n: usize,
@@ -623,6 +630,7 @@ fn backward_chunk_impl<T: Real>(
     dh: &mut [Lane<T>],
     dc: &mut [Lane<T>],
     w: &[T],
+    need_dx: bool,
     t_n: usize,
     i_n: usize,
     h_n: usize,
@@ -633,7 +641,6 @@ fn backward_chunk_impl<T: Real>(
         let c_prev = &c[t * h_n..][..h_n];
         let tc = &tanh_c[t * h_n..][..h_n];
         let d_out_t = &d_out[t * h_n..][..h_n];
-        let dz_t = &mut dz[t * g4..][..g4];
         for k in 0..h_n {
             // Copies into locals, which do not alias, so the lane loop vectorises.
             let (gi, gf, gg, go) = (gate[k], gate[h_n + k], gate[2 * h_n + k], gate[3 * h_n + k]);
@@ -650,36 +657,57 @@ fn backward_chunk_impl<T: Real>(
                 dzo[l] = d_o;
                 dc_prev[l] = dc_l;
             }
-            dz_t[k] = dzi;
-            dz_t[h_n + k] = dzf;
-            dz_t[2 * h_n + k] = dzg;
-            dz_t[3 * h_n + k] = dzo;
+            dz[dz_index(k, t, t_n)] = dzi;
+            dz[dz_index(h_n + k, t, t_n)] = dzf;
+            dz[dz_index(2 * h_n + k, t, t_n)] = dzg;
+            dz[dz_index(3 * h_n + k, t, t_n)] = dzo;
             dc[k] = dc_prev;
         }
-        // [dx_t; dh_{t-1}] = [W_ih | W_hh]ᵀ · dz_t
+        // [dx_t; dh_{t-1}] = [W_ih | W_hh]ᵀ · dz_t (dh only, unless dx is wanted)
+        let dz_t = DzStep { dz, t, t_n, g_n: g4 };
         let dx_t = &mut dx[t * i_n..][..i_n];
         let k_n = i_n + h_n;
-        let mut k0 = 0;
-        while k0 < k_n {
-            if k0 + 8 <= k_n {
-                back_block::<T, 8>(dz_t, w, k_n, k0, dx_t, dh);
-                k0 += 8;
-            } else if k0 + 4 <= k_n {
-                back_block::<T, 4>(dz_t, w, k_n, k0, dx_t, dh);
-                k0 += 4;
-            } else {
-                back_block::<T, 1>(dz_t, w, k_n, k0, dx_t, dh);
-                k0 += 1;
+        let mut k0 = if need_dx { 0 } else { i_n };
+        // Columns in blocks of equal width, at most 8: each block's N
+        // multiply-add chains run 4H long, and fewer than 4 would wait on
+        // FMA latency (a lone last column doubled the seed's time here).
+        let blocks = (k_n - k0).div_ceil(8);
+        for b in 0..blocks {
+            let width = (k_n - k0) / (blocks - b);
+            match width {
+                8 => back_block::<T, 8>(&dz_t, w, k_n, k0, dx_t, dh),
+                7 => back_block::<T, 7>(&dz_t, w, k_n, k0, dx_t, dh),
+                6 => back_block::<T, 6>(&dz_t, w, k_n, k0, dx_t, dh),
+                5 => back_block::<T, 5>(&dz_t, w, k_n, k0, dx_t, dh),
+                4 => back_block::<T, 4>(&dz_t, w, k_n, k0, dx_t, dh),
+                3 => back_block::<T, 3>(&dz_t, w, k_n, k0, dx_t, dh),
+                2 => back_block::<T, 2>(&dz_t, w, k_n, k0, dx_t, dh),
+                _ => back_block::<T, 1>(&dz_t, w, k_n, k0, dx_t, dh),
             }
+            k0 += width;
         }
     }
+}
+
+/// Where gate row g at step t sits in one chunk's dz (4H/4, T, 4).
+#[inline(always)]
+fn dz_index(g: usize, t: usize, t_n: usize) -> usize {
+    ((g / 4) * t_n + t) * 4 + g % 4
+}
+
+/// The gate gradients of one chunk at one step, read in gate order.
+struct DzStep<'a, T> {
+    dz: &'a [Lane<T>],
+    t: usize,
+    t_n: usize,
+    g_n: usize,
 }
 
 /// N columns k0.. of Wᵀ·dz (`w` is (4H, I+H) row-major), written to dx_t
 /// for input columns and to dh for hidden ones.
 #[inline(always)]
 fn back_block<T: Real, const N: usize>(
-    dz: &[Lane<T>],
+    dz: &DzStep<'_, T>,
     w: &[T],
     k_n: usize,
     k0: usize,
@@ -687,11 +715,15 @@ fn back_block<T: Real, const N: usize>(
     dh: &mut [Lane<T>],
 ) {
     let mut acc = [Lane::splat(T::ZERO); N];
-    for (g, &d) in dz.iter().enumerate() {
-        let wr: [T; N] = w[g * k_n + k0..][..N].try_into().unwrap();
-        for l in 0..LANES {
-            for j in 0..N {
-                acc[j][l] = d[l].mul_add(wr[j], acc[j][l]);
+    for blk in 0..dz.g_n / 4 {
+        let d4 = &dz.dz[(blk * dz.t_n + dz.t) * 4..][..4];
+        for (j4, &d) in d4.iter().enumerate() {
+            let g = 4 * blk + j4;
+            let wr: [T; N] = w[g * k_n + k0..][..N].try_into().unwrap();
+            for l in 0..LANES {
+                for j in 0..N {
+                    acc[j][l] = d[l].mul_add(wr[j], acc[j][l]);
+                }
             }
         }
     }
@@ -707,7 +739,7 @@ fn back_block<T: Real, const N: usize>(
 }
 
 /// out (G, K) = Σ over chunks q, steps t and lanes of dz[q][t][g] · v[q][t][k].
-/// `dz` is (Q, T, G); `v` has chunk stride `v_qs` and step stride `v_ts`.
+/// `dz` is (Q, G/4, T, 4); `v` has chunk stride `v_qs` and step stride `v_ts`.
 #[allow(clippy::too_many_arguments)]
 fn weight_grads<T: Real>(
     packs: &mut [Vec<Lane<T>>; 2],
@@ -757,10 +789,9 @@ dispatch!(fn weight_grads_rows<T: Real>(
 /// Gate rows g0.. of the weight gradient (`rows` holds a multiple of 4 rows).
 ///
 /// Steps go in blocks; for each block the inputs `v` are copied column by
-/// column into `pack_v` and each 4-row slice of `dz` into a small stack
-/// buffer, so the tiles read contiguous memory. Read in place, rows a
-/// power-of-two stride apart (4H lanes) all fall in the same L1 sets and
-/// evict each other.
+/// column into `pack_v`, so the tiles read contiguous memory (read in
+/// place, rows a power-of-two stride apart all fall in the same L1 sets and
+/// evict each other). `dz` is already laid out by 4-row blocks.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn weight_grads_rows_impl<T: Real>(
@@ -777,7 +808,6 @@ fn weight_grads_rows_impl<T: Real>(
     k_n: usize,
 ) {
     let s_n = q_n * t_n;
-    let mut pack_dz = [Lane::splat(T::ZERO); 4 * STEP_BLOCK];
     for s0 in (0..s_n).step_by(STEP_BLOCK) {
         let sb = STEP_BLOCK.min(s_n - s0);
         // pack_v[k·sb + s] = v at step s0 + s, feature k.
@@ -789,12 +819,13 @@ fn weight_grads_rows_impl<T: Real>(
             }
         }
         for (blk, block) in rows.chunks_exact_mut(4 * k_n).enumerate() {
-            let g = g0 + 4 * blk;
-            for s in 0..sb {
-                pack_dz[4 * s..4 * s + 4].copy_from_slice(&dz[(s0 + s) * g_n + g..][..4]);
-            }
             let tile = Tile {
-                dz: &pack_dz[..4 * sb],
+                dz,
+                block: g0 / 4 + blk,
+                g_n,
+                t_n,
+                s0,
+                sb,
                 v: &pack_v[..k_n * sb],
                 first: s0 == 0,
             };
@@ -803,7 +834,10 @@ fn weight_grads_rows_impl<T: Real>(
                 // 4 x 2 tiles in f32, 4 x 1 in f64 (two registers a lane
                 // vector): wider ones spill their accumulators (measured
                 // slower at H = 128).
-                if k0 + 2 <= k_n && std::mem::size_of::<T>() == 4 {
+                if k0 + 4 <= k_n && std::mem::size_of::<T>() == 4 {
+                    outer_block::<T, 4>(&tile, block, k0, k_n);
+                    k0 += 4;
+                } else if k0 + 2 <= k_n {
                     outer_block::<T, 2>(&tile, block, k0, k_n);
                     k0 += 2;
                 } else {
@@ -815,10 +849,16 @@ fn weight_grads_rows_impl<T: Real>(
     }
 }
 
-/// One step block of the weight-gradient sweep, packed: `dz` (sb, 4) lanes
-/// of four gate rows, `v` (K, sb) lanes of the inputs.
+/// One step block (chunk-steps s0..s0+sb) of the weight-gradient sweep for
+/// the 4-row block `block`: `dz` (Q, G/4, T, 4) is read in place, one run
+/// of contiguous steps per chunk; `v` (K, sb) lanes is the packed input.
 struct Tile<'a, T> {
     dz: &'a [Lane<T>],
+    block: usize,
+    g_n: usize,
+    t_n: usize,
+    s0: usize,
+    sb: usize,
     v: &'a [Lane<T>],
     /// The first block overwrites the output; later ones add to it.
     first: bool,
@@ -833,27 +873,47 @@ const STEP_BLOCK: usize = 64;
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn outer_block<T: Real, const N: usize>(tile: &Tile<'_, T>, rows: &mut [T], k0: usize, k_n: usize) {
-    let sb = tile.dz.len() / 4;
+    let sb = tile.sb;
     let columns: [&[Lane<T>]; N] = std::array::from_fn(|m| &tile.v[(k0 + m) * sb..][..sb]);
-    let mut acc = [[Lane::splat(T::ZERO); N]; 4];
-    for (s, a) in tile.dz.chunks_exact(4).enumerate() {
-        let a: [Lane<T>; 4] = a.try_into().unwrap();
-        let b: [Lane<T>; N] = std::array::from_fn(|m| columns[m][s]);
-        for l in 0..LANES {
-            for j in 0..4 {
-                for m in 0..N {
-                    acc[j][m][l] = a[j][l].mul_add(b[m][l], acc[j][m][l]);
-                }
+    // One array per row, not one 4 x N array: the compiler keeps small
+    // arrays in registers but left a 4 x 4 one in memory (measured).
+    let zero = [Lane::splat(T::ZERO); N];
+    let (mut acc0, mut acc1, mut acc2, mut acc3) = (zero, zero, zero, zero);
+    // One run of steps per chunk the block spans.
+    let (mut s, end) = (tile.s0, tile.s0 + sb);
+    while s < end {
+        let (q, t) = (s / tile.t_n, s % tile.t_n);
+        let run = (tile.t_n - t).min(end - s);
+        let dz = &tile.dz[q * tile.g_n * tile.t_n + (tile.block * tile.t_n + t) * 4..][..4 * run];
+        let cols: [&[Lane<T>]; N] = std::array::from_fn(|m| &columns[m][s - tile.s0..][..run]);
+        for (i, a) in dz.chunks_exact(4).enumerate() {
+            let b: [Lane<T>; N] = std::array::from_fn(|m| cols[m][i]);
+            for m in 0..N {
+                acc0[m] = lane_fma(a[0], b[m], acc0[m]);
+                acc1[m] = lane_fma(a[1], b[m], acc1[m]);
+                acc2[m] = lane_fma(a[2], b[m], acc2[m]);
+                acc3[m] = lane_fma(a[3], b[m], acc3[m]);
             }
         }
+        s += run;
     }
-    for j in 0..4 {
+    for (j, acc) in [acc0, acc1, acc2, acc3].iter().enumerate() {
         for m in 0..N {
-            let sum = lane_sum(&acc[j][m]);
+            let sum = lane_sum(&acc[m]);
             let out = &mut rows[j * k_n + k0 + m];
             *out = if tile.first { sum } else { *out + sum };
         }
     }
+}
+
+/// a·b + c, lane by lane.
+#[inline(always)]
+fn lane_fma<T: Real>(a: Lane<T>, b: Lane<T>, c: Lane<T>) -> Lane<T> {
+    let mut r = c;
+    for l in 0..LANES {
+        r[l] = a[l].mul_add(b[l], c[l]);
+    }
+    r
 }
 
 /// Sum of the lanes, in a fixed pairwise order.
@@ -870,19 +930,20 @@ fn lane_sum<T: Real>(v: &Lane<T>) -> T {
     s[0]
 }
 
-dispatch!(fn bias_grad<T: Real>(dz: &[Lane<T>], out: &mut [T], rows: usize, g_n: usize) => bias_grad_impl);
+dispatch!(fn bias_grad<T: Real>(dz: &[Lane<T>], out: &mut [T], q_n: usize, t_n: usize, g_n: usize) => bias_grad_impl);
 
-/// bias grad (G) = Σ over chunks, steps and lanes of dz (Q·T, G); four gate
-/// rows at a time, lanes outermost, so it vectorises along the lanes.
+/// bias grad (G) = Σ over chunks, steps and lanes of dz (Q, G/4, T, 4);
+/// four gate rows at a time, lanes outermost, so it vectorises along them.
 #[inline(always)]
-fn bias_grad_impl<T: Real>(dz: &[Lane<T>], out: &mut [T], rows: usize, g_n: usize) {
+fn bias_grad_impl<T: Real>(dz: &[Lane<T>], out: &mut [T], q_n: usize, t_n: usize, g_n: usize) {
     for (blk, out4) in out.chunks_exact_mut(4).enumerate() {
         let mut acc = [Lane::splat(T::ZERO); 4];
-        for r in 0..rows {
-            let d: [Lane<T>; 4] = dz[r * g_n + 4 * blk..][..4].try_into().unwrap();
-            for l in 0..LANES {
-                for j in 0..4 {
-                    acc[j][l] += d[j][l];
+        for q in 0..q_n {
+            for d in dz[q * g_n * t_n + blk * t_n * 4..][..t_n * 4].chunks_exact(4) {
+                for l in 0..LANES {
+                    for j in 0..4 {
+                        acc[j][l] += d[j][l];
+                    }
                 }
             }
         }

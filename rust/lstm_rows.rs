@@ -16,11 +16,11 @@
 //! slot 0 the initial state; tanh c (T, Hp). Hp is H rounded up to a
 //! multiple of LANES; padded units stay exactly zero.
 
-use crate::activation::sigmoid;
-use crate::cell::{cell_backward, cell_forward};
+use crate::activation::sigmoid_lane;
+use crate::cell::{cell_backward, cell_forward_lane};
 use crate::lstm::{LstmGrads, LstmParams, LstmShape};
 use crate::real::Real;
-use crate::simd::{dispatch, Lane, LANES};
+use crate::simd::{dispatch, IsaMarker, Lane, LANES};
 
 /// The largest batch [`crate::lstm::Kernel::Auto`] gives to this kernel:
 /// from about 4 rows on, the lanes kernel's 16-row vectors are less wasted
@@ -183,7 +183,7 @@ pub(crate) struct Consts<'a, T> {
     offset_out: &'a [T],
 }
 
-dispatch!(fn forward_row<T: Real>(row: Row<'_, T>, k: &Consts<'_, T>, t_n: usize, i_n: usize, h: usize) => forward_row_impl);
+dispatch!(fn forward_row<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_, T>, t_n: usize, i_n: usize, h: usize) => forward_row_impl);
 
 /// Reads `LANES` values of `v` from `at` as a lane vector.
 #[inline(always)]
@@ -208,7 +208,7 @@ fn load_part<T: Real>(v: &[T], at: usize, end: usize) -> Lane<T> {
 }
 
 #[inline(always)]
-fn forward_row_impl<T: Real>(row: Row<'_, T>, k: &Consts<'_, T>, t_n: usize, i_n: usize, h: usize) {
+fn forward_row_impl<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_, T>, t_n: usize, i_n: usize, h: usize) {
     let hp = padded(h);
     let gp = 4 * hp;
     for t in 0..t_n {
@@ -225,11 +225,14 @@ fn forward_row_impl<T: Real>(row: Row<'_, T>, k: &Consts<'_, T>, t_n: usize, i_n
             }
         }
         for v in (0..gp).step_by(LANES) {
-            let acc = load(gates, v);
-            let mut acc = acc;
+            let mut acc = load(gates, v);
             let (si, so, oo) = (load(k.scale_in, v), load(k.scale_out, v), load(k.offset_out, v));
             for l in 0..LANES {
-                acc[l] = sigmoid(acc[l] * si[l]).mul_add(so[l], oo[l]);
+                acc[l] *= si[l];
+            }
+            let sig = sigmoid_lane::<T, S>(acc);
+            for l in 0..LANES {
+                acc[l] = sig[l].mul_add(so[l], oo[l]);
             }
             store(gates, v, acc);
         }
@@ -238,10 +241,7 @@ fn forward_row_impl<T: Real>(row: Row<'_, T>, k: &Consts<'_, T>, t_n: usize, i_n
             let (i, f) = (load(gates, u), load(gates, hp + u));
             let (g, o) = (load(gates, 2 * hp + u), load(gates, 3 * hp + u));
             let c_prev = load(row.c, t * hp + u);
-            let (mut c, mut tc, mut h_new) = (Lane::splat(T::ZERO), Lane::splat(T::ZERO), Lane::splat(T::ZERO));
-            for l in 0..LANES {
-                (c[l], tc[l], h_new[l]) = cell_forward(i[l], f[l], g[l], o[l], c_prev[l]);
-            }
+            let (c, tc, h_new) = cell_forward_lane::<T, S>(i, f, g, o, c_prev);
             store(row.c, (t + 1) * hp + u, c);
             store(row.tanh_c, t * hp + u, tc);
             store(row.h, (t + 1) * hp + u, h_new);

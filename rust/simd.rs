@@ -70,6 +70,32 @@ pub fn isa() -> Isa {
     })
 }
 
+/// Which instruction set a kernel instance was compiled for, as a type, so
+/// the few routines with a hand-written AVX-512 form (the gate
+/// nonlinearities, `crate::activation`) can pick it at compile time.
+///
+/// Only [`dispatch!`] names these types: it uses [`Avx512Isa`] in the
+/// variant compiled with AVX-512 and called after [`isa`] found it, which is
+/// what makes the intrinsics behind `AVX512 = true` sound to call.
+pub trait IsaMarker {
+    /// The instance runs on a CPU with AVX-512F/VL (and is compiled for it).
+    const AVX512: bool;
+}
+
+/// The AVX-512 instance (see [`IsaMarker`]).
+pub struct Avx512Isa;
+
+/// Every other instance: plain lane loops the compiler vectorises.
+pub struct PortableIsa;
+
+impl IsaMarker for Avx512Isa {
+    const AVX512: bool = true;
+}
+
+impl IsaMarker for PortableIsa {
+    const AVX512: bool = false;
+}
+
 /// Defines `pub(crate) fn $name` that runs the `#[inline(always)]` generic
 /// function `$body` compiled for the best instruction set of this CPU.
 ///
@@ -77,6 +103,33 @@ pub fn isa() -> Isa {
 /// dispatch!(fn forward_chunk<T: Real>(a: &[T], b: &mut [T]) => forward_chunk_impl);
 /// ```
 macro_rules! dispatch {
+    // A body generic over the instruction set too: `$body::<T, S>` with
+    // S = Avx512Isa in the AVX-512 variant, PortableIsa elsewhere.
+    (fn $name:ident<T: Real, S: IsaMarker>($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name<T: $crate::real::Real>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx512<T: $crate::real::Real>($($arg: $ty),*) {
+                    $body::<T, $crate::simd::Avx512Isa>($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx2<T: $crate::real::Real>($($arg: $ty),*) {
+                    $body::<T, $crate::simd::PortableIsa>($($arg),*)
+                }
+                match $crate::simd::isa() {
+                    // SAFETY: isa() checked at run time that the CPU has these features.
+                    $crate::simd::Isa::Avx512 => return unsafe { avx512::<T>($($arg),*) },
+                    $crate::simd::Isa::Avx2 => return unsafe { avx2::<T>($($arg),*) },
+                    $crate::simd::Isa::Baseline => {}
+                }
+            }
+            $body::<T, $crate::simd::PortableIsa>($($arg),*)
+        }
+    };
     (fn $name:ident<T: Real>($($arg:ident: $ty:ty),* $(,)?) => $body:path) => {
         #[allow(clippy::too_many_arguments)]
         pub(crate) fn $name<T: $crate::real::Real>($($arg: $ty),*) {
