@@ -51,9 +51,9 @@ pub(crate) struct LanesWorkspace<T> {
     /// (Q, H): running gradients by h and c; after backward, by h0 and c0.
     dh: Vec<Lane<T>>,
     dc: Vec<Lane<T>>,
-    /// (I+H, 4H): [W_ih | W_hh]ᵀ, for forward (one gate row per input feature).
+    /// [W_ih | W_hh] packed for the forward projection (see `forward`).
     w_t: Vec<T>,
-    /// (4H, I+H): [W_ih | W_hh], for backward.
+    /// [W_ih | W_hh] packed for the back-projection (see `backward_from_lanes`).
     w: Vec<T>,
     /// (O·H) and (O,): lane-wise sums for a fused dense head's gradients.
     dense_acc_w: Vec<Lane<T>>,
@@ -92,16 +92,18 @@ fn fit<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) {
 fn to_lanes<T: Real>(src: &[T], lanes: &mut [Lane<T>], batch: usize, steps: usize, features: usize) {
     debug_assert_eq!(src.len(), batch * steps * features);
     debug_assert_eq!(lanes.len(), chunks(batch) * steps * features);
-    for (q, chunk) in lanes.chunks_exact_mut(steps * features).enumerate() {
+    let n = steps * features;
+    for (q, chunk) in lanes.chunks_exact_mut(n).enumerate() {
         let rows = (batch - q * LANES).min(LANES);
-        if rows < LANES {
-            chunk.fill(Lane::splat(T::ZERO));
-        }
-        for l in 0..rows {
-            let row = &src[(q * LANES + l) * steps * features..][..steps * features];
-            for (dst, &v) in chunk.iter_mut().zip(row) {
-                dst[l] = v;
+        let src = &src[q * LANES * n..][..rows * n];
+        // Whole lanes at a time: each written once, from `rows` sequential
+        // streams (element by element, every lane was written 16 times).
+        for (e, dst) in chunk.iter_mut().enumerate() {
+            let mut lane = Lane::splat(T::ZERO);
+            for l in 0..rows {
+                lane[l] = src[l * n + e];
             }
+            *dst = lane;
         }
     }
 }
@@ -117,11 +119,14 @@ fn from_lanes<T: Real>(
     features: usize,
 ) {
     debug_assert_eq!(dst.len(), batch * steps * features);
-    for b in 0..batch {
-        let (q, l) = (b / LANES, b % LANES);
-        let src = &lanes[(q * slots + first) * features..][..steps * features];
-        for (d, s) in dst[b * steps * features..][..steps * features].iter_mut().zip(src) {
-            *d = s[l];
+    let n = steps * features;
+    for (q, rows_q) in dst.chunks_mut(LANES * n).enumerate() {
+        let src = &lanes[(q * slots + first) * features..][..n];
+        // Lane by lane in order, each scattered to its rows' streams.
+        for (e, lane) in src.iter().enumerate() {
+            for (l, row) in rows_q.chunks_exact_mut(n).enumerate() {
+                row[e] = lane[l];
+            }
         }
     }
 }
@@ -167,15 +172,25 @@ pub(crate) fn forward<T: Real>(
         }
     }
 
-    // [W_ih | W_hh]ᵀ: row k holds the 4H weights input feature k feeds.
+    // [W_ih | W_hh] in panels, one per block of gate rows the projection
+    // takes at once: block g0..g0+n holds, from g0·(I+H), its n weights of
+    // input 0, then of input 1, ... so each block's pass reads one
+    // contiguous run (a strided walk missed the prefetchers at H = 512).
     fit(&mut ws.w_t, k_n * g4, T::ZERO);
-    for g in 0..g4 {
-        for k in 0..i_n {
-            ws.w_t[k * g4 + g] = p.weight_ih[g * i_n + k];
+    let mut g0 = 0;
+    while g0 < g4 {
+        let n = gate_block_width::<T>(g0, g4);
+        let panel = &mut ws.w_t[g0 * k_n..][..k_n * n];
+        for j in 0..n {
+            let g = g0 + j;
+            for k in 0..i_n {
+                panel[k * n + j] = p.weight_ih[g * i_n + k];
+            }
+            for k in 0..h_n_ {
+                panel[(i_n + k) * n + j] = p.weight_hh[g * h_n_ + k];
+            }
         }
-        for k in 0..h_n_ {
-            ws.w_t[(i_n + k) * g4 + g] = p.weight_hh[g * h_n_ + k];
-        }
+        g0 += n;
     }
 
     let tasks = tasks_for(q_n, q_n * t_n * g4 * k_n);
@@ -362,19 +377,29 @@ fn activate<T: Real, S: IsaMarker>(a: &mut ForwardChunk<'_, T>, t: usize, h_n: u
     }
 }
 
-/// z (4H) = bias + Wᵀ-rows · [x; h], `w_t` (I+H, 4H); in blocks of gate
-/// rows (8 in f32, 4 in f64: what fits the registers).
+/// How many gate rows the projection takes at once from row g0: 8 in f32,
+/// 4 in f64 (what fits the registers), 4 at the end (4H is a multiple of 4).
 #[inline(always)]
-fn project<T: Real>(z: &mut [Lane<T>], bias: &[T], w_t: &[T], x: &[Lane<T>], h: &[Lane<T>]) {
-    let g4 = z.len();
+fn gate_block_width<T: Real>(g0: usize, g4: usize) -> usize {
+    if std::mem::size_of::<T>() == 4 && g0 + 8 <= g4 {
+        8
+    } else {
+        4
+    }
+}
+
+/// z (4H) = bias + W · [x; h], W packed in panels (`w_p`, see `forward`).
+#[inline(always)]
+fn project<T: Real>(z: &mut [Lane<T>], bias: &[T], w_p: &[T], x: &[Lane<T>], h: &[Lane<T>]) {
+    let (g4, k_n) = (z.len(), x.len() + h.len());
     let mut g0 = 0;
     while g0 < g4 {
-        // 4H is a multiple of 4.
-        if g0 + 8 <= g4 && std::mem::size_of::<T>() == 4 {
-            project_block::<T, 8>(&mut z[g0..g0 + 8], &bias[g0..g0 + 8], w_t, g4, g0, x, h);
+        let panel = &w_p[g0 * k_n..];
+        if gate_block_width::<T>(g0, g4) == 8 {
+            project_block::<T, 8>(&mut z[g0..g0 + 8], &bias[g0..g0 + 8], panel, x, h);
             g0 += 8;
         } else {
-            project_block::<T, 4>(&mut z[g0..g0 + 4], &bias[g0..g0 + 4], w_t, g4, g0, x, h);
+            project_block::<T, 4>(&mut z[g0..g0 + 4], &bias[g0..g0 + 4], panel, x, h);
             g0 += 4;
         }
     }
@@ -382,20 +407,12 @@ fn project<T: Real>(z: &mut [Lane<T>], bias: &[T], w_t: &[T], x: &[Lane<T>], h: 
 
 /// N gate rows at once, so N independent multiply-add chains run in flight.
 #[inline(always)]
-fn project_block<T: Real, const N: usize>(
-    z: &mut [Lane<T>],
-    bias: &[T],
-    w_t: &[T],
-    g4: usize,
-    g0: usize,
-    x: &[Lane<T>],
-    h: &[Lane<T>],
-) {
+fn project_block<T: Real, const N: usize>(z: &mut [Lane<T>], bias: &[T], panel: &[T], x: &[Lane<T>], h: &[Lane<T>]) {
     let mut acc: [Lane<T>; N] = std::array::from_fn(|j| Lane::splat(bias[j]));
     // Input k's weights times its lanes; x then h in two loops, so no
     // per-k branch keeps the weight loads from folding into the FMAs.
     let mut add_input = |k: usize, v: Lane<T>| {
-        let w: [T; N] = w_t[k * g4 + g0..][..N].try_into().unwrap();
+        let w: [T; N] = panel[k * N..][..N].try_into().unwrap();
         // Lanes outermost: the compiler vectorises along them (contiguous)
         // and unrolls the short loop over j.
         for l in 0..LANES {
@@ -467,11 +484,22 @@ fn backward_from_lanes<T: Real>(
             ws.dc.fill(zero);
         }
     }
-    // [W_ih | W_hh]: row g holds the I+H weights of gate row g.
+    // [W_ih | W_hh] in panels, one per block of columns the back-projection
+    // takes at once: block k0..k0+n holds, from k0·4H, the n weights of gate
+    // row 0, then of row 1, ... so each block's pass reads one contiguous run.
     fit(&mut ws.w, g4 * k_n, T::ZERO);
-    for g in 0..g4 {
-        ws.w[g * k_n..g * k_n + i_n].copy_from_slice(&p.weight_ih[g * i_n..(g + 1) * i_n]);
-        ws.w[g * k_n + i_n..(g + 1) * k_n].copy_from_slice(&p.weight_hh[g * h_n..(g + 1) * h_n]);
+    for (k0, n) in column_blocks(if dx.is_some() { 0 } else { i_n }, k_n) {
+        let panel = &mut ws.w[k0 * g4..][..g4 * n];
+        for g in 0..g4 {
+            for j in 0..n {
+                let k = k0 + j;
+                panel[g * n + j] = if k < i_n {
+                    p.weight_ih[g * i_n + k]
+                } else {
+                    p.weight_hh[g * h_n + k - i_n]
+                };
+            }
+        }
     }
 
     let job = BackwardChunks {
@@ -666,27 +694,34 @@ fn backward_chunk_impl<T: Real>(
         // [dx_t; dh_{t-1}] = [W_ih | W_hh]ᵀ · dz_t (dh only, unless dx is wanted)
         let dz_t = DzStep { dz, t, t_n, g_n: g4 };
         let dx_t = &mut dx[t * i_n..][..i_n];
-        let k_n = i_n + h_n;
-        let mut k0 = if need_dx { 0 } else { i_n };
-        // Columns in blocks of equal width, at most 8: each block's N
-        // multiply-add chains run 4H long, and fewer than 4 would wait on
-        // FMA latency (a lone last column doubled the seed's time here).
-        let blocks = (k_n - k0).div_ceil(8);
-        for b in 0..blocks {
-            let width = (k_n - k0) / (blocks - b);
+        for (k0, width) in column_blocks(if need_dx { 0 } else { i_n }, i_n + h_n) {
+            let panel = &w[k0 * g4..][..g4 * width];
             match width {
-                8 => back_block::<T, 8>(&dz_t, w, k_n, k0, dx_t, dh),
-                7 => back_block::<T, 7>(&dz_t, w, k_n, k0, dx_t, dh),
-                6 => back_block::<T, 6>(&dz_t, w, k_n, k0, dx_t, dh),
-                5 => back_block::<T, 5>(&dz_t, w, k_n, k0, dx_t, dh),
-                4 => back_block::<T, 4>(&dz_t, w, k_n, k0, dx_t, dh),
-                3 => back_block::<T, 3>(&dz_t, w, k_n, k0, dx_t, dh),
-                2 => back_block::<T, 2>(&dz_t, w, k_n, k0, dx_t, dh),
-                _ => back_block::<T, 1>(&dz_t, w, k_n, k0, dx_t, dh),
+                8 => back_block::<T, 8>(&dz_t, panel, k0, dx_t, dh),
+                7 => back_block::<T, 7>(&dz_t, panel, k0, dx_t, dh),
+                6 => back_block::<T, 6>(&dz_t, panel, k0, dx_t, dh),
+                5 => back_block::<T, 5>(&dz_t, panel, k0, dx_t, dh),
+                4 => back_block::<T, 4>(&dz_t, panel, k0, dx_t, dh),
+                3 => back_block::<T, 3>(&dz_t, panel, k0, dx_t, dh),
+                2 => back_block::<T, 2>(&dz_t, panel, k0, dx_t, dh),
+                _ => back_block::<T, 1>(&dz_t, panel, k0, dx_t, dh),
             }
-            k0 += width;
         }
     }
+}
+
+/// The back-projection's blocks of columns `first..k_n`, as (start, width):
+/// equal widths of at most 8. Each block's N multiply-add chains run 4H
+/// long, and fewer than 4 would wait on FMA latency (a lone last column
+/// doubled the seed's backward step).
+fn column_blocks(first: usize, k_n: usize) -> impl Iterator<Item = (usize, usize)> {
+    let blocks = (k_n - first).div_ceil(8);
+    (0..blocks).scan(first, move |k0, b| {
+        let width = (k_n - *k0) / (blocks - b);
+        let block = (*k0, width);
+        *k0 += width;
+        Some(block)
+    })
 }
 
 /// Where gate row g at step t sits in one chunk's dz (4H/4, T, 4).
@@ -703,13 +738,12 @@ struct DzStep<'a, T> {
     g_n: usize,
 }
 
-/// N columns k0.. of Wᵀ·dz (`w` is (4H, I+H) row-major), written to dx_t
+/// N columns k0.. of Wᵀ·dz (`panel`: the block's (4H, N) weights), written to dx_t
 /// for input columns and to dh for hidden ones.
 #[inline(always)]
 fn back_block<T: Real, const N: usize>(
     dz: &DzStep<'_, T>,
-    w: &[T],
-    k_n: usize,
+    panel: &[T],
     k0: usize,
     dx_t: &mut [Lane<T>],
     dh: &mut [Lane<T>],
@@ -719,7 +753,7 @@ fn back_block<T: Real, const N: usize>(
         let d4 = &dz.dz[(blk * dz.t_n + dz.t) * 4..][..4];
         for (j4, &d) in d4.iter().enumerate() {
             let g = 4 * blk + j4;
-            let wr: [T; N] = w[g * k_n + k0..][..N].try_into().unwrap();
+            let wr: [T; N] = panel[g * N..][..N].try_into().unwrap();
             for l in 0..LANES {
                 for j in 0..N {
                     acc[j][l] = d[l].mul_add(wr[j], acc[j][l]);
@@ -818,36 +852,44 @@ fn weight_grads_rows_impl<T: Real>(
                 pack_v[k * sb + s] = lane;
             }
         }
-        for (blk, block) in rows.chunks_exact_mut(4 * k_n).enumerate() {
-            let tile = Tile {
-                dz,
-                block: g0 / 4 + blk,
-                g_n,
-                t_n,
-                s0,
-                sb,
-                v: &pack_v[..k_n * sb],
-                first: s0 == 0,
-            };
-            let mut k0 = 0;
-            while k0 < k_n {
-                // 4 x 2 tiles in f32, 4 x 1 in f64 (two registers a lane
-                // vector): wider ones spill their accumulators (measured
-                // slower at H = 128).
-                if k0 + 4 <= k_n && std::mem::size_of::<T>() == 4 {
-                    outer_block::<T, 4>(&tile, block, k0, k_n);
-                    k0 += 4;
-                } else if k0 + 2 <= k_n {
-                    outer_block::<T, 2>(&tile, block, k0, k_n);
-                    k0 += 2;
-                } else {
-                    outer_block::<T, 1>(&tile, block, k0, k_n);
-                    k0 += 1;
+        // Columns in groups whose packed inputs stay in L2 while every
+        // row block passes over them: streamed whole per row block, a
+        // 2 MB pack (H = 512) came from L3 512 times per step block.
+        let group = (PACK_L2_BYTES / (sb * std::mem::size_of::<Lane<T>>())).max(4) / 4 * 4;
+        for k_first in (0..k_n).step_by(group) {
+            let k_end = (k_first + group).min(k_n);
+            for (blk, block) in rows.chunks_exact_mut(4 * k_n).enumerate() {
+                let tile = Tile {
+                    dz,
+                    block: g0 / 4 + blk,
+                    g_n,
+                    t_n,
+                    s0,
+                    sb,
+                    v: &pack_v[..k_n * sb],
+                    first: s0 == 0,
+                };
+                let mut k0 = k_first;
+                while k0 < k_end {
+                    // 4 x 4 tiles, accumulators one register wide.
+                    let f32 = std::mem::size_of::<T>() == 4;
+                    let n = if k0 + 4 <= k_end { 4 } else { 1 };
+                    match (n, f32) {
+                        (4, true) => outer_block::<T, 4, LANES>(&tile, block, k0, k_n),
+                        (4, false) => outer_block::<T, 4, { LANES / 2 }>(&tile, block, k0, k_n),
+                        (_, true) => outer_block::<T, 1, LANES>(&tile, block, k0, k_n),
+                        (_, false) => outer_block::<T, 1, { LANES / 2 }>(&tile, block, k0, k_n),
+                    }
+                    k0 += n;
                 }
             }
         }
     }
 }
+
+/// Bytes of packed inputs one column group of the weight-gradient sweep
+/// may span: a share of a 1 MB L2 that leaves room for the dz blocks.
+const PACK_L2_BYTES: usize = 384 * 1024;
 
 /// One step block (chunk-steps s0..s0+sb) of the weight-gradient sweep for
 /// the 4-row block `block`: `dz` (Q, G/4, T, 4) is read in place, one run
@@ -870,14 +912,17 @@ const STEP_BLOCK: usize = 64;
 
 /// A 4 x N block of the weight gradient, accumulated lane-wise in
 /// registers, then summed across lanes once.
+///
+/// The accumulators are W wide, one vector register: W = LANES in f32;
+/// in f64 (W = 8) each lane vector is added to them as two halves, so a
+/// 4 x 4 tile fits the 32 registers (16 accumulators, 8 operands).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn outer_block<T: Real, const N: usize>(tile: &Tile<'_, T>, rows: &mut [T], k0: usize, k_n: usize) {
+fn outer_block<T: Real, const N: usize, const W: usize>(tile: &Tile<'_, T>, rows: &mut [T], k0: usize, k_n: usize) {
     let sb = tile.sb;
     let columns: [&[Lane<T>]; N] = std::array::from_fn(|m| &tile.v[(k0 + m) * sb..][..sb]);
     // One array per row, not one 4 x N array: the compiler keeps small
     // arrays in registers but left a 4 x 4 one in memory (measured).
-    let zero = [Lane::splat(T::ZERO); N];
+    let zero = [[T::ZERO; W]; N];
     let (mut acc0, mut acc1, mut acc2, mut acc3) = (zero, zero, zero, zero);
     // One run of steps per chunk the block spans.
     let (mut s, end) = (tile.s0, tile.s0 + sb);
@@ -888,39 +933,38 @@ fn outer_block<T: Real, const N: usize>(tile: &Tile<'_, T>, rows: &mut [T], k0: 
         let cols: [&[Lane<T>]; N] = std::array::from_fn(|m| &columns[m][s - tile.s0..][..run]);
         for (i, a) in dz.chunks_exact(4).enumerate() {
             let b: [Lane<T>; N] = std::array::from_fn(|m| cols[m][i]);
-            for m in 0..N {
-                acc0[m] = lane_fma(a[0], b[m], acc0[m]);
-                acc1[m] = lane_fma(a[1], b[m], acc1[m]);
-                acc2[m] = lane_fma(a[2], b[m], acc2[m]);
-                acc3[m] = lane_fma(a[3], b[m], acc3[m]);
+            for half in 0..LANES / W {
+                for m in 0..N {
+                    fma_part(&a[0], &b[m], half * W, &mut acc0[m]);
+                    fma_part(&a[1], &b[m], half * W, &mut acc1[m]);
+                    fma_part(&a[2], &b[m], half * W, &mut acc2[m]);
+                    fma_part(&a[3], &b[m], half * W, &mut acc3[m]);
+                }
             }
         }
         s += run;
     }
     for (j, acc) in [acc0, acc1, acc2, acc3].iter().enumerate() {
         for m in 0..N {
-            let sum = lane_sum(&acc[m]);
+            let sum = pairwise_sum(acc[m]);
             let out = &mut rows[j * k_n + k0 + m];
             *out = if tile.first { sum } else { *out + sum };
         }
     }
 }
 
-/// a·b + c, lane by lane.
+/// acc += a·b on lanes `from..from + W`, lane by lane.
 #[inline(always)]
-fn lane_fma<T: Real>(a: Lane<T>, b: Lane<T>, c: Lane<T>) -> Lane<T> {
-    let mut r = c;
-    for l in 0..LANES {
-        r[l] = a[l].mul_add(b[l], c[l]);
+fn fma_part<T: Real, const W: usize>(a: &Lane<T>, b: &Lane<T>, from: usize, acc: &mut [T; W]) {
+    for l in 0..W {
+        acc[l] = a[from + l].mul_add(b[from + l], acc[l]);
     }
-    r
 }
 
-/// Sum of the lanes, in a fixed pairwise order.
+/// Sum of W values, in a fixed pairwise order (W a power of two).
 #[inline(always)]
-fn lane_sum<T: Real>(v: &Lane<T>) -> T {
-    let mut s = v.0;
-    let mut width = LANES / 2;
+fn pairwise_sum<T: Real, const W: usize>(mut s: [T; W]) -> T {
+    let mut width = W / 2;
     while width > 0 {
         for l in 0..width {
             s[l] += s[l + width];
@@ -928,6 +972,12 @@ fn lane_sum<T: Real>(v: &Lane<T>) -> T {
         width /= 2;
     }
     s[0]
+}
+
+/// Sum of the lanes, in a fixed pairwise order.
+#[inline(always)]
+fn lane_sum<T: Real>(v: &Lane<T>) -> T {
+    pairwise_sum(v.0)
 }
 
 dispatch!(fn bias_grad<T: Real>(dz: &[Lane<T>], out: &mut [T], q_n: usize, t_n: usize, g_n: usize) => bias_grad_impl);
