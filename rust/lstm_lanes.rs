@@ -22,6 +22,7 @@ use crate::lstm::{LstmGrads, LstmParams, LstmShape};
 use crate::real::Real;
 use crate::simd::{dispatch, IsaMarker, Lane, LANES};
 use crate::threads;
+use rayon::prelude::*;
 
 /// Number of lane chunks for a batch of `batch` rows.
 pub(crate) fn chunks(batch: usize) -> usize {
@@ -93,7 +94,7 @@ fn to_lanes<T: Real>(src: &[T], lanes: &mut [Lane<T>], batch: usize, steps: usiz
     debug_assert_eq!(src.len(), batch * steps * features);
     debug_assert_eq!(lanes.len(), chunks(batch) * steps * features);
     let n = steps * features;
-    for (q, chunk) in lanes.chunks_exact_mut(n).enumerate() {
+    let fill = |(q, chunk): (usize, &mut [Lane<T>])| {
         let rows = (batch - q * LANES).min(LANES);
         let src = &src[q * LANES * n..][..rows * n];
         // Whole lanes at a time: each written once, from `rows` sequential
@@ -105,8 +106,22 @@ fn to_lanes<T: Real>(src: &[T], lanes: &mut [Lane<T>], batch: usize, steps: usiz
             }
             *dst = lane;
         }
+    };
+    if copy_in_parallel(src.len()) {
+        lanes.par_chunks_exact_mut(n).enumerate().for_each(fill);
+    } else {
+        lanes.chunks_exact_mut(n).enumerate().for_each(fill);
     }
 }
+
+/// Whether a layout copy of `elements` values is worth splitting over
+/// threads (by chunk: each output is written the same way either way).
+fn copy_in_parallel(elements: usize) -> bool {
+    elements >= COPY_PARALLEL_MIN && threads::num_threads() > 1
+}
+
+/// A copy this large (H = 128 and up) takes a few hundred µs on one core.
+const COPY_PARALLEL_MIN: usize = 1 << 18;
 
 /// Copies lanes (Q, S, F) at steps `first..first+steps` into (B, T, F) rows.
 fn from_lanes<T: Real>(
@@ -120,7 +135,7 @@ fn from_lanes<T: Real>(
 ) {
     debug_assert_eq!(dst.len(), batch * steps * features);
     let n = steps * features;
-    for (q, rows_q) in dst.chunks_mut(LANES * n).enumerate() {
+    let spill = |(q, rows_q): (usize, &mut [T])| {
         let src = &lanes[(q * slots + first) * features..][..n];
         // Lane by lane in order, each scattered to its rows' streams.
         for (e, lane) in src.iter().enumerate() {
@@ -128,6 +143,11 @@ fn from_lanes<T: Real>(
                 row[e] = lane[l];
             }
         }
+    };
+    if copy_in_parallel(dst.len()) {
+        dst.par_chunks_mut(LANES * n).enumerate().for_each(spill);
+    } else {
+        dst.chunks_mut(LANES * n).enumerate().for_each(spill);
     }
 }
 
