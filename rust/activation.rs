@@ -8,6 +8,11 @@
 //! ulp of 1, which is all an LSTM gate needs). The reciprocal in σ is
 //! Newton's iteration rather than a division, which is several times slower
 //! on vectors.
+//!
+//! The kernels call the lane forms `sigmoid_lane` / `tanh_lane`: in
+//! their AVX-512 instances those run `crate::activation_avx512` (the same
+//! formulas with `vrndscale`, `vscalef` and `vrcp14`, half the
+//! instructions), elsewhere a loop over these scalar functions.
 
 use crate::real::Real;
 use crate::simd::{IsaMarker, Lane, LANES};

@@ -10,11 +10,15 @@
 //! Buffers are chunk-major, `[q][t][feature]` of lanes (q chunk, t step);
 //! a batch row b lives in chunk `b / LANES`, lane `b % LANES`. Lanes past
 //! the batch are padding: zero inputs and zero gradients, so they add
-//! nothing to the weight gradients.
+//! nothing to the weight gradients. The gate gradients dz are kept by
+//! blocks of four gate rows instead (`[q][g/4][t][4]`), the order the
+//! weight-gradient sweep reads them in, and the weights are packed into
+//! panels per call, so every inner loop reads contiguous memory.
 //!
 //! Chunks are independent, so forward and backward run them in parallel;
 //! the weight gradients are then summed over chunks and steps in a fixed
-//! order. Results do not depend on the thread count.
+//! order (a sweep blocked like a matrix product: 4 x 4 register tiles,
+//! column groups sized to L2). Results do not depend on the thread count.
 
 use crate::activation::{sigmoid_lane, tanh_lane};
 use crate::cell::{cell_backward, cell_forward_lane};
