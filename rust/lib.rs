@@ -36,3 +36,10 @@ pub use error::{Error, Result};
 pub use lstm::{Kernel, Lstm, LstmGrads, LstmParams, LstmShape};
 pub use model::{SeedConfig, SeedNetwork, PARAM_NAMES};
 pub use real::Real;
+pub use simd::SIMD_ENV_VAR;
+
+/// The instruction set the kernels run with: `"avx512"`, `"avx2"` or
+/// `"baseline"` (the best this CPU has, capped by `SINCOS_RS_SIMD`).
+pub fn simd_level() -> &'static str {
+    simd::isa().name()
+}

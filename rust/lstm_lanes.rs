@@ -876,35 +876,43 @@ fn weight_grads_rows_impl<T: Real>(
                 pack_v[k * sb + s] = lane;
             }
         }
-        // Columns in groups whose packed inputs stay in L2 while every
-        // row block passes over them: streamed whole per row block, a
-        // 2 MB pack (H = 512) came from L3 512 times per step block.
-        let group = (PACK_L2_BYTES / (sb * std::mem::size_of::<Lane<T>>())).max(4) / 4 * 4;
-        for k_first in (0..k_n).step_by(group) {
-            let k_end = (k_first + group).min(k_n);
-            for (blk, block) in rows.chunks_exact_mut(4 * k_n).enumerate() {
-                let tile = Tile {
-                    dz,
-                    block: g0 / 4 + blk,
-                    g_n,
-                    t_n,
-                    s0,
-                    sb,
-                    v: &pack_v[..k_n * sb],
-                    first: s0 == 0,
-                };
-                let mut k0 = k_first;
-                while k0 < k_end {
-                    // 4 x 4 tiles, accumulators one register wide.
-                    let f32 = std::mem::size_of::<T>() == 4;
-                    let n = if k0 + 4 <= k_end { 4 } else { 1 };
-                    match (n, f32) {
-                        (4, true) => outer_block::<T, 4, LANES>(&tile, block, k0, k_n),
-                        (4, false) => outer_block::<T, 4, { LANES / 2 }>(&tile, block, k0, k_n),
-                        (_, true) => outer_block::<T, 1, LANES>(&tile, block, k0, k_n),
-                        (_, false) => outer_block::<T, 1, { LANES / 2 }>(&tile, block, k0, k_n),
+        // Blocked like a matrix product, so both operands come from L2:
+        // row blocks in groups whose dz (read from memory once per step
+        // block) stays in L2 while every column group passes over it, and
+        // columns in groups whose packed inputs stay in L2 while the row
+        // blocks of a group pass over them. (Unblocked, the 2 MB pack of
+        // H = 512 came from L3 once per row block; with column groups
+        // alone, dz, 52 MB, came from memory once per column group.)
+        let lane_bytes = std::mem::size_of::<Lane<T>>();
+        let group = (PACK_L2_BYTES / (sb * lane_bytes)).max(4) / 4 * 4;
+        let row_group = (DZ_L2_BYTES / (4 * sb * lane_bytes)).max(1);
+        for (rg, row_blocks) in rows.chunks_mut(row_group * 4 * k_n).enumerate() {
+            for k_first in (0..k_n).step_by(group) {
+                let k_end = (k_first + group).min(k_n);
+                for (blk, block) in row_blocks.chunks_exact_mut(4 * k_n).enumerate() {
+                    let tile = Tile {
+                        dz,
+                        block: g0 / 4 + rg * row_group + blk,
+                        g_n,
+                        t_n,
+                        s0,
+                        sb,
+                        v: &pack_v[..k_n * sb],
+                        first: s0 == 0,
+                    };
+                    let mut k0 = k_first;
+                    while k0 < k_end {
+                        // 4 x 4 tiles, accumulators one register wide.
+                        let f32 = std::mem::size_of::<T>() == 4;
+                        let n = if k0 + 4 <= k_end { 4 } else { 1 };
+                        match (n, f32) {
+                            (4, true) => outer_block::<T, 4, LANES>(&tile, block, k0, k_n),
+                            (4, false) => outer_block::<T, 4, { LANES / 2 }>(&tile, block, k0, k_n),
+                            (_, true) => outer_block::<T, 1, LANES>(&tile, block, k0, k_n),
+                            (_, false) => outer_block::<T, 1, { LANES / 2 }>(&tile, block, k0, k_n),
+                        }
+                        k0 += n;
                     }
-                    k0 += n;
                 }
             }
         }
@@ -912,8 +920,9 @@ fn weight_grads_rows_impl<T: Real>(
 }
 
 /// Bytes of packed inputs one column group of the weight-gradient sweep
-/// may span: a share of a 1 MB L2 that leaves room for the dz blocks.
+/// may span, and of dz one row group may span: together most of a 1 MB L2.
 const PACK_L2_BYTES: usize = 384 * 1024;
+const DZ_L2_BYTES: usize = 256 * 1024;
 
 /// One step block (chunk-steps s0..s0+sb) of the weight-gradient sweep for
 /// the 4-row block `block`: `dz` (Q, G/4, T, 4) is read in place, one run

@@ -660,6 +660,12 @@ fn get_num_threads() -> usize {
     threads::num_threads()
 }
 
+/// The instruction set the kernels run with ("avx512", "avx2" or "baseline").
+#[pyfunction]
+fn simd_level() -> &'static str {
+    crate::simd_level()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SeedNetworkCore>()?;
@@ -667,7 +673,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(adam_update, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add("PARAM_NAMES", PARAM_NAMES.to_vec())?;
     m.add("NUM_THREADS_ENV_VAR", threads::ENV_VAR)?;
+    m.add("SIMD_ENV_VAR", crate::SIMD_ENV_VAR)?;
     Ok(())
 }

@@ -48,26 +48,65 @@ pub enum Isa {
     Baseline,
 }
 
-/// The best instruction set this CPU supports (detected once).
+/// The environment variable that caps the instruction set the kernels use:
+/// `avx512`, `avx2` or `baseline` (read once; a level this CPU lacks, or any
+/// other value, leaves the best one it has). For testing every kernel
+/// instance on one machine, and for comparing them.
+pub const SIMD_ENV_VAR: &str = "SINCOS_RS_SIMD";
+
+impl Isa {
+    /// The name `SINCOS_RS_SIMD` and `sincos_rs.simd_level()` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Baseline => "baseline",
+        }
+    }
+}
+
+/// The instruction set the kernels run with: the best this CPU supports,
+/// capped by `SINCOS_RS_SIMD` (decided once).
 pub fn isa() -> Isa {
     use std::sync::OnceLock;
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512vl")
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-            {
-                return Isa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Isa::Avx2;
-            }
+        let best = detect();
+        let cap = match std::env::var(SIMD_ENV_VAR).ok().as_deref().map(str::trim) {
+            Some("baseline") => Isa::Baseline,
+            Some("avx2") => Isa::Avx2,
+            _ => Isa::Avx512,
+        };
+        // Baseline < Avx2 < Avx512: take the lower of the two.
+        let rank = |isa: Isa| match isa {
+            Isa::Baseline => 0,
+            Isa::Avx2 => 1,
+            Isa::Avx512 => 2,
+        };
+        if rank(cap) < rank(best) {
+            cap
+        } else {
+            best
         }
-        Isa::Baseline
     })
+}
+
+/// The best instruction set this CPU supports.
+fn detect() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            return Isa::Avx512;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Baseline
 }
 
 /// Which instruction set a kernel instance was compiled for, as a type, so

@@ -17,7 +17,7 @@ against; ``python -m sincos_rs.train`` runs the seed program, trained for real.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._core import get_num_threads, set_num_threads
+from ._core import get_num_threads, set_num_threads, simd_level
 from .data import SinCosBatches
 from .init import PARAM_NAMES, initial_lstm_params, initial_params
 from .layers import LSTM, Adam
@@ -40,4 +40,5 @@ __all__ = [
     "initial_lstm_params",
     "initial_params",
     "set_num_threads",
+    "simd_level",
 ]
