@@ -758,6 +758,10 @@ def fmt_time(seconds: float | None) -> str:
 def fmt_ratio(value: float | None) -> str:
     if value is None:
         return "–"
+    # Two decimals below 10: a ratio next to its target (1.19 against 1.2)
+    # must not round onto it.
+    if value < 10:
+        return f"{value:.2f}×"
     return f"{value:.1f}×" if value < 100 else f"{value:.0f}×"
 
 
