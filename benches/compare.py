@@ -24,7 +24,7 @@ anomaly detection. Peak RSS is measured per framework in a fresh subprocess
 Usage::
 
     python benches/compare.py --quick                   # smoke test, a minute
-    python benches/compare.py --out benches/results     # the full run, written to files
+    python benches/compare.py --rounds 3 --out benches/results  # the full run, to files
     python benches/compare.py --shapes seed,long --frameworks sincos_rs,torch
 
 Torch and TensorFlow are optional: without them their columns stay empty.
@@ -736,6 +736,12 @@ def header(args: argparse.Namespace, frameworks: list[str], when: dt.datetime) -
         "dx computed in every framework). Warm-up, then single iterations timed until "
         f"≥ {args.min_time:g} s and ≥ {args.min_reps} reps (at most {args.max_time:g} s); "
         "median [p10, p90]."
+        + (
+            f" The whole measurement ran {args.rounds} times over (rounds); the iterations of "
+            "all rounds are pooled, and the ratio to PyTorch of each round is listed too."
+            if args.rounds > 1
+            else ""
+        )
         + (" **--quick: few repetitions, numbers are rough.**" if args.quick else ""),
         f"- Command: `{command}`",
         "",
@@ -780,6 +786,58 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 
 Results = dict[tuple[str, str], dict[str, list[Timing]]]
+
+
+def pool_rounds(rounds: list[Results]) -> Results:
+    """One Results with every round's iterations pooled per framework and
+    thread count (a failed round leaves its error if no round succeeded)."""
+    pooled: Results = {}
+    for one in rounds:
+        for config, by_framework in one.items():
+            into = pooled.setdefault(config, {})
+            for framework, timings in by_framework.items():
+                kept = into.setdefault(framework, [])
+                for timing in timings:
+                    same = [t for t in kept if t.threads == timing.threads]
+                    if not same:
+                        kept.append(
+                            Timing(
+                                timing.framework,
+                                timing.shape,
+                                timing.dtype,
+                                timing.threads,
+                                list(timing.times),
+                                timing.note,
+                                timing.error if not timing.ok else None,
+                                dict(timing.extra),
+                            )
+                        )
+                    else:
+                        same[0].times.extend(timing.times)
+                        if same[0].error and timing.ok:
+                            same[0].error = None
+    return pooled
+
+
+def rounds_table(configs: list[tuple[Shape, str]], rounds: list[Results]) -> list[str]:
+    """PyTorch / sincos_rs per round (each from that round's medians), the
+    median of the rounds, and the target."""
+    headers = ["shape", "dtype"] + [f"round {i + 1}" for i in range(len(rounds))]
+    headers += ["median of rounds", "target"]
+    rows = []
+    for shape, dtype in configs:
+        ratios = []
+        for one in rounds:
+            res = one.get((shape.key, dtype), {})
+            ours, torch_best = best(res.get("sincos_rs", [])), best(res.get("torch", []))
+            ratios.append(torch_best.median / ours.median if ours and torch_best else None)
+        known = [r for r in ratios if r is not None]
+        middle = statistics.median(known) if known else None
+        target = TARGETS.get((shape.key, dtype))
+        row = [shape.label, dtype] + [fmt_ratio(r) for r in ratios]
+        row += [fmt_ratio(middle), f"≥ {target:g}×" if target else "–"]
+        rows.append(row)
+    return markdown_table(headers, rows)
 
 
 def summary_table(configs: list[tuple[Shape, str]], results: Results) -> list[str]:
@@ -1053,6 +1111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-time", type=float, help="cap in seconds per configuration (default 20)")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure everything this many times over; timings are pooled and the "
+        "ratio to PyTorch is also given per round (on a noisy machine: 3)",
+    )
+    p.add_argument(
         "--criterion-dir",
         type=Path,
         default=Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "criterion",
@@ -1110,11 +1175,18 @@ def main(argv: list[str] | None = None) -> int:
         if dtype in args.dtypes
     ]
     log(f"timing {len(configs)} configurations × {', '.join(frameworks)}")
-    results: Results = {}
-    for shape, dtype in configs:
-        results[(shape.key, dtype)] = {
-            framework: measure(framework, shape, dtype, settings, log) for framework in frameworks
-        }
+    rounds: list[Results] = []
+    for number in range(max(1, args.rounds)):
+        if args.rounds > 1:
+            log(f"round {number + 1} of {args.rounds}")
+        one: Results = {}
+        for shape, dtype in configs:
+            one[(shape.key, dtype)] = {
+                framework: measure(framework, shape, dtype, settings, log)
+                for framework in frameworks
+            }
+        rounds.append(one)
+    results = pool_rounds(rounds)
 
     rss: dict[tuple[str, str, str], dict[str, Any]] = {}
     if not args.no_rss:
@@ -1133,6 +1205,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = header(args, frameworks, when)
     lines += ["## One training iteration, median", ""]
     lines += summary_table(configs, results)
+    if len(rounds) > 1:
+        lines += ["", "## Ratio to PyTorch in each round", ""]
+        lines += rounds_table(configs, rounds)
     lines += ["", "## All timings", ""]
     lines += detail_table(configs, results)
     if rss:
