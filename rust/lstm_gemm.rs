@@ -14,7 +14,7 @@ use crate::linear::column_sums;
 use crate::lstm::{LstmGrads, LstmParams, LstmShape};
 use crate::matmul::{matmul, Mat, MatMut};
 use crate::real::Real;
-use crate::simd::dispatch;
+use crate::simd::{dispatch, IsaMarker};
 
 /// Working memory of the GEMM kernel; buffers only grow.
 pub(crate) struct GemmWorkspace<T> {
@@ -120,7 +120,7 @@ pub(crate) fn forward<T: Real>(
     }
 }
 
-dispatch!(fn gate_step<T: Real>(
+dispatch!(fn gate_step<T: Real, S: IsaMarker>(
     gates: &mut [T],
     cells: &mut [T],
     tanh_cells: &mut [T],
@@ -137,7 +137,7 @@ dispatch!(fn gate_step<T: Real>(
 /// c, tanh(c), h.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn gate_step_impl<T: Real>(
+fn gate_step_impl<T: Real, S: IsaMarker>(
     gates: &mut [T],
     cells: &mut [T],
     tanh_cells: &mut [T],
@@ -258,7 +258,7 @@ pub(crate) fn backward<T: Real>(
     }
 }
 
-dispatch!(fn gate_grad_step<T: Real>(
+dispatch!(fn gate_grad_step<T: Real, S: IsaMarker>(
     gates: &[T],
     cells: &[T],
     tanh_cells: &[T],
@@ -278,7 +278,7 @@ dispatch!(fn gate_grad_step<T: Real>(
 /// gradient by c_{t-1}.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn gate_grad_step_impl<T: Real>(
+fn gate_grad_step_impl<T: Real, S: IsaMarker>(
     gates: &[T],
     cells: &[T],
     tanh_cells: &[T],

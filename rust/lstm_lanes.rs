@@ -380,12 +380,10 @@ fn forward_chunk_impl<T: Real, S: IsaMarker>(
 #[inline(always)]
 fn activate<T: Real, S: IsaMarker>(a: &mut ForwardChunk<'_, T>, t: usize, h_n: usize) {
     let z = &mut a.gates[t * 4 * h_n..][..4 * h_n];
-    let (h_before, h_after) = a.h.split_at_mut((t + 1) * h_n);
-    let _ = h_before;
     let (c_before, c_after) = a.c.split_at_mut((t + 1) * h_n);
     let c_prev = &c_before[t * h_n..];
     let c_next = &mut c_after[..h_n];
-    let h_next = &mut h_after[..h_n];
+    let h_next = &mut a.h[(t + 1) * h_n..][..h_n];
     let tc_t = &mut a.tanh_c[t * h_n..][..h_n];
     let (zi, rest) = z.split_at_mut(h_n);
     let (zf, rest) = rest.split_at_mut(h_n);
@@ -653,7 +651,7 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
     }
 }
 
-dispatch!(fn backward_chunk<T: Real>(
+dispatch!(fn backward_chunk<T: Real, S: IsaMarker>(
     gates: &[Lane<T>],
     c: &[Lane<T>],
     tanh_c: &[Lane<T>],
@@ -672,7 +670,7 @@ dispatch!(fn backward_chunk<T: Real>(
 /// Backward over the T steps of one chunk, last step first.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn backward_chunk_impl<T: Real>(
+fn backward_chunk_impl<T: Real, S: IsaMarker>(
     gates: &[Lane<T>],
     c: &[Lane<T>],
     tanh_c: &[Lane<T>],
@@ -830,7 +828,7 @@ fn weight_grads<T: Real>(
     }
 }
 
-dispatch!(fn weight_grads_rows<T: Real>(
+dispatch!(fn weight_grads_rows<T: Real, S: IsaMarker>(
     pack_v: &mut [Lane<T>],
     dz: &[Lane<T>],
     v: &[Lane<T>],
@@ -852,7 +850,7 @@ dispatch!(fn weight_grads_rows<T: Real>(
 /// evict each other). `dz` is already laid out by 4-row blocks.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn weight_grads_rows_impl<T: Real>(
+fn weight_grads_rows_impl<T: Real, S: IsaMarker>(
     pack_v: &mut [Lane<T>],
     dz: &[Lane<T>],
     v: &[Lane<T>],
@@ -1013,12 +1011,12 @@ fn lane_sum<T: Real>(v: &Lane<T>) -> T {
     pairwise_sum(v.0)
 }
 
-dispatch!(fn bias_grad<T: Real>(dz: &[Lane<T>], out: &mut [T], q_n: usize, t_n: usize, g_n: usize) => bias_grad_impl);
+dispatch!(fn bias_grad<T: Real, S: IsaMarker>(dz: &[Lane<T>], out: &mut [T], q_n: usize, t_n: usize, g_n: usize) => bias_grad_impl);
 
 /// bias grad (G) = Σ over chunks, steps and lanes of dz (Q, G/4, T, 4);
 /// four gate rows at a time, lanes outermost, so it vectorises along them.
 #[inline(always)]
-fn bias_grad_impl<T: Real>(dz: &[Lane<T>], out: &mut [T], q_n: usize, t_n: usize, g_n: usize) {
+fn bias_grad_impl<T: Real, S: IsaMarker>(dz: &[Lane<T>], out: &mut [T], q_n: usize, t_n: usize, g_n: usize) {
     for (blk, out4) in out.chunks_exact_mut(4).enumerate() {
         let mut acc = [Lane::splat(T::ZERO); 4];
         for q in 0..q_n {
@@ -1050,7 +1048,7 @@ pub(crate) fn dense_forward<T: Real>(ws: &LanesWorkspace<T>, s: LstmShape, head:
     dense_forward_kernel(&ws.h, s.batch, s.steps, s.hidden, head.weight, head.bias, pred);
 }
 
-dispatch!(fn dense_forward_kernel<T: Real>(
+dispatch!(fn dense_forward_kernel<T: Real, S: IsaMarker>(
     h: &[Lane<T>],
     batch: usize,
     t_n: usize,
@@ -1061,7 +1059,7 @@ dispatch!(fn dense_forward_kernel<T: Real>(
 ) => dense_forward_impl);
 
 #[inline(always)]
-fn dense_forward_impl<T: Real>(
+fn dense_forward_impl<T: Real, S: IsaMarker>(
     h: &[Lane<T>],
     batch: usize,
     t_n: usize,
@@ -1142,7 +1140,7 @@ pub(crate) fn dense_backward<T: Real>(
     backward_from_lanes(ws, p, s, None, None, grads, dh0, dc0);
 }
 
-dispatch!(fn dense_grads<T: Real>(
+dispatch!(fn dense_grads<T: Real, S: IsaMarker>(
     h: &[Lane<T>],
     d_out: &mut [Lane<T>],
     acc: (&mut [Lane<T>], &mut [Lane<T>]),
@@ -1159,7 +1157,7 @@ dispatch!(fn dense_grads<T: Real>(
 /// The dense head's gradients, and d_out (lanes) = d_pred·W.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn dense_grads_impl<T: Real>(
+fn dense_grads_impl<T: Real, S: IsaMarker>(
     h: &[Lane<T>],
     d_out: &mut [Lane<T>],
     (acc_w, acc_b): (&mut [Lane<T>], &mut [Lane<T>]),

@@ -368,7 +368,7 @@ pub(crate) struct BackRow<'a, T> {
     d_in: &'a mut [T],
 }
 
-dispatch!(fn backward_row<T: Real>(
+dispatch!(fn backward_row<T: Real, S: IsaMarker>(
     row: BackRow<'_, T>,
     w: &[T],
     d_final: Option<(&[T], &[T])>,
@@ -381,7 +381,7 @@ dispatch!(fn backward_row<T: Real>(
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn backward_row_impl<T: Real>(
+fn backward_row_impl<T: Real, S: IsaMarker>(
     row: BackRow<'_, T>,
     w: &[T],
     d_final: Option<(&[T], &[T])>,

@@ -137,13 +137,15 @@ impl IsaMarker for PortableIsa {
 
 /// Defines `pub(crate) fn $name` that runs the `#[inline(always)]` generic
 /// function `$body` compiled for the best instruction set of this CPU.
+/// `$body` is generic over the element type and over an [`IsaMarker`], which
+/// most bodies ignore and the gate nonlinearities use.
 ///
 /// ```ignore
-/// dispatch!(fn forward_chunk<T: Real>(a: &[T], b: &mut [T]) => forward_chunk_impl);
+/// dispatch!(fn forward_chunk<T: Real, S: IsaMarker>(a: &[T], b: &mut [T]) => forward_chunk_impl);
 /// ```
 macro_rules! dispatch {
-    // A body generic over the instruction set too: `$body::<T, S>` with
-    // S = Avx512Isa in the AVX-512 variant, PortableIsa elsewhere.
+    // `$body::<T, S>` with S = Avx512Isa in the AVX-512 variant,
+    // PortableIsa elsewhere.
     (fn $name:ident<T: Real, S: IsaMarker>($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
         #[allow(clippy::too_many_arguments)]
         pub(crate) fn $name<T: $crate::real::Real>($($arg: $ty),*) {
@@ -167,31 +169,6 @@ macro_rules! dispatch {
                 }
             }
             $body::<T, $crate::simd::PortableIsa>($($arg),*)
-        }
-    };
-    (fn $name:ident<T: Real>($($arg:ident: $ty:ty),* $(,)?) => $body:path) => {
-        #[allow(clippy::too_many_arguments)]
-        pub(crate) fn $name<T: $crate::real::Real>($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                fn avx512<T: $crate::real::Real>($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                fn avx2<T: $crate::real::Real>($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                match $crate::simd::isa() {
-                    // SAFETY: isa() checked at run time that the CPU has these features.
-                    $crate::simd::Isa::Avx512 => return unsafe { avx512::<T>($($arg),*) },
-                    $crate::simd::Isa::Avx2 => return unsafe { avx2::<T>($($arg),*) },
-                    $crate::simd::Isa::Baseline => {}
-                }
-            }
-            $body($($arg),*)
         }
     };
 }
