@@ -71,23 +71,53 @@ pub fn tanh<T: Real>(x: T) -> T {
     two * sigmoid(two * x) - T::ONE
 }
 
+/// ln 2 = `LN2_HI_F32 + LN2_LO_F32`, the high part short enough that
+/// `n·LN2_HI_F32` is exact: the range reduction of [`exp_f32`].
+pub(crate) const LN2_HI_F32: f32 = 0.693_359_4;
+pub(crate) const LN2_LO_F32: f32 = -2.121_944_4e-4;
+/// e^r ≈ 1 + r + r²·P(r) on |r| ≤ ln2/2: P's coefficients, highest first (Cephes).
+pub(crate) const EXP_POLY_F32: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_2e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
+
+/// As [`LN2_HI_F32`], for [`exp_f64`].
+pub(crate) const LN2_HI_F64: f64 = 6.931_471_803_691_238e-1;
+pub(crate) const LN2_LO_F64: f64 = 1.908_214_929_270_587_7e-10;
+/// As [`EXP_POLY_F32`]: 1/k! for k = 13 down to 2 (Taylor to degree 13 is
+/// below 2e-16 on |r| ≤ ln2/2).
+pub(crate) const EXP_POLY_F64: [f64; 12] = [
+    1.0 / 6_227_020_800.0,
+    1.0 / 479_001_600.0,
+    1.0 / 39_916_800.0,
+    1.0 / 3_628_800.0,
+    1.0 / 362_880.0,
+    1.0 / 40_320.0,
+    1.0 / 5_040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+];
+
 /// `e^x` for f32, branch-free. Inputs are clamped to [−87, 88] (enough for
 /// σ and tanh, whose results saturate well before), NaN stays NaN.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.0, 88.0);
     let t = x.mul_add(std::f32::consts::LOG2_E, MAGIC);
     let n = t - MAGIC;
-    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
-    let mut p = 1.987_569_1e-4f32;
-    p = p.mul_add(r, 1.398_2e-3);
-    p = p.mul_add(r, 8.333_452e-3);
-    p = p.mul_add(r, 4.166_579_6e-2);
-    p = p.mul_add(r, 0.166_666_65);
-    p = p.mul_add(r, 0.5);
+    let r = n.mul_add(-LN2_LO_F32, n.mul_add(-LN2_HI_F32, x));
+    let mut p = EXP_POLY_F32[0];
+    for &c in &EXP_POLY_F32[1..] {
+        p = p.mul_add(r, c);
+    }
     let poly = (p * r).mul_add(r, r) + 1.0;
     let bits = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     poly * f32::from_bits(((bits + 127) as u32) << 23)
@@ -97,29 +127,12 @@ pub fn exp_f32(x: f32) -> f32 {
 #[inline(always)]
 pub fn exp_f64(x: f64) -> f64 {
     const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5·2⁵²
-    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
-    // 1/k! for k = 13 down to 2: Taylor to degree 13 is below 2e-16 on |r| ≤ ln2/2.
-    const C: [f64; 12] = [
-        1.0 / 6_227_020_800.0,
-        1.0 / 479_001_600.0,
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-    ];
     let x = x.clamp(-708.0, 709.0);
     let t = x.mul_add(std::f64::consts::LOG2_E, MAGIC);
     let n = t - MAGIC;
-    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
-    let mut p = C[0];
-    for &c in &C[1..] {
+    let r = n.mul_add(-LN2_LO_F64, n.mul_add(-LN2_HI_F64, x));
+    let mut p = EXP_POLY_F64[0];
+    for &c in &EXP_POLY_F64[1..] {
         p = p.mul_add(r, c);
     }
     let poly = (p * r).mul_add(r, r) + 1.0;

@@ -13,6 +13,7 @@ use std::any::TypeId;
 use std::arch::x86_64::*;
 use std::mem::transmute_copy;
 
+use crate::activation::{EXP_POLY_F32, EXP_POLY_F64, LN2_HI_F32, LN2_HI_F64, LN2_LO_F32, LN2_LO_F64};
 use crate::real::Real;
 use crate::simd::{Lane, LANES};
 
@@ -74,17 +75,15 @@ pub(crate) unsafe fn tanh_lane<T: Real>(x: Lane<T>) -> Lane<T> {
 unsafe fn sigmoid_ps(x: __m512) -> __m512 {
     // SAFETY: the caller guarantees AVX-512F.
     unsafe {
-        const LN2_HI: f32 = 0.693_359_4;
-        const LN2_LO: f32 = -2.121_944_4e-4;
         let set = _mm512_set1_ps;
         let one = set(1.0);
         // max/min return their second operand if either is NaN: NaN stays NaN.
         let x = _mm512_min_ps(set(80.0), _mm512_max_ps(set(-80.0), x));
         // e^−x = 2ⁿ·e^r with −x = n·ln2 + r, |r| ≤ ln2/2 (ln2 split in two).
         let n = _mm512_roundscale_ps::<ROUND>(_mm512_mul_ps(x, set(-std::f32::consts::LOG2_E)));
-        let r = _mm512_fnmsub_ps(n, set(LN2_LO), _mm512_fmadd_ps(n, set(LN2_HI), x));
-        let mut p = set(1.987_569_1e-4);
-        for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        let r = _mm512_fnmsub_ps(n, set(LN2_LO_F32), _mm512_fmadd_ps(n, set(LN2_HI_F32), x));
+        let mut p = set(EXP_POLY_F32[0]);
+        for &c in &EXP_POLY_F32[1..] {
             p = _mm512_fmadd_ps(p, r, set(c));
         }
         let e_r = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), one);
@@ -103,28 +102,13 @@ unsafe fn sigmoid_ps(x: __m512) -> __m512 {
 unsafe fn sigmoid_pd(x: __m512d) -> __m512d {
     // SAFETY: the caller guarantees AVX-512F.
     unsafe {
-        const LN2_HI: f64 = 6.931_471_803_691_238e-1;
-        const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
         let set = _mm512_set1_pd;
         let one = set(1.0);
         let x = _mm512_min_pd(set(80.0), _mm512_max_pd(set(-80.0), x));
         let n = _mm512_roundscale_pd::<ROUND>(_mm512_mul_pd(x, set(-std::f64::consts::LOG2_E)));
-        let r = _mm512_fnmsub_pd(n, set(LN2_LO), _mm512_fmadd_pd(n, set(LN2_HI), x));
-        // Taylor to degree 13, as activation::exp_f64.
-        let mut p = set(1.0 / 6_227_020_800.0);
-        for c in [
-            1.0 / 479_001_600.0,
-            1.0 / 39_916_800.0,
-            1.0 / 3_628_800.0,
-            1.0 / 362_880.0,
-            1.0 / 40_320.0,
-            1.0 / 5_040.0,
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
-            0.5,
-        ] {
+        let r = _mm512_fnmsub_pd(n, set(LN2_LO_F64), _mm512_fmadd_pd(n, set(LN2_HI_F64), x));
+        let mut p = set(EXP_POLY_F64[0]);
+        for &c in &EXP_POLY_F64[1..] {
             p = _mm512_fmadd_pd(p, r, set(c));
         }
         let e_r = _mm512_add_pd(_mm512_fmadd_pd(_mm512_mul_pd(p, r), r, r), one);
