@@ -57,9 +57,9 @@ pub(crate) struct LanesWorkspace<T> {
     dh: Vec<Lane<T>>,
     dc: Vec<Lane<T>>,
     /// [W_ih | W_hh] packed for the forward projection (see `forward`).
-    w_t: Vec<T>,
+    w_fwd: Vec<T>,
     /// [W_ih | W_hh] packed for the back-projection (see `backward_from_lanes`).
-    w: Vec<T>,
+    w_bwd: Vec<T>,
     /// (O·H) and (O,): lane-wise sums for a fused dense head's gradients.
     dense_acc_w: Vec<Lane<T>>,
     dense_acc_b: Vec<Lane<T>>,
@@ -80,8 +80,8 @@ impl<T: Real> LanesWorkspace<T> {
             dx: Vec::new(),
             dh: Vec::new(),
             dc: Vec::new(),
-            w_t: Vec::new(),
-            w: Vec::new(),
+            w_fwd: Vec::new(),
+            w_bwd: Vec::new(),
             dense_acc_w: Vec::new(),
             dense_acc_b: Vec::new(),
             packs: [Vec::new(), Vec::new()],
@@ -200,11 +200,11 @@ pub(crate) fn forward<T: Real>(
     // takes at once: block g0..g0+n holds, from g0·(I+H), its n weights of
     // input 0, then of input 1, ... so each block's pass reads one
     // contiguous run (a strided walk missed the prefetchers at H = 512).
-    fit(&mut ws.w_t, k_n * g4, T::ZERO);
+    fit(&mut ws.w_fwd, k_n * g4, T::ZERO);
     let mut g0 = 0;
     while g0 < g4 {
         let n = gate_block_width::<T>(g0, g4);
-        let panel = &mut ws.w_t[g0 * k_n..][..k_n * n];
+        let panel = &mut ws.w_fwd[g0 * k_n..][..k_n * n];
         for j in 0..n {
             let g = g0 + j;
             for k in 0..i_n {
@@ -224,7 +224,7 @@ pub(crate) fn forward<T: Real>(
         c: &mut ws.c,
         tanh_c: &mut ws.tanh_c,
         h: &mut ws.h,
-        w_t: &ws.w_t,
+        w_fwd: &ws.w_fwd,
         bias: p.bias,
         q_n,
         t_n,
@@ -247,7 +247,7 @@ struct ForwardChunks<'a, T> {
     c: &'a mut [Lane<T>],
     tanh_c: &'a mut [Lane<T>],
     h: &'a mut [Lane<T>],
-    w_t: &'a [T],
+    w_fwd: &'a [T],
     bias: &'a [T],
     q_n: usize,
     t_n: usize,
@@ -273,7 +273,7 @@ impl<T: Real> Split for ForwardChunks<'_, T> {
             c,
             tanh_c,
             h: hs,
-            w_t: self.w_t,
+            w_fwd: self.w_fwd,
             bias: self.bias,
             q_n,
             t_n: t,
@@ -294,7 +294,7 @@ impl<T: Real> Split for ForwardChunks<'_, T> {
             .zip(self.h.chunks_exact_mut((t + 1) * h))
             .map(|((((x, gates), c), tanh_c), h)| ForwardChunk { x, gates, c, tanh_c, h });
         for mut chunk in chunks {
-            forward_chunk(&mut chunk, self.w_t, self.bias, t, i, h);
+            forward_chunk(&mut chunk, self.w_fwd, self.bias, t, i, h);
         }
     }
 }
@@ -350,7 +350,7 @@ pub(crate) struct ForwardChunk<'a, T> {
 
 dispatch!(fn forward_chunk<T: Real, S: IsaMarker>(
     a: &mut ForwardChunk<'_, T>,
-    w_t: &[T],
+    w_fwd: &[T],
     bias: &[T],
     t_n: usize,
     i_n: usize,
@@ -361,7 +361,7 @@ dispatch!(fn forward_chunk<T: Real, S: IsaMarker>(
 #[inline(always)]
 fn forward_chunk_impl<T: Real, S: IsaMarker>(
     a: &mut ForwardChunk<'_, T>,
-    w_t: &[T],
+    w_fwd: &[T],
     bias: &[T],
     t_n: usize,
     i_n: usize,
@@ -370,7 +370,7 @@ fn forward_chunk_impl<T: Real, S: IsaMarker>(
     let g4 = 4 * h_n;
     for t in 0..t_n {
         let z = &mut a.gates[t * g4..][..g4];
-        project(z, bias, w_t, &a.x[t * i_n..][..i_n], &a.h[t * h_n..][..h_n]);
+        project(z, bias, w_fwd, &a.x[t * i_n..][..i_n], &a.h[t * h_n..][..h_n]);
         activate::<T, S>(a, t, h_n);
     }
 }
@@ -509,9 +509,9 @@ fn backward_from_lanes<T: Real>(
     // [W_ih | W_hh] in panels, one per block of columns the back-projection
     // takes at once: block k0..k0+n holds, from k0·4H, the n weights of gate
     // row 0, then of row 1, ... so each block's pass reads one contiguous run.
-    fit(&mut ws.w, g4 * k_n, T::ZERO);
+    fit(&mut ws.w_bwd, g4 * k_n, T::ZERO);
     for (k0, n) in column_blocks(if dx.is_some() { 0 } else { i_n }, k_n) {
-        let panel = &mut ws.w[k0 * g4..][..g4 * n];
+        let panel = &mut ws.w_bwd[k0 * g4..][..g4 * n];
         for g in 0..g4 {
             for j in 0..n {
                 let k = k0 + j;
@@ -533,7 +533,7 @@ fn backward_from_lanes<T: Real>(
         dx: &mut ws.dx,
         dh: &mut ws.dh,
         dc: &mut ws.dc,
-        w: &ws.w,
+        w: &ws.w_bwd,
         need_dx: dx.is_some(),
         q_n,
         t_n,
