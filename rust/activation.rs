@@ -24,7 +24,9 @@ pub(crate) fn sigmoid_lane<T: Real, S: IsaMarker>(x: Lane<T>) -> Lane<T> {
     #[cfg(target_arch = "x86_64")]
     if S::AVX512 {
         // SAFETY: S::AVX512 holds only in instances that run on AVX-512 CPUs (IsaMarker).
-        return unsafe { crate::activation_avx512::sigmoid_lane(x) };
+        if let Some(y) = unsafe { crate::activation_avx512::sigmoid_lane(x) } {
+            return y;
+        }
     }
     let mut y = x;
     for l in 0..LANES {
@@ -39,7 +41,9 @@ pub(crate) fn tanh_lane<T: Real, S: IsaMarker>(x: Lane<T>) -> Lane<T> {
     #[cfg(target_arch = "x86_64")]
     if S::AVX512 {
         // SAFETY: as in sigmoid_lane.
-        return unsafe { crate::activation_avx512::tanh_lane(x) };
+        if let Some(y) = unsafe { crate::activation_avx512::tanh_lane(x) } {
+            return y;
+        }
     }
     let mut y = x;
     for l in 0..LANES {

@@ -20,42 +20,45 @@ use crate::simd::{Lane, LANES};
 /// Round to nearest, no exception: the `vrndscale` immediate.
 const ROUND: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 
-/// σ on every lane.
+/// σ on every lane; `None` for an element type other than f32 and f64
+/// (`Real` is a public trait), which the caller computes portably.
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
 #[inline(always)]
-pub(crate) unsafe fn sigmoid_lane<T: Real>(x: Lane<T>) -> Lane<T> {
+pub(crate) unsafe fn sigmoid_lane<T: Real>(x: Lane<T>) -> Option<Lane<T>> {
+    const { assert!(LANES == 16) };
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         // SAFETY: T is f32, so Lane<T> is 16 f32, the layout of __m512.
-        unsafe { transmute_copy(&sigmoid_ps(transmute_copy::<Lane<T>, __m512>(&x))) }
-    } else {
-        debug_assert!(TypeId::of::<T>() == TypeId::of::<f64>() && LANES == 16);
+        Some(unsafe { transmute_copy(&sigmoid_ps(transmute_copy::<Lane<T>, __m512>(&x))) })
+    } else if TypeId::of::<T>() == TypeId::of::<f64>() {
         // SAFETY: T is f64, so Lane<T> is 16 f64, two __m512d.
-        unsafe {
+        Some(unsafe {
             let [lo, hi]: [__m512d; 2] = transmute_copy(&x);
             transmute_copy(&[sigmoid_pd(lo), sigmoid_pd(hi)])
-        }
+        })
+    } else {
+        None
     }
 }
 
-/// tanh on every lane, as 2σ(2x) − 1.
+/// tanh on every lane, as 2σ(2x) − 1; `None` as in [`sigmoid_lane`].
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
 #[inline(always)]
-pub(crate) unsafe fn tanh_lane<T: Real>(x: Lane<T>) -> Lane<T> {
+pub(crate) unsafe fn tanh_lane<T: Real>(x: Lane<T>) -> Option<Lane<T>> {
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         // SAFETY: as in sigmoid_lane.
-        unsafe {
+        Some(unsafe {
             let v: __m512 = transmute_copy(&x);
             let one = _mm512_set1_ps(1.0);
             let t = _mm512_fmsub_ps(_mm512_set1_ps(2.0), sigmoid_ps(_mm512_add_ps(v, v)), one);
             transmute_copy(&t)
-        }
-    } else {
+        })
+    } else if TypeId::of::<T>() == TypeId::of::<f64>() {
         // SAFETY: as in sigmoid_lane.
-        unsafe {
+        Some(unsafe {
             let [lo, hi]: [__m512d; 2] = transmute_copy(&x);
             let (two, one) = (_mm512_set1_pd(2.0), _mm512_set1_pd(1.0));
             let t = [
@@ -63,7 +66,9 @@ pub(crate) unsafe fn tanh_lane<T: Real>(x: Lane<T>) -> Lane<T> {
                 _mm512_fmsub_pd(two, sigmoid_pd(_mm512_add_pd(hi, hi)), one),
             ];
             transmute_copy(&t)
-        }
+        })
+    } else {
+        None
     }
 }
 
