@@ -24,6 +24,7 @@ mod lstm_lanes;
 mod lstm_rows;
 mod matmul;
 pub mod model;
+mod pool;
 pub mod real;
 mod simd;
 pub mod threads;

@@ -25,8 +25,7 @@ use crate::cell::{cell_backward, cell_forward_lane};
 use crate::lstm::{LstmGrads, LstmParams, LstmShape};
 use crate::real::Real;
 use crate::simd::{dispatch, IsaMarker, Lane, LANES};
-use crate::threads;
-use rayon::prelude::*;
+use crate::{pool, threads};
 
 /// Number of lane chunks for a batch of `batch` rows.
 pub(crate) fn chunks(batch: usize) -> usize {
@@ -98,7 +97,7 @@ fn to_lanes<T: Real>(src: &[T], lanes: &mut [Lane<T>], batch: usize, steps: usiz
     debug_assert_eq!(src.len(), batch * steps * features);
     debug_assert_eq!(lanes.len(), chunks(batch) * steps * features);
     let n = steps * features;
-    let fill = |(q, chunk): (usize, &mut [Lane<T>])| {
+    let fill = |q: usize, chunk: &mut [Lane<T>]| {
         let rows = (batch - q * LANES).min(LANES);
         let src = &src[q * LANES * n..][..rows * n];
         // Whole lanes at a time: each written once, from `rows` sequential
@@ -111,17 +110,42 @@ fn to_lanes<T: Real>(src: &[T], lanes: &mut [Lane<T>], batch: usize, steps: usiz
             *dst = lane;
         }
     };
-    if copy_in_parallel(src.len()) {
-        lanes.par_chunks_exact_mut(n).enumerate().for_each(fill);
+    for_each_chunk(lanes, n, 0, copy_tasks(src.len()), &fill);
+}
+
+/// How many threads a layout copy of `elements` values is worth (it is
+/// split by chunk: each output is written the same way either way).
+fn copy_tasks(elements: usize) -> usize {
+    if elements >= COPY_PARALLEL_MIN {
+        threads::num_threads()
     } else {
-        lanes.chunks_exact_mut(n).enumerate().for_each(fill);
+        1
     }
 }
 
-/// Whether a layout copy of `elements` values is worth splitting over
-/// threads (by chunk: each output is written the same way either way).
-fn copy_in_parallel(elements: usize) -> bool {
-    elements >= COPY_PARALLEL_MIN && threads::num_threads() > 1
+/// `f(index, chunk)` for the chunks of `len` elements of `data` (the last
+/// may be shorter), indices from `first`, cut into `tasks` parallel runs.
+fn for_each_chunk<E: Send, F: Fn(usize, &mut [E]) + Sync>(
+    data: &mut [E],
+    len: usize,
+    first: usize,
+    tasks: usize,
+    f: &F,
+) {
+    let n = data.len().div_ceil(len);
+    if tasks <= 1 || n <= 1 {
+        for (i, chunk) in data.chunks_mut(len).enumerate() {
+            f(first + i, chunk);
+        }
+        return;
+    }
+    let left_tasks = tasks / 2;
+    let at = (n * left_tasks / tasks).clamp(1, n - 1);
+    let (a, b) = data.split_at_mut(at * len);
+    pool::join(
+        || for_each_chunk(a, len, first, left_tasks, f),
+        || for_each_chunk(b, len, first + at, tasks - left_tasks, f),
+    );
 }
 
 /// A copy this large (H = 128 and up) takes a few hundred µs on one core.
@@ -139,7 +163,7 @@ fn from_lanes<T: Real>(
 ) {
     debug_assert_eq!(dst.len(), batch * steps * features);
     let n = steps * features;
-    let spill = |(q, rows_q): (usize, &mut [T])| {
+    let spill = |q: usize, rows_q: &mut [T]| {
         let src = &lanes[(q * slots + first) * features..][..n];
         // Lane by lane in order, each scattered to its rows' streams.
         for (e, lane) in src.iter().enumerate() {
@@ -148,11 +172,7 @@ fn from_lanes<T: Real>(
             }
         }
     };
-    if copy_in_parallel(dst.len()) {
-        dst.par_chunks_mut(LANES * n).enumerate().for_each(spill);
-    } else {
-        dst.chunks_mut(LANES * n).enumerate().for_each(spill);
-    }
+    for_each_chunk(dst, LANES * n, 0, copy_tasks(dst.len()), &spill);
 }
 
 /// Forward over x (B, T, I) from (h0, c0) or zeros. Writes out (B, T, H)
@@ -315,7 +335,7 @@ fn run_split<W: Split>(work: W, tasks: usize) {
         let left_tasks = tasks / 2;
         let at = (n * left_tasks / tasks).clamp(1, n - 1);
         let (a, b) = work.split(at);
-        rayon::join(|| run_split(a, left_tasks), || run_split(b, tasks - left_tasks));
+        pool::join(|| run_split(a, left_tasks), || run_split(b, tasks - left_tasks));
     }
 }
 
@@ -819,7 +839,7 @@ fn weight_grads<T: Real>(
         // Two halves of whole 4-row blocks; each output is summed the same way.
         let mid = (g_n / 8) * 4;
         let (top, bottom) = out.split_at_mut(mid * k_n);
-        rayon::join(
+        pool::join(
             || weight_grads_rows(pack0, dz, v, v_qs, v_ts, top, 0, q_n, t_n, g_n, k_n),
             || weight_grads_rows(pack1, dz, v, v_qs, v_ts, bottom, mid, q_n, t_n, g_n, k_n),
         );

@@ -71,9 +71,18 @@ fn seed_train_step_does_not_allocate_in_steady_state() {
 }
 
 fn lstm_layer_step_does_not_allocate_in_steady_state() {
-    // The lanes kernel small and large enough to run on two threads, and the
-    // rows kernel (one long series).
-    for &(b, t, i, h) in &[(50usize, 20usize, 1usize, 10usize), (64, 10, 32, 128), (1, 200, 1, 10)] {
+    // The lanes kernel small, large enough to run on two threads, and large
+    // enough to split its layout copies too (B·T·H >= 2^18); the rows kernel
+    // (one long series). Enough steps that an allocation every few dozen
+    // parallel passes (rayon's job queue made one) cannot slip through.
+    const STEPS: usize = 100;
+    let shapes = [
+        (50usize, 20usize, 1usize, 10usize),
+        (64, 10, 32, 128),
+        (64, 40, 32, 128),
+        (1, 200, 1, 10),
+    ];
+    for &(b, t, i, h) in &shapes {
         let mut layer = Lstm::<f32>::new(i, h).unwrap();
         let (w_ih, w_hh, bias) = (wave(4 * h * i, 0.1), wave(4 * h * h, 0.2), wave(4 * h, 0.3));
         let mut params = [w_ih, w_hh, bias].concat();
@@ -104,13 +113,13 @@ fn lstm_layer_step_does_not_allocate_in_steady_state() {
             step(&mut params, &mut grads);
         }
         let n = allocations_during(|| {
-            for _ in 0..5 {
+            for _ in 0..STEPS {
                 step(&mut params, &mut grads);
             }
         });
         assert_eq!(
             n, 0,
-            "{n} allocations in 5 steady-state steps of LSTM B{b} T{t} I{i} H{h}"
+            "{n} allocations in {STEPS} steady-state steps of LSTM B{b} T{t} I{i} H{h}"
         );
     }
 }

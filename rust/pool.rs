@@ -1,0 +1,261 @@
+//! Fork-join on a few persistent helper threads, without heap allocation.
+//!
+//! rayon, called from a thread outside its pool (every call from Python
+//! is), queues each job in a global injector that allocates a new block
+//! every 63 jobs: a training step that forks a few times allocated once
+//! every 15 steps or so (`tests/no_alloc.rs` counts). Here [`join`] hands
+//! its second half to an idle helper through that helper's own slot: no
+//! queue, nothing allocated once the helpers exist.
+//!
+//! There are `num_threads() - 1` helpers at most, started on first use.
+//! A helper spins for [`SPIN`] after its last job, then parks. Whoever
+//! finishes first runs an unclaimed half itself, so a helper that the OS
+//! has not scheduled yet costs time, not a deadlock. Joins nest (a half may
+//! join again, on another idle helper or inline). A panic in either half
+//! is re-raised in the caller once both halves are done.
+
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::threads;
+
+/// How long a helper spins without work before it parks: long enough to
+/// stay hot from one pass of a training step to the next, short enough to
+/// hand the core back to other work (NumPy's BLAS threads, say) at once.
+/// The passes that fork are long (the seed network's do not fork), so
+/// waking a parked helper costs them little.
+const SPIN: Duration = Duration::from_micros(100);
+
+/// At most this many helpers, whatever the thread count asks for.
+const MAX_HELPERS: usize = 63;
+
+const IDLE: u8 = 0;
+const POSTED: u8 = 1;
+const DONE: u8 = 2;
+
+/// A posted half: a type-erased closure living on the caller's stack.
+#[derive(Clone, Copy)]
+struct JobRef {
+    data: *const (),
+    run: unsafe fn(*const ()),
+}
+
+struct Helper {
+    /// Held by the caller that has posted to this helper.
+    owner: Mutex<()>,
+    state: AtomicU8,
+    job: UnsafeCell<Option<JobRef>>,
+    /// Set by the helper before it parks; a caller then wakes it.
+    parked: AtomicBool,
+    wake_lock: Mutex<()>,
+    wake: Condvar,
+}
+
+// SAFETY: `job` is written only by the caller holding `owner` while the
+// state is IDLE (the previous owner saw DONE and reset it), and read only
+// by the helper after it observes POSTED; the SeqCst store of POSTED and
+// the Acquire load that sees it order the two.
+unsafe impl Sync for Helper {}
+
+/// Helper `i`, started on first use.
+fn helper(i: usize) -> &'static Helper {
+    static HELPERS: [OnceLock<&'static Helper>; MAX_HELPERS] = [const { OnceLock::new() }; MAX_HELPERS];
+    HELPERS[i].get_or_init(|| {
+        let h: &'static Helper = Box::leak(Box::new(Helper {
+            owner: Mutex::new(()),
+            state: AtomicU8::new(IDLE),
+            job: UnsafeCell::new(None),
+            parked: AtomicBool::new(false),
+            wake_lock: Mutex::new(()),
+            wake: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name(format!("sincos_rs-{i}"))
+            .spawn(move || helper_loop(h))
+            .expect("start a sincos_rs helper thread");
+        h
+    })
+}
+
+fn helper_loop(h: &'static Helper) {
+    loop {
+        let mut since = Instant::now();
+        let mut polls = 0u32;
+        while h.state.load(Ordering::Acquire) != POSTED {
+            std::hint::spin_loop();
+            polls = polls.wrapping_add(1);
+            // The clock costs more than a poll: read it now and then.
+            if polls.is_multiple_of(256) && since.elapsed() > SPIN {
+                let guard = h.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+                h.parked.store(true, Ordering::SeqCst);
+                let guard = h
+                    .wake
+                    .wait_while(guard, |_| h.state.load(Ordering::SeqCst) != POSTED)
+                    .unwrap_or_else(|e| e.into_inner());
+                h.parked.store(false, Ordering::SeqCst);
+                drop(guard);
+                since = Instant::now();
+            }
+        }
+        // SAFETY: POSTED was published after the job was written (see Helper).
+        let job = unsafe { (*h.job.get()).take() };
+        if let Some(job) = job {
+            // SAFETY: the poster keeps the half alive until it sees DONE.
+            unsafe { (job.run)(job.data) };
+        }
+        h.state.store(DONE, Ordering::Release);
+    }
+}
+
+/// The second half of a join; whoever claims it first runs it.
+struct Half<B> {
+    claimed: AtomicBool,
+    f: UnsafeCell<Option<B>>,
+    panic: UnsafeCell<Option<Box<dyn Any + Send>>>,
+}
+
+impl<B: FnOnce()> Half<B> {
+    fn run_if_unclaimed(&self) {
+        if self.claimed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // SAFETY: the claim above is exclusive, so this is the only access.
+        let f = unsafe { (*self.f.get()).take() };
+        if let Some(f) = f {
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(f)) {
+                // SAFETY: as above; the poster reads it only after DONE.
+                unsafe { *self.panic.get() = Some(payload) };
+            }
+        }
+    }
+}
+
+unsafe fn run_half<B: FnOnce()>(data: *const ()) {
+    // SAFETY: `data` is the `Half<B>` that `join` posted and waits on.
+    let half = unsafe { &*(data as *const Half<B>) };
+    half.run_if_unclaimed();
+}
+
+/// Runs `a` on this thread and `b` on an idle helper, and returns when both
+/// are done; both here when no helper is idle or the thread count is 1.
+pub(crate) fn join<A: FnOnce() + Send, B: FnOnce() + Send>(a: A, b: B) {
+    let helpers = threads::num_threads().saturating_sub(1).min(MAX_HELPERS);
+    for i in 0..helpers {
+        let h = helper(i);
+        if let Ok(_owner) = h.owner.try_lock() {
+            post_and_run(h, a, b);
+            return;
+        }
+    }
+    a();
+    b();
+}
+
+fn post_and_run<A: FnOnce(), B: FnOnce()>(h: &Helper, a: A, b: B) {
+    let half = Half {
+        claimed: AtomicBool::new(false),
+        f: UnsafeCell::new(Some(b)),
+        panic: UnsafeCell::new(None),
+    };
+    // SAFETY: this caller holds `owner` and the state is IDLE (see Helper).
+    unsafe {
+        *h.job.get() = Some(JobRef {
+            data: &half as *const Half<B> as *const (),
+            run: run_half::<B>,
+        })
+    };
+    h.state.store(POSTED, Ordering::SeqCst);
+    if h.parked.load(Ordering::SeqCst) {
+        let _lock = h.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+        h.wake.notify_one();
+    }
+    let mine = panic::catch_unwind(AssertUnwindSafe(a));
+    half.run_if_unclaimed();
+    // `half` lives on this stack: wait until the helper is done with it,
+    // even if `a` panicked. Yield now and then, in case the helper waits
+    // for this very core.
+    let mut polls = 0u32;
+    while h.state.load(Ordering::Acquire) != DONE {
+        std::hint::spin_loop();
+        polls = polls.wrapping_add(1);
+        if polls.is_multiple_of(1024) {
+            std::thread::yield_now();
+        }
+    }
+    h.state.store(IDLE, Ordering::Relaxed);
+    if let Err(payload) = mine {
+        panic::resume_unwind(payload);
+    }
+    if let Some(payload) = half.panic.into_inner() {
+        panic::resume_unwind(payload);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Sums 0..n by splitting in halves down to `leaf`, every split a join.
+    fn tree_sum(lo: usize, hi: usize, leaf: usize) -> usize {
+        if hi - lo <= leaf {
+            return (lo..hi).sum();
+        }
+        let mid = (lo + hi) / 2;
+        let (mut left, mut right) = (0, 0);
+        join(|| left = tree_sum(lo, mid, leaf), || right = tree_sum(mid, hi, leaf));
+        left + right
+    }
+
+    #[test]
+    fn runs_both_halves_every_time_and_nests() {
+        for round in 0..2_000 {
+            let (mut left, mut right) = (0, 0);
+            join(|| left = round, || right = round + 1);
+            assert_eq!((left, right), (round, round + 1));
+        }
+        assert_eq!(tree_sum(0, 100_000, 1_000), (0..100_000).sum::<usize>());
+    }
+
+    #[test]
+    fn wakes_a_helper_after_it_parked() {
+        let mut out = 0;
+        join(|| (), || out = 1);
+        std::thread::sleep(super::SPIN * 3);
+        join(|| (), || out += 1);
+        assert_eq!(out, 2);
+    }
+
+    #[test]
+    fn concurrent_callers_each_get_both_halves() {
+        let total = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for id in 0..4 {
+                let total = &total;
+                s.spawn(move || {
+                    for _ in 0..2_000 {
+                        let (mut a, mut b) = (0, 0);
+                        join(|| a = id, || b = id * 10);
+                        assert_eq!((a, b), (id, id * 10));
+                        total.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 8_000);
+    }
+
+    #[test]
+    fn a_panic_in_either_half_reaches_the_caller() {
+        assert!(std::panic::catch_unwind(|| join(|| (), || panic!("second half"))).is_err());
+        assert!(std::panic::catch_unwind(|| join(|| panic!("first half"), || ())).is_err());
+        // The helpers survive and keep working.
+        let mut ok = false;
+        join(|| (), || ok = true);
+        assert!(ok);
+    }
+}
