@@ -61,10 +61,11 @@ struct Helper {
 // the Acquire load that sees it order the two.
 unsafe impl Sync for Helper {}
 
-/// Helper `i`, started on first use.
-fn helper(i: usize) -> &'static Helper {
-    static HELPERS: [OnceLock<&'static Helper>; MAX_HELPERS] = [const { OnceLock::new() }; MAX_HELPERS];
-    HELPERS[i].get_or_init(|| {
+/// Helper `i`, started on first use; `None` if the thread could not be
+/// started (then its share runs on the caller).
+fn helper(i: usize) -> Option<&'static Helper> {
+    static HELPERS: [OnceLock<Option<&'static Helper>>; MAX_HELPERS] = [const { OnceLock::new() }; MAX_HELPERS];
+    *HELPERS[i].get_or_init(|| {
         let h: &'static Helper = Box::leak(Box::new(Helper {
             owner: Mutex::new(()),
             state: AtomicU8::new(IDLE),
@@ -76,8 +77,8 @@ fn helper(i: usize) -> &'static Helper {
         std::thread::Builder::new()
             .name(format!("sincos_rs-{i}"))
             .spawn(move || helper_loop(h))
-            .expect("start a sincos_rs helper thread");
-        h
+            .ok()
+            .map(|_| h)
     })
 }
 
@@ -144,8 +145,7 @@ unsafe fn run_half<B: FnOnce()>(data: *const ()) {
 /// are done; both here when no helper is idle or the thread count is 1.
 pub(crate) fn join<A: FnOnce() + Send, B: FnOnce() + Send>(a: A, b: B) {
     let helpers = threads::num_threads().saturating_sub(1).min(MAX_HELPERS);
-    for i in 0..helpers {
-        let h = helper(i);
+    for h in (0..helpers).filter_map(helper) {
         if let Ok(_owner) = h.owner.try_lock() {
             post_and_run(h, a, b);
             return;
