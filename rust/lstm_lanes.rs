@@ -666,20 +666,42 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
             .zip(self.dh.chunks_exact_mut(h))
             .zip(self.dc.chunks_exact_mut(h));
         for (((((((gates, c), tanh_c), d_out), dz), dx), dh), dc) in chunks {
-            backward_chunk(gates, c, tanh_c, d_out, dz, dx, dh, dc, self.w, self.need_dx, t, i, h);
+            let mut chunk = BackwardChunk {
+                gates,
+                c,
+                tanh_c,
+                d_out,
+                dz,
+                dx,
+                dh,
+                dc,
+            };
+            backward_chunk(&mut chunk, self.w, self.need_dx, t, i, h);
         }
     }
 }
 
+/// One chunk's backward buffers (layouts as in [`LanesWorkspace`]).
+pub(crate) struct BackwardChunk<'a, T> {
+    /// (T, 4H), activated
+    gates: &'a [Lane<T>],
+    /// (T+1, H)
+    c: &'a [Lane<T>],
+    /// (T, H)
+    tanh_c: &'a [Lane<T>],
+    /// (T, H)
+    d_out: &'a [Lane<T>],
+    /// (4H/4, T, 4)
+    dz: &'a mut [Lane<T>],
+    /// (T, I)
+    dx: &'a mut [Lane<T>],
+    /// (H,) each: the running gradients by h and c.
+    dh: &'a mut [Lane<T>],
+    dc: &'a mut [Lane<T>],
+}
+
 dispatch!(fn backward_chunk<T: Real, S: IsaMarker>(
-    gates: &[Lane<T>],
-    c: &[Lane<T>],
-    tanh_c: &[Lane<T>],
-    d_out: &[Lane<T>],
-    dz: &mut [Lane<T>],
-    dx: &mut [Lane<T>],
-    dh: &mut [Lane<T>],
-    dc: &mut [Lane<T>],
+    b: &mut BackwardChunk<'_, T>,
     w: &[T],
     need_dx: bool,
     t_n: usize,
@@ -689,22 +711,24 @@ dispatch!(fn backward_chunk<T: Real, S: IsaMarker>(
 
 /// Backward over the T steps of one chunk, last step first.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn backward_chunk_impl<T: Real, S: IsaMarker>(
-    gates: &[Lane<T>],
-    c: &[Lane<T>],
-    tanh_c: &[Lane<T>],
-    d_out: &[Lane<T>],
-    dz: &mut [Lane<T>],
-    dx: &mut [Lane<T>],
-    dh: &mut [Lane<T>],
-    dc: &mut [Lane<T>],
+    b: &mut BackwardChunk<'_, T>,
     w: &[T],
     need_dx: bool,
     t_n: usize,
     i_n: usize,
     h_n: usize,
 ) {
+    let BackwardChunk {
+        gates,
+        c,
+        tanh_c,
+        d_out,
+        dz,
+        dx,
+        dh,
+        dc,
+    } = b;
     let g4 = 4 * h_n;
     for t in (0..t_n).rev() {
         let gate = &gates[t * g4..][..g4];
