@@ -93,12 +93,13 @@ pub struct Lstm<T> {
     hidden_size: usize,
     /// The kernel asked for (see [`Self::set_kernel`]).
     kernel: Kernel,
-    /// The shape and kernel of the last forward pass, if any, and whether
-    /// `out` holds its output.
-    last: Option<(LstmShape, Kernel, bool)>,
-    /// x (B, T, I), the input of the last forward pass.
+    /// The shape and kernel of the last forward pass, if any.
+    last: Option<(LstmShape, Kernel)>,
+    /// x (B, T, I), the input of the last forward pass, for the kernels
+    /// whose backward reads it (rows, GEMM); the lanes kernel keeps its own.
     x: Vec<T>,
-    /// (B, T, H): h after each step: the layer's output.
+    /// (B, T, H): h after each step, the output of the last [`Self::forward`]
+    /// (empty after [`Self::forward_into`], which wrote the caller's buffer).
     out: Vec<T>,
     /// (B, H): final hidden and cell state.
     h_n: Vec<T>,
@@ -166,11 +167,11 @@ impl<T: Real> Lstm<T> {
 
     /// The shape of the last forward pass.
     pub fn shape(&self) -> Option<LstmShape> {
-        self.last.map(|(s, _, _)| s)
+        self.last.map(|(s, _)| s)
     }
 
     /// Sizes the input buffer for (batch, steps) and returns it, x (B, T, I),
-    /// for the caller to fill before [`Self::run_forward`].
+    /// for the caller to fill before [`Self::run_forward_dense`].
     pub(crate) fn input_buffer(&mut self, batch: usize, steps: usize) -> &mut [T] {
         self.x.resize(batch * steps * self.input_size, T::ZERO);
         self.last = None;
@@ -188,15 +189,47 @@ impl<T: Real> Lstm<T> {
         steps: usize,
         initial: Option<(&[T], &[T])>,
     ) -> Result<()> {
+        self.check_forward(p, x, batch, steps, initial)?;
+        let mut out = std::mem::take(&mut self.out);
+        out.resize(batch * steps * self.hidden_size, T::ZERO);
+        self.forward_kernel(p, Some(x), batch, steps, initial, Some(&mut out));
+        self.out = out;
+        Ok(())
+    }
+
+    /// [`Self::forward`] writing the output (B, T, H) into `out` instead of
+    /// the layer's own buffer (which it empties): no copy for a caller that
+    /// owns the destination, such as a NumPy array.
+    pub fn forward_into(
+        &mut self,
+        p: LstmParams<'_, T>,
+        x: &[T],
+        batch: usize,
+        steps: usize,
+        initial: Option<(&[T], &[T])>,
+        out: &mut [T],
+    ) -> Result<()> {
+        self.check_forward(p, x, batch, steps, initial)?;
+        check_len("out", out, &[batch, steps, self.hidden_size])?;
+        self.out.clear();
+        self.forward_kernel(p, Some(x), batch, steps, initial, Some(out));
+        Ok(())
+    }
+
+    fn check_forward(
+        &self,
+        p: LstmParams<'_, T>,
+        x: &[T],
+        batch: usize,
+        steps: usize,
+        initial: Option<(&[T], &[T])>,
+    ) -> Result<()> {
         check_positive("batch size", batch)?;
         check_positive("time steps", steps)?;
         check_len("x", x, &[batch, steps, self.input_size])?;
         check_finite("x", x)?;
         self.check_state(initial, batch)?;
-        p.check(self.input_size, self.hidden_size)?;
-        self.input_buffer(batch, steps).copy_from_slice(x);
-        self.run_forward(p, batch, steps, initial);
-        Ok(())
+        p.check(self.input_size, self.hidden_size)
     }
 
     /// Checks an initial state (h0, c0): each (B, H) and finite.
@@ -210,28 +243,17 @@ impl<T: Real> Lstm<T> {
         Ok(())
     }
 
-    /// Forward on the input already in the buffer from [`Self::input_buffer`].
-    /// Preconditions (checked by the callers): weights and state of the right
-    /// lengths.
-    pub(crate) fn run_forward(
-        &mut self,
-        p: LstmParams<'_, T>,
-        batch: usize,
-        steps: usize,
-        initial: Option<(&[T], &[T])>,
-    ) {
-        self.forward_kernel(p, batch, steps, initial, true);
-    }
-
-    /// Runs the kernel for this shape; lays out the (B, T, H) output only when
-    /// `want_output` (the lanes kernel can skip it when a dense head is fused).
+    /// Runs the kernel for this shape on `x` (B, T, I), or on the input
+    /// buffer when None. Writes the (B, T, H) output into `out` when given
+    /// (the lanes kernel can skip it when a dense head is fused).
     fn forward_kernel(
         &mut self,
         p: LstmParams<'_, T>,
+        x: Option<&[T]>,
         batch: usize,
         steps: usize,
         initial: Option<(&[T], &[T])>,
-        want_output: bool,
+        out: Option<&mut [T]>,
     ) -> Kernel {
         let s = LstmShape {
             batch,
@@ -239,22 +261,26 @@ impl<T: Real> Lstm<T> {
             input: self.input_size,
             hidden: self.hidden_size,
         };
-        debug_assert_eq!(self.x.len(), batch * steps * s.input);
-        self.out.resize(batch * steps * s.hidden, T::ZERO);
         self.h_n.resize(batch * s.hidden, T::ZERO);
         self.c_n.resize(batch * s.hidden, T::ZERO);
         let kernel = self.kernel_for(batch);
-        let (x, out, h_n, c_n) = (&self.x, &mut self.out, &mut self.h_n, &mut self.c_n);
-        match kernel {
-            Kernel::Lanes => {
-                let out = if want_output { Some(&mut out[..]) } else { None };
-                lstm_lanes::forward(&mut self.lanes, p, s, x, initial, out, h_n, c_n)
-            }
-            Kernel::Rows => lstm_rows::forward(&mut self.rows, p, s, x, initial, out, h_n, c_n),
-            Kernel::Gemm | Kernel::Auto => lstm_gemm::forward(&mut self.gemm, p, s, x, initial, out, h_n, c_n),
+        // The rows and GEMM kernels read x again in backward: keep a copy.
+        if let (Some(x), true) = (x, kernel != Kernel::Lanes) {
+            self.input_buffer(batch, steps).copy_from_slice(x);
         }
-        // The output is valid only if it was laid out.
-        self.last = Some((s, kernel, want_output || kernel == Kernel::Gemm));
+        let x = match x {
+            Some(x) if kernel == Kernel::Lanes => x,
+            _ => &self.x,
+        };
+        debug_assert_eq!(x.len(), batch * steps * s.input);
+        let (h_n, c_n) = (&mut self.h_n, &mut self.c_n);
+        match (kernel, out) {
+            (Kernel::Lanes, out) => lstm_lanes::forward(&mut self.lanes, p, s, x, initial, out, h_n, c_n),
+            (Kernel::Rows, Some(out)) => lstm_rows::forward(&mut self.rows, p, s, x, initial, out, h_n, c_n),
+            (_, Some(out)) => lstm_gemm::forward(&mut self.gemm, p, s, x, initial, out, h_n, c_n),
+            (_, None) => unreachable!("only the lanes kernel runs without an output"),
+        }
+        self.last = Some((s, kernel));
         kernel
     }
 
@@ -276,9 +302,16 @@ impl<T: Real> Lstm<T> {
         head: Dense<'_, T>,
         pred: &mut [T],
     ) -> Result<()> {
-        let kernel = self.kernel_for(batch);
-        let fused = Self::fuses(kernel);
-        self.forward_kernel(p, batch, steps, initial, !fused);
+        let fused = Self::fuses(self.kernel_for(batch));
+        let mut out = std::mem::take(&mut self.out);
+        if fused {
+            out.clear();
+            self.forward_kernel(p, None, batch, steps, initial, None);
+        } else {
+            out.resize(batch * steps * self.hidden_size, T::ZERO);
+            self.forward_kernel(p, None, batch, steps, initial, Some(&mut out));
+        }
+        self.out = out;
         let s = self.shape().expect("forward ran");
         if fused {
             lstm_lanes::dense_forward(&self.lanes, s, head, pred);
@@ -307,7 +340,7 @@ impl<T: Real> Lstm<T> {
         d_bias: &mut [T],
         grads: LstmGrads<'_, T>,
     ) -> Result<()> {
-        let (s, kernel, _) = self
+        let (s, kernel) = self
             .last
             .ok_or_else(|| Error::Order("backward called before forward".into()))?;
         self.dh0.resize(s.batch * s.hidden, T::ZERO);
@@ -349,7 +382,8 @@ impl<T: Real> Lstm<T> {
         Ok(())
     }
 
-    /// The output of the last forward pass: h at every step, (B, T, H).
+    /// The output of the last [`Self::forward`]: h at every step, (B, T, H);
+    /// empty after [`Self::forward_into`] or a fused dense head.
     pub fn output(&self) -> &[T] {
         &self.out
     }
@@ -403,7 +437,7 @@ impl<T: Real> Lstm<T> {
         dx: Option<&mut [T]>,
         grads: LstmGrads<'_, T>,
     ) {
-        let (s, kernel, _) = self.last.expect("forward ran");
+        let (s, kernel) = self.last.expect("forward ran");
         self.dh0.resize(s.batch * s.hidden, T::ZERO);
         self.dc0.resize(s.batch * s.hidden, T::ZERO);
         match kernel {

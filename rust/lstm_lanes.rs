@@ -55,6 +55,9 @@ pub(crate) struct LanesWorkspace<T> {
     /// (Q, H): running gradients by h and c; after backward, by h0 and c0.
     dh: Vec<Lane<T>>,
     dc: Vec<Lane<T>>,
+    /// (Q, 4H): each chunk's sum of dz over its steps, for the bias gradient
+    /// (summed while dz is in cache; a later pass read all of dz again).
+    db: Vec<Lane<T>>,
     /// [W_ih | W_hh] packed for the forward projection (see `forward`).
     w_fwd: Vec<T>,
     /// [W_ih | W_hh] packed for the back-projection (see `backward_from_lanes`).
@@ -79,6 +82,7 @@ impl<T: Real> LanesWorkspace<T> {
             dx: Vec::new(),
             dh: Vec::new(),
             dc: Vec::new(),
+            db: Vec::new(),
             w_fwd: Vec::new(),
             w_bwd: Vec::new(),
             dense_acc_w: Vec::new(),
@@ -100,14 +104,17 @@ fn to_lanes<T: Real>(src: &[T], lanes: &mut [Lane<T>], batch: usize, steps: usiz
     let fill = |q: usize, chunk: &mut [Lane<T>]| {
         let rows = (batch - q * LANES).min(LANES);
         let src = &src[q * LANES * n..][..rows * n];
-        // Whole lanes at a time: each written once, from `rows` sequential
-        // streams (element by element, every lane was written 16 times).
-        for (e, dst) in chunk.iter_mut().enumerate() {
-            let mut lane = Lane::splat(T::ZERO);
+        // A cache line of each row at a time: the rows sit a multiple of
+        // 4 KiB apart at common shapes (T·F·size), so they share L1 sets,
+        // and a line left half read was evicted before its rest was used.
+        for (e0, block) in (0..n).step_by(LINE).zip(chunk.chunks_mut(LINE)) {
+            block.fill(Lane::splat(T::ZERO));
             for l in 0..rows {
-                lane[l] = src[l * n + e];
+                let row = &src[l * n + e0..][..block.len()];
+                for (dst, &v) in block.iter_mut().zip(row) {
+                    dst[l] = v;
+                }
             }
-            *dst = lane;
         }
     };
     for_each_chunk(lanes, n, 0, copy_tasks(src.len()), &fill);
@@ -148,6 +155,10 @@ fn for_each_chunk<E: Send, F: Fn(usize, &mut [E]) + Sync>(
     );
 }
 
+/// Values per row the layout copies take at once: 16 is a cache line of
+/// f32 and two of f64.
+const LINE: usize = 16;
+
 /// A copy this large (H = 128 and up) takes a few hundred µs on one core.
 const COPY_PARALLEL_MIN: usize = 1 << 18;
 
@@ -165,10 +176,13 @@ fn from_lanes<T: Real>(
     let n = steps * features;
     let spill = |q: usize, rows_q: &mut [T]| {
         let src = &lanes[(q * slots + first) * features..][..n];
-        // Lane by lane in order, each scattered to its rows' streams.
-        for (e, lane) in src.iter().enumerate() {
+        // A cache line of each row at a time (see `to_lanes`): a line is
+        // written whole before the next row's.
+        for (e0, block) in (0..n).step_by(LINE).zip(src.chunks(LINE)) {
             for (l, row) in rows_q.chunks_exact_mut(n).enumerate() {
-                row[e] = lane[l];
+                for (dst, lane) in row[e0..][..block.len()].iter_mut().zip(block) {
+                    *dst = lane[l];
+                }
             }
         }
     };
@@ -516,6 +530,7 @@ fn backward_from_lanes<T: Real>(
     fit(&mut ws.dx, q_n * t_n * i_n, zero);
     fit(&mut ws.dh, q_n * h_n, zero);
     fit(&mut ws.dc, q_n * h_n, zero);
+    fit(&mut ws.db, q_n * g4, zero);
     match d_final {
         Some((dh_n, dc_n)) => {
             to_lanes(dh_n, &mut ws.dh, s.batch, 1, h_n);
@@ -553,6 +568,7 @@ fn backward_from_lanes<T: Real>(
         dx: &mut ws.dx,
         dh: &mut ws.dh,
         dc: &mut ws.dc,
+        db: &mut ws.db,
         w: &ws.w_bwd,
         need_dx: dx.is_some(),
         q_n,
@@ -587,7 +603,7 @@ fn backward_from_lanes<T: Real>(
         g4,
         h_n,
     );
-    bias_grad(&ws.dz, grads.bias, q_n, t_n, g4);
+    bias_grad(&ws.db, grads.bias, q_n);
 
     if let Some(dx) = dx {
         from_lanes(&ws.dx, t_n, 0, dx, s.batch, t_n, i_n);
@@ -606,6 +622,7 @@ struct BackwardChunks<'a, T> {
     dx: &'a mut [Lane<T>],
     dh: &'a mut [Lane<T>],
     dc: &'a mut [Lane<T>],
+    db: &'a mut [Lane<T>],
     w: &'a [T],
     /// Whether to compute dx (the seed network has no use for it).
     need_dx: bool,
@@ -630,8 +647,9 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
         let (dx0, dx1) = self.dx.split_at_mut(q * t * i);
         let (dh0, dh1) = self.dh.split_at_mut(q * h);
         let (dc0, dc1) = self.dc.split_at_mut(q * h);
+        let (db0, db1) = self.db.split_at_mut(q * 4 * h);
         let (w, need_dx) = (self.w, self.need_dx);
-        let part = |gates, c, tanh_c, d_out, dz, dx, dh, dc, q_n| BackwardChunks {
+        let part = |gates, c, tanh_c, d_out, dz, dx, dh, dc, db, q_n| BackwardChunks {
             gates,
             c,
             tanh_c,
@@ -640,6 +658,7 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
             dx,
             dh,
             dc,
+            db,
             w,
             need_dx,
             q_n,
@@ -648,8 +667,8 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
             h_n: h,
         };
         (
-            part(gates0, c0, tc0, do0, dz0, dx0, dh0, dc0, q),
-            part(gates1, c1, tc1, do1, dz1, dx1, dh1, dc1, self.q_n - q),
+            part(gates0, c0, tc0, do0, dz0, dx0, dh0, dc0, db0, q),
+            part(gates1, c1, tc1, do1, dz1, dx1, dh1, dc1, db1, self.q_n - q),
         )
     }
 
@@ -664,8 +683,9 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
             .zip(self.dz.chunks_exact_mut(t * 4 * h))
             .zip(self.dx.chunks_exact_mut(t * i))
             .zip(self.dh.chunks_exact_mut(h))
-            .zip(self.dc.chunks_exact_mut(h));
-        for (((((((gates, c), tanh_c), d_out), dz), dx), dh), dc) in chunks {
+            .zip(self.dc.chunks_exact_mut(h))
+            .zip(self.db.chunks_exact_mut(4 * h));
+        for ((((((((gates, c), tanh_c), d_out), dz), dx), dh), dc), db) in chunks {
             let mut chunk = BackwardChunk {
                 gates,
                 c,
@@ -675,6 +695,7 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
                 dx,
                 dh,
                 dc,
+                db,
             };
             backward_chunk(&mut chunk, self.w, self.need_dx, t, i, h);
         }
@@ -698,6 +719,8 @@ pub(crate) struct BackwardChunk<'a, T> {
     /// (H,) each: the running gradients by h and c.
     dh: &'a mut [Lane<T>],
     dc: &'a mut [Lane<T>],
+    /// (4H): the sum of dz over the steps done so far.
+    db: &'a mut [Lane<T>],
 }
 
 dispatch!(fn backward_chunk<T: Real, S: IsaMarker>(
@@ -728,8 +751,10 @@ fn backward_chunk_impl<T: Real, S: IsaMarker>(
         dx,
         dh,
         dc,
+        db,
     } = b;
     let g4 = 4 * h_n;
+    db.fill(Lane::splat(T::ZERO));
     for t in (0..t_n).rev() {
         let gate = &gates[t * g4..][..g4];
         let c_prev = &c[t * h_n..][..h_n];
@@ -756,6 +781,14 @@ fn backward_chunk_impl<T: Real, S: IsaMarker>(
             dz[dz_index(2 * h_n + k, t, t_n)] = dzg;
             dz[dz_index(3 * h_n + k, t, t_n)] = dzo;
             dc[k] = dc_prev;
+            for (sum, d) in [k, h_n + k, 2 * h_n + k, 3 * h_n + k]
+                .into_iter()
+                .zip([dzi, dzf, dzg, dzo])
+            {
+                for l in 0..LANES {
+                    db[sum][l] += d[l];
+                }
+            }
         }
         // [dx_t; dh_{t-1}] = [W_ih | W_hh]ᵀ · dz_t (dh only, unless dx is wanted)
         let dz_t = DzStep { dz, t, t_n, g_n: g4 };
@@ -1055,26 +1088,17 @@ fn lane_sum<T: Real>(v: &Lane<T>) -> T {
     pairwise_sum(v.0)
 }
 
-dispatch!(fn bias_grad<T: Real, S: IsaMarker>(dz: &[Lane<T>], out: &mut [T], q_n: usize, t_n: usize, g_n: usize) => bias_grad_impl);
-
-/// bias grad (G) = Σ over chunks, steps and lanes of dz (Q, G/4, T, 4);
-/// four gate rows at a time, lanes outermost, so it vectorises along them.
-#[inline(always)]
-fn bias_grad_impl<T: Real, S: IsaMarker>(dz: &[Lane<T>], out: &mut [T], q_n: usize, t_n: usize, g_n: usize) {
-    for (blk, out4) in out.chunks_exact_mut(4).enumerate() {
-        let mut acc = [Lane::splat(T::ZERO); 4];
-        for q in 0..q_n {
-            for d in dz[q * g_n * t_n + blk * t_n * 4..][..t_n * 4].chunks_exact(4) {
-                for l in 0..LANES {
-                    for j in 0..4 {
-                        acc[j][l] += d[j][l];
-                    }
-                }
+/// bias grad (G) = Σ over chunks and lanes of the per-chunk sums `db` (Q, G).
+fn bias_grad<T: Real>(db: &[Lane<T>], out: &mut [T], q_n: usize) {
+    let g_n = out.len();
+    for (g, o) in out.iter_mut().enumerate() {
+        let mut acc = db[g];
+        for q in 1..q_n {
+            for l in 0..LANES {
+                acc[l] += db[q * g_n + g][l];
             }
         }
-        for (o, a) in out4.iter_mut().zip(&acc) {
-            *o = lane_sum(a);
-        }
+        *o = lane_sum(&acc);
     }
 }
 

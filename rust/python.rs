@@ -114,6 +114,24 @@ fn new_array<'py, T: Element>(py: Python<'py>, data: &[T], shape: &[usize]) -> P
     PyArray1::from_slice(py, data).reshape(shape)
 }
 
+/// A new zero-filled array of `shape` and `write`'s result on its elements
+/// (run without the GIL): kernels write their outputs straight into it.
+fn new_array_with<'py, T: Element + Real>(
+    py: Python<'py>,
+    shape: &[usize],
+    write: impl FnOnce(&mut [T]) -> crate::error::Result<()> + Send,
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    let array = PyArrayDyn::<T>::zeros(py, shape, false);
+    {
+        let mut view = array
+            .try_readwrite()
+            .map_err(|e| PyRuntimeError::new_err(format!("new array not writable: {e}")))?;
+        let data = view.as_slice_mut()?;
+        py.detach(|| write(data)).map_err(to_py_err)?;
+    }
+    Ok(array)
+}
+
 /// A dtype given as "float32"/"float64".
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum DType {
@@ -533,8 +551,9 @@ impl LstmCore {
                 Some([h, c]) => Some((h.as_slice()?, c.as_slice()?)),
                 None => None,
             };
-            py.detach(|| ws.forward(p, xs, batch, steps, init)).map_err(to_py_err)?;
-            let out = new_array::<T>(py, ws.output(), &[batch, steps, hidden])?;
+            let out = new_array_with::<T>(py, &[batch, steps, hidden], |out| {
+                ws.forward_into(p, xs, batch, steps, init, out)
+            })?;
             let (h_n, c_n) = ws.final_state();
             Ok((out.into_any(), new_array(py, h_n, &[batch, hidden])?.into_any(), new_array(py, c_n, &[batch, hidden])?.into_any()))
         })
@@ -575,11 +594,12 @@ impl LstmCore {
                 None => None,
             };
             let grads = LstmGrads { weight_ih: g_ih.as_slice_mut()?, weight_hh: g_hh.as_slice_mut()?, bias: g_b.as_slice_mut()? };
-            let mut dx = vec![<T as Real>::ZERO; s.batch * s.steps * s.input];
-            py.detach(|| ws.backward(p, d_slice, d_final, Some(&mut dx), grads)).map_err(to_py_err)?;
+            let dx = new_array_with::<T>(py, &[s.batch, s.steps, s.input], |dx| {
+                ws.backward(p, d_slice, d_final, Some(dx), grads)
+            })?;
             let (dh0, dc0) = ws.initial_state_grad();
             Ok((
-                new_array::<T>(py, &dx, &[s.batch, s.steps, s.input])?.into_any(),
+                dx.into_any(),
                 new_array(py, dh0, &[s.batch, s.hidden])?.into_any(),
                 new_array(py, dc0, &[s.batch, s.hidden])?.into_any(),
             ))

@@ -235,6 +235,50 @@ fn lstm_zero_state_by_default_and_shapes_can_change() {
     assert_eq!(&lstm.output()[..T * H], &out_default[..T * H]);
 }
 
+#[test]
+fn forward_into_writes_the_callers_buffer_and_backward_follows_it() {
+    let case = Case::new(3);
+    for kernel in [Kernel::Lanes, Kernel::Gemm, Kernel::Rows] {
+        let run = |into: bool| {
+            let mut lstm = Lstm::new(I, H).unwrap();
+            lstm.set_kernel(kernel);
+            let mut out = vec![f64::NAN; B * T * H];
+            if into {
+                lstm.forward_into(case.params(), &case.x, B, T, Some((&case.h0, &case.c0)), &mut out)
+                    .unwrap();
+                assert!(lstm.output().is_empty(), "{kernel:?}: output() kept after forward_into");
+            } else {
+                lstm.forward(case.params(), &case.x, B, T, Some((&case.h0, &case.c0)))
+                    .unwrap();
+                out.copy_from_slice(lstm.output());
+            }
+            let (mut g_ih, mut g_hh, mut g_b) = (vec![0.0; 4 * H * I], vec![0.0; 4 * H * H], vec![0.0; 4 * H]);
+            let mut dx = vec![0.0; B * T * I];
+            lstm.backward(
+                case.params(),
+                &case.r_out,
+                None,
+                Some(&mut dx),
+                grads(&mut g_ih, &mut g_hh, &mut g_b),
+            )
+            .unwrap();
+            (out, g_ih, g_hh, g_b, dx)
+        };
+        let (own, into) = (run(false), run(true));
+        assert!(
+            into.0.iter().all(|v| v.is_finite()),
+            "{kernel:?}: out not fully written"
+        );
+        assert_eq!(own, into, "{kernel:?}: forward_into differs from forward");
+    }
+    let mut lstm = Lstm::new(I, H).unwrap();
+    let mut short = vec![0.0; B * T * H - 1];
+    expect_err(
+        lstm.forward_into(case.params(), &case.x, B, T, None, &mut short),
+        &["out", &format!("({B}, {T}, {H})")],
+    );
+}
+
 // ---------------------------------------------------------------- the seed network
 
 fn seed_case(config: SeedConfig, batch: usize, steps: usize, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
