@@ -75,9 +75,19 @@ pub(crate) fn check_len<T>(arg: &'static str, data: &[T], expected: &[usize]) ->
 
 /// Checks that every value of `data` is finite.
 pub(crate) fn check_finite<T: crate::Real>(arg: &'static str, data: &[T]) -> Result<()> {
-    // A branch-free scan that vectorises: `x * 0` is 0 for finite x and NaN
-    // for NaN or ±inf, and a NaN makes the sum NaN.
-    if data.iter().fold(T::ZERO, |acc, &x| acc + x * T::ZERO) == T::ZERO {
+    // A branch-free scan: `x * 0` is 0 for finite x and NaN for NaN or ±inf,
+    // and a NaN makes a sum NaN. 64 independent sums, so it vectorises (one
+    // sum would be a chain of dependent adds, ~4 cycles per element).
+    const WIDTH: usize = 64;
+    let mut acc = [T::ZERO; WIDTH];
+    let blocks = data.chunks_exact(WIDTH);
+    let tail = blocks.remainder();
+    for block in blocks {
+        for (a, &x) in acc.iter_mut().zip(block) {
+            *a += x * T::ZERO;
+        }
+    }
+    if acc.iter().all(|&a| a == T::ZERO) && tail.iter().all(|x| x.is_finite()) {
         return Ok(());
     }
     let index = data.iter().position(|x| !x.is_finite()).unwrap_or(0);
