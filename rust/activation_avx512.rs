@@ -1,21 +1,40 @@
 //! σ and tanh on AVX-512 registers, for the kernels' AVX-512 instances.
 //!
 //! The formulas of [`crate::activation`] — σ(x) = 1/(1 + e^−x) with x
-//! clamped to ±80, tanh(x) = 2σ(2x) − 1, the same range reduction and
-//! polynomials — with three instructions portable code cannot reach:
-//! `vrndscale` rounds n, `vscalef` multiplies by 2ⁿ (no exponent-bit
-//! arithmetic), and `vrcp14` starts the reciprocal with 14 correct bits, so
-//! one Newton step (two in f64) finishes it where the portable code needs
-//! three (five). That halves the instructions per gate, which is most of a
-//! forward step at small H (`cargo bench`, the seed step).
+//! clamped to ±80, tanh(x) = 2σ(2x) − 1 — with three instructions portable
+//! code cannot reach: `vrndscale` rounds n, `vscalef` multiplies by 2ⁿ (no
+//! exponent-bit arithmetic), and `vrcp14` starts the reciprocal with 14
+//! correct bits, so one Newton step (two in f64) finishes it where the
+//! portable code needs three (five). That halves the instructions per gate,
+//! which is most of a forward step at small H (`cargo bench`, the seed step).
+//!
+//! f64 uses the portable range reduction and polynomial. f32 reduces in
+//! base 2 instead: e^−x = 2ⁿ·2^f with t = −x·log₂e, n = round(t),
+//! f = t − n (exact), and a degree-6 polynomial for 2^f. That is one
+//! multiply where the split ln 2 took three, and no separate 1 + r + r²·P(r)
+//! tail: a σ costs 9 multiply-adds instead of 12, and the forward step at
+//! small H is bound by them. Rounding t loses |t|·2⁻²⁴ relatively in e^−x,
+//! but σ's absolute error is σ(1−σ) times that: below 2e-8 for every x.
 
 use std::any::TypeId;
 use std::arch::x86_64::*;
 use std::mem::transmute_copy;
 
-use crate::activation::{EXP_POLY_F32, EXP_POLY_F64, LN2_HI_F32, LN2_HI_F64, LN2_LO_F32, LN2_LO_F64};
+use crate::activation::{EXP_POLY_F64, LN2_HI_F64, LN2_LO_F64};
 use crate::real::Real;
 use crate::simd::{Lane, LANES};
+
+/// 2^f ≈ 1 + f·(c1 + f·(c2 + ...)) on |f| ≤ 1/2: c6 down to c1, a
+/// relative-error minimax fit (Lawson's iterations on Chebyshev nodes);
+/// 2e-9 relative in exact arithmetic, 1e-7 evaluated in f32.
+const EXP2_POLY_F32: [f32; 6] = [
+    1.535_336_2e-4,
+    1.339_887_5e-3,
+    9.618_437e-3,
+    5.550_332_4e-2,
+    0.240_226_48,
+    std::f32::consts::LN_2, // the fit lands on ln 2 in f32
+];
 
 /// Round to nearest, no exception: the `vrndscale` immediate.
 const ROUND: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
@@ -84,15 +103,15 @@ unsafe fn sigmoid_ps(x: __m512) -> __m512 {
         let one = set(1.0);
         // max/min return their second operand if either is NaN: NaN stays NaN.
         let x = _mm512_min_ps(set(80.0), _mm512_max_ps(set(-80.0), x));
-        // e^−x = 2ⁿ·e^r with −x = n·ln2 + r, |r| ≤ ln2/2 (ln2 split in two).
-        let n = _mm512_roundscale_ps::<ROUND>(_mm512_mul_ps(x, set(-std::f32::consts::LOG2_E)));
-        let r = _mm512_fnmsub_ps(n, set(LN2_LO_F32), _mm512_fmadd_ps(n, set(LN2_HI_F32), x));
-        let mut p = set(EXP_POLY_F32[0]);
-        for &c in &EXP_POLY_F32[1..] {
-            p = _mm512_fmadd_ps(p, r, set(c));
+        // e^−x = 2ⁿ·2^f with t = −x·log₂e, n = round(t), f = t − n (exact).
+        let t = _mm512_mul_ps(x, set(-std::f32::consts::LOG2_E));
+        let n = _mm512_roundscale_ps::<ROUND>(t);
+        let f = _mm512_sub_ps(t, n);
+        let mut p = set(EXP2_POLY_F32[0]);
+        for &c in &EXP2_POLY_F32[1..] {
+            p = _mm512_fmadd_ps(p, f, set(c));
         }
-        let e_r = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), one);
-        let d = _mm512_add_ps(one, _mm512_scalef_ps(e_r, n));
+        let d = _mm512_add_ps(one, _mm512_scalef_ps(_mm512_fmadd_ps(p, f, one), n));
         // 1/d for d in [1, e^80]: 14 bits, then one Newton step y + y·(1 − d·y).
         let y = _mm512_rcp14_ps(d);
         _mm512_fmadd_ps(y, _mm512_fnmadd_ps(d, y, one), y)
@@ -138,13 +157,14 @@ mod tests {
         (sigmoid_lane::<T, Avx512Isa>(x), tanh_lane::<T, Avx512Isa>(x))
     }
 
-    /// Largest |AVX-512 − portable| over inputs across and beyond the clamp,
-    /// and whether NaN stayed NaN and ±∞ saturated.
-    fn worst<T: Real>() -> f64 {
+    /// Over inputs across and beyond the clamp: the largest difference of
+    /// the AVX-512 forms from `exact` (σ and tanh in f64) and of the
+    /// portable forms from it; NaN must stay NaN, ±∞ saturate.
+    fn worst<T: Real>(exact: impl Fn(T) -> (f64, f64)) -> (f64, f64) {
         let mut inputs: Vec<f64> = (-12_000..12_000).map(|i| i as f64 * 0.007_3).collect();
         inputs.extend([-1e30, -100.0, -80.5, -80.0, 80.0, 100.0, 1e30, 0.0, -0.0, 1e-8]);
         inputs.extend([f64::INFINITY, f64::NEG_INFINITY, f64::NAN]);
-        let mut worst = 0.0f64;
+        let (mut avx, mut portable) = (0.0f64, 0.0f64);
         for block in inputs.chunks(LANES) {
             let mut x = Lane::splat(T::ZERO);
             for (l, &v) in block.iter().enumerate() {
@@ -153,27 +173,36 @@ mod tests {
             // SAFETY: the caller checked that this CPU has AVX-512.
             let (s, t) = unsafe { both(x) };
             for l in 0..block.len() {
-                let (want_s, want_t) = (sigmoid(x[l]).to_f64(), tanh(x[l]).to_f64());
-                let (got_s, got_t) = (s[l].to_f64(), t[l].to_f64());
+                let (s, t) = (s[l].to_f64(), t[l].to_f64());
                 if x[l].to_f64().is_nan() {
-                    assert!(got_s.is_nan() && got_t.is_nan(), "NaN must stay NaN");
+                    assert!(s.is_nan() && t.is_nan(), "NaN must stay NaN");
                     continue;
                 }
-                worst = worst.max((got_s - want_s).abs()).max((got_t - want_t).abs());
+                let (want_s, want_t) = exact(x[l]);
+                let (port_s, port_t) = (sigmoid(x[l]).to_f64(), tanh(x[l]).to_f64());
+                avx = avx.max((s - want_s).abs()).max((t - want_t).abs());
+                portable = portable.max((port_s - want_s).abs()).max((port_t - want_t).abs());
             }
         }
-        worst
+        (avx, portable)
     }
 
     #[test]
-    fn avx512_forms_match_the_portable_ones() {
+    fn avx512_forms_are_as_accurate_as_the_portable_ones() {
         if !is_x86_feature_detected!("avx512f") || !is_x86_feature_detected!("avx512vl") {
             eprintln!("no AVX-512 on this CPU: nothing to compare");
             return;
         }
-        let (w32, w64) = (worst::<f32>(), worst::<f64>());
-        assert!(w32 <= 2.4e-7, "f32: {w32:e}");
-        assert!(w64 <= 4.5e-16, "f64: {w64:e}");
-        eprintln!("largest difference: f32 {w32:e}, f64 {w64:e}");
+        // f32 against σ and tanh in f64 arithmetic; f64 against the portable
+        // forms (f64 has nothing more precise at hand).
+        let (avx32, port32) = worst::<f32>(|x| {
+            let x = x as f64;
+            (1.0 / (1.0 + (-x).exp()), x.tanh())
+        });
+        let (avx64, _) = worst::<f64>(|x| (sigmoid(x), tanh(x)));
+        eprintln!("largest error: f32 {avx32:e} (portable {port32:e}); f64 {avx64:e} from the portable form");
+        // 1.5 ulp of 1 in f32; the portable forms reach 1.7e-7 (tanh = 2σ(2x) − 1).
+        assert!(avx32 <= 1.8e-7, "f32: {avx32:e}");
+        assert!(avx64 <= 4.5e-16, "f64: {avx64:e}");
     }
 }
