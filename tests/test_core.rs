@@ -193,6 +193,83 @@ fn the_three_kernels_agree() {
     }
 }
 
+/// The rows kernel has one-vector paths (H ≤ 16 forward, I + H ≤ 16
+/// backward) and general ones: each against the lanes kernel, at the edges.
+#[test]
+fn rows_kernel_paths_agree_with_the_lanes_kernel() {
+    let run = |kernel: Kernel, (b, t, i, h): (usize, usize, usize, usize)| {
+        let mut rng = SplitMix64((b * 1000 + i * 100 + h) as u64);
+        let (w_ih, w_hh, bias) = (
+            random(&mut rng, 4 * h * i, 0.5),
+            random(&mut rng, 4 * h * h, 0.5),
+            random(&mut rng, 4 * h, 0.5),
+        );
+        let (x, d_out) = (random(&mut rng, b * t * i, 1.0), random(&mut rng, b * t * h, 1.0));
+        let (h0, c0) = (random(&mut rng, b * h, 0.5), random(&mut rng, b * h, 0.5));
+        let (dh_n, dc_n) = (random(&mut rng, b * h, 0.5), random(&mut rng, b * h, 0.5));
+        let mut lstm = Lstm::new(i, h).unwrap();
+        lstm.set_kernel(kernel);
+        let p = LstmParams {
+            weight_ih: &w_ih,
+            weight_hh: &w_hh,
+            bias: &bias,
+        };
+        lstm.forward(p, &x, b, t, Some((&h0, &c0))).unwrap();
+        let (mut g_ih, mut g_hh, mut g_b) = (vec![0.0; 4 * h * i], vec![0.0; 4 * h * h], vec![0.0; 4 * h]);
+        let mut dx = vec![0.0; b * t * i];
+        lstm.backward(
+            p,
+            &d_out,
+            Some((&dh_n, &dc_n)),
+            Some(&mut dx),
+            grads(&mut g_ih, &mut g_hh, &mut g_b),
+        )
+        .unwrap();
+        let (dh0, dc0) = lstm.initial_state_grad();
+        let (out, (h_n, c_n)) = (lstm.output().to_vec(), lstm.final_state());
+        [
+            out,
+            h_n.to_vec(),
+            c_n.to_vec(),
+            g_ih,
+            g_hh,
+            g_b,
+            dx,
+            dh0.to_vec(),
+            dc0.to_vec(),
+        ]
+    };
+    let names = [
+        "out",
+        "h_n",
+        "c_n",
+        "weight_ih",
+        "weight_hh",
+        "bias",
+        "dx",
+        "dh0",
+        "dc0",
+    ];
+    // (B, T, I, H): one long series; I + H = 16 and 17; H = 16 and 17; H = 64.
+    for shape in [
+        (1, 9, 1, 10),
+        (2, 4, 6, 10),
+        (3, 4, 7, 10),
+        (1, 5, 1, 16),
+        (2, 3, 2, 17),
+        (1, 3, 5, 64),
+    ] {
+        let (lanes, rows) = (run(Kernel::Lanes, shape), run(Kernel::Rows, shape));
+        for (name, (a, b)) in names.iter().zip(lanes.iter().zip(&rows)) {
+            let err = rel_error(a, b);
+            assert!(
+                err < 1e-13,
+                "{shape:?} {name}: rows vs lanes relative difference {err:e}"
+            );
+        }
+    }
+}
+
 fn lstm_backward_matches_finite_differences_with(kernel: Kernel) {
     let mut case = Case::new(1);
     case.kernel = kernel;

@@ -83,6 +83,9 @@ LAYER_SHAPES = [  # (B, T, I, H)
     (2, 3, 4, 5),  # I != H
     (3, 7, 5, 9),  # odd sizes
     (2, 4, 9, 3),  # I > H
+    (1, 5, 6, 10),  # the rows kernel's one-vector backward at its edge, I + H = 16
+    (2, 4, 7, 10),  # ... and just past it (I + H = 17)
+    (3, 3, 2, 17),  # the rows kernel's general forward (H > 16)
     (17, 3, 2, 10),  # more rows than one 16-lane chunk, padded
     (50, 5, 10, 10),  # the seed's LSTM: 4 chunks, which may run in parallel
     (33, 2, 3, 64),  # the largest H of the small-H kernel
