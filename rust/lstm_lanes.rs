@@ -55,9 +55,6 @@ pub(crate) struct LanesWorkspace<T> {
     /// (Q, H): running gradients by h and c; after backward, by h0 and c0.
     dh: Vec<Lane<T>>,
     dc: Vec<Lane<T>>,
-    /// (Q, 4H): each chunk's sum of dz over its steps, for the bias gradient
-    /// (summed while dz is in cache; a later pass read all of dz again).
-    db: Vec<Lane<T>>,
     /// [W_ih | W_hh] packed for the forward projection (see `forward`).
     w_fwd: Vec<T>,
     /// [W_ih | W_hh] packed for the back-projection (see `backward_from_lanes`).
@@ -82,7 +79,6 @@ impl<T: Real> LanesWorkspace<T> {
             dx: Vec::new(),
             dh: Vec::new(),
             dc: Vec::new(),
-            db: Vec::new(),
             w_fwd: Vec::new(),
             w_bwd: Vec::new(),
             dense_acc_w: Vec::new(),
@@ -530,7 +526,6 @@ fn backward_from_lanes<T: Real>(
     fit(&mut ws.dx, q_n * t_n * i_n, zero);
     fit(&mut ws.dh, q_n * h_n, zero);
     fit(&mut ws.dc, q_n * h_n, zero);
-    fit(&mut ws.db, q_n * g4, zero);
     match d_final {
         Some((dh_n, dc_n)) => {
             to_lanes(dh_n, &mut ws.dh, s.batch, 1, h_n);
@@ -568,7 +563,6 @@ fn backward_from_lanes<T: Real>(
         dx: &mut ws.dx,
         dh: &mut ws.dh,
         dc: &mut ws.dc,
-        db: &mut ws.db,
         w: &ws.w_bwd,
         need_dx: dx.is_some(),
         q_n,
@@ -578,7 +572,8 @@ fn backward_from_lanes<T: Real>(
     };
     run_split(job, tasks_for(q_n, q_n * t_n * g4 * k_n));
 
-    // Weight gradients: sums over every chunk, step and lane.
+    // Weight gradients: sums over every chunk, step and lane; the bias
+    // gradient (the sum of dz) rides along with the first columns of W_hh's.
     weight_grads(
         &mut ws.packs,
         &ws.dz,
@@ -586,6 +581,7 @@ fn backward_from_lanes<T: Real>(
         t_n * i_n,
         i_n,
         grads.weight_ih,
+        None,
         q_n,
         t_n,
         g4,
@@ -598,12 +594,12 @@ fn backward_from_lanes<T: Real>(
         (t_n + 1) * h_n,
         h_n,
         grads.weight_hh,
+        Some(grads.bias),
         q_n,
         t_n,
         g4,
         h_n,
     );
-    bias_grad(&ws.db, grads.bias, q_n);
 
     if let Some(dx) = dx {
         from_lanes(&ws.dx, t_n, 0, dx, s.batch, t_n, i_n);
@@ -622,7 +618,6 @@ struct BackwardChunks<'a, T> {
     dx: &'a mut [Lane<T>],
     dh: &'a mut [Lane<T>],
     dc: &'a mut [Lane<T>],
-    db: &'a mut [Lane<T>],
     w: &'a [T],
     /// Whether to compute dx (the seed network has no use for it).
     need_dx: bool,
@@ -647,9 +642,8 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
         let (dx0, dx1) = self.dx.split_at_mut(q * t * i);
         let (dh0, dh1) = self.dh.split_at_mut(q * h);
         let (dc0, dc1) = self.dc.split_at_mut(q * h);
-        let (db0, db1) = self.db.split_at_mut(q * 4 * h);
         let (w, need_dx) = (self.w, self.need_dx);
-        let part = |gates, c, tanh_c, d_out, dz, dx, dh, dc, db, q_n| BackwardChunks {
+        let part = |gates, c, tanh_c, d_out, dz, dx, dh, dc, q_n| BackwardChunks {
             gates,
             c,
             tanh_c,
@@ -658,7 +652,6 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
             dx,
             dh,
             dc,
-            db,
             w,
             need_dx,
             q_n,
@@ -667,8 +660,8 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
             h_n: h,
         };
         (
-            part(gates0, c0, tc0, do0, dz0, dx0, dh0, dc0, db0, q),
-            part(gates1, c1, tc1, do1, dz1, dx1, dh1, dc1, db1, self.q_n - q),
+            part(gates0, c0, tc0, do0, dz0, dx0, dh0, dc0, q),
+            part(gates1, c1, tc1, do1, dz1, dx1, dh1, dc1, self.q_n - q),
         )
     }
 
@@ -683,9 +676,8 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
             .zip(self.dz.chunks_exact_mut(t * 4 * h))
             .zip(self.dx.chunks_exact_mut(t * i))
             .zip(self.dh.chunks_exact_mut(h))
-            .zip(self.dc.chunks_exact_mut(h))
-            .zip(self.db.chunks_exact_mut(4 * h));
-        for ((((((((gates, c), tanh_c), d_out), dz), dx), dh), dc), db) in chunks {
+            .zip(self.dc.chunks_exact_mut(h));
+        for (((((((gates, c), tanh_c), d_out), dz), dx), dh), dc) in chunks {
             let mut chunk = BackwardChunk {
                 gates,
                 c,
@@ -695,7 +687,6 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
                 dx,
                 dh,
                 dc,
-                db,
             };
             backward_chunk(&mut chunk, self.w, self.need_dx, t, i, h);
         }
@@ -719,8 +710,6 @@ pub(crate) struct BackwardChunk<'a, T> {
     /// (H,) each: the running gradients by h and c.
     dh: &'a mut [Lane<T>],
     dc: &'a mut [Lane<T>],
-    /// (4H): the sum of dz over the steps done so far.
-    db: &'a mut [Lane<T>],
 }
 
 dispatch!(fn backward_chunk<T: Real, S: IsaMarker>(
@@ -751,10 +740,8 @@ fn backward_chunk_impl<T: Real, S: IsaMarker>(
         dx,
         dh,
         dc,
-        db,
     } = b;
     let g4 = 4 * h_n;
-    db.fill(Lane::splat(T::ZERO));
     for t in (0..t_n).rev() {
         let gate = &gates[t * g4..][..g4];
         let c_prev = &c[t * h_n..][..h_n];
@@ -781,14 +768,6 @@ fn backward_chunk_impl<T: Real, S: IsaMarker>(
             dz[dz_index(2 * h_n + k, t, t_n)] = dzg;
             dz[dz_index(3 * h_n + k, t, t_n)] = dzo;
             dc[k] = dc_prev;
-            for (sum, d) in [k, h_n + k, 2 * h_n + k, 3 * h_n + k]
-                .into_iter()
-                .zip([dzi, dzf, dzg, dzo])
-            {
-                for l in 0..LANES {
-                    db[sum][l] += d[l];
-                }
-            }
         }
         // [dx_t; dh_{t-1}] = [W_ih | W_hh]ᵀ · dz_t (dh only, unless dx is wanted)
         let dz_t = DzStep { dz, t, t_n, g_n: g4 };
@@ -871,8 +850,9 @@ fn back_block<T: Real, const N: usize>(
     }
 }
 
-/// out (G, K) = Σ over chunks q, steps t and lanes of dz[q][t][g] · v[q][t][k].
-/// `dz` is (Q, G/4, T, 4); `v` has chunk stride `v_qs` and step stride `v_ts`.
+/// out (G, K) = Σ over chunks q, steps t and lanes of dz[q][t][g] · v[q][t][k],
+/// and `bias` (G) = Σ dz[q][t][g] when given. `dz` is (Q, G/4, T, 4); `v`
+/// has chunk stride `v_qs` and step stride `v_ts`.
 #[allow(clippy::too_many_arguments)]
 fn weight_grads<T: Real>(
     packs: &mut [Vec<Lane<T>>; 2],
@@ -881,6 +861,7 @@ fn weight_grads<T: Real>(
     v_qs: usize,
     v_ts: usize,
     out: &mut [T],
+    bias: Option<&mut [T]>,
     q_n: usize,
     t_n: usize,
     g_n: usize,
@@ -896,12 +877,19 @@ fn weight_grads<T: Real>(
         // Two halves of whole 4-row blocks; each output is summed the same way.
         let mid = (g_n / 8) * 4;
         let (top, bottom) = out.split_at_mut(mid * k_n);
+        let (bias_top, bias_bottom) = match bias {
+            Some(b) => {
+                let (t, b) = b.split_at_mut(mid);
+                (Some(t), Some(b))
+            }
+            None => (None, None),
+        };
         pool::join(
-            || weight_grads_rows(pack0, dz, v, v_qs, v_ts, top, 0, q_n, t_n, g_n, k_n),
-            || weight_grads_rows(pack1, dz, v, v_qs, v_ts, bottom, mid, q_n, t_n, g_n, k_n),
+            || weight_grads_rows(pack0, dz, v, v_qs, v_ts, top, bias_top, 0, q_n, t_n, g_n, k_n),
+            || weight_grads_rows(pack1, dz, v, v_qs, v_ts, bottom, bias_bottom, mid, q_n, t_n, g_n, k_n),
         );
     } else {
-        weight_grads_rows(pack0, dz, v, v_qs, v_ts, out, 0, q_n, t_n, g_n, k_n);
+        weight_grads_rows(pack0, dz, v, v_qs, v_ts, out, bias, 0, q_n, t_n, g_n, k_n);
     }
 }
 
@@ -912,6 +900,7 @@ dispatch!(fn weight_grads_rows<T: Real, S: IsaMarker>(
     v_qs: usize,
     v_ts: usize,
     rows: &mut [T],
+    bias: Option<&mut [T]>,
     g0: usize,
     q_n: usize,
     t_n: usize,
@@ -919,7 +908,8 @@ dispatch!(fn weight_grads_rows<T: Real, S: IsaMarker>(
     k_n: usize,
 ) => weight_grads_rows_impl);
 
-/// Gate rows g0.. of the weight gradient (`rows` holds a multiple of 4 rows).
+/// Gate rows g0.. of the weight gradient (`rows` holds a multiple of 4 rows),
+/// and of the bias gradient when given (with each block's first tile).
 ///
 /// Steps go in blocks; for each block the inputs `v` are copied column by
 /// column into `pack_v`, so the tiles read contiguous memory (read in
@@ -934,6 +924,7 @@ fn weight_grads_rows_impl<T: Real, S: IsaMarker>(
     v_qs: usize,
     v_ts: usize,
     rows: &mut [T],
+    mut bias: Option<&mut [T]>,
     g0: usize,
     q_n: usize,
     t_n: usize,
@@ -975,6 +966,10 @@ fn weight_grads_rows_impl<T: Real, S: IsaMarker>(
                         v: &pack_v[..k_n * sb],
                         first: s0 == 0,
                     };
+                    if let (Some(bias), 0) = (bias.as_deref_mut(), k_first) {
+                        let row0 = (rg * row_group + blk) * 4;
+                        bias_block(&tile, &mut bias[row0..row0 + 4]);
+                    }
                     let mut k0 = k_first;
                     while k0 < k_end {
                         // 4 x 4 tiles, accumulators one register wide.
@@ -1017,6 +1012,36 @@ struct Tile<'a, T> {
 /// Chunk-steps (each LANES batch rows at one step) per block of the weight
 /// gradient sweep.
 const STEP_BLOCK: usize = 64;
+
+/// The 4 rows' sums of dz over the tile's steps (the bias gradient), into
+/// `bias`: overwritten by the first step block, added to by later ones. The
+/// block's dz was just read by its first tile, so it comes from L1.
+#[inline(always)]
+fn bias_block<T: Real>(tile: &Tile<'_, T>, bias: &mut [T]) {
+    // Four separate sums, not an array of four: the compiler kept the array
+    // in memory, each add waiting on the store before it (measured).
+    let zero = Lane::splat(T::ZERO);
+    let (mut s0, mut s1, mut s2, mut s3) = (zero, zero, zero, zero);
+    let (mut s, end) = (tile.s0, tile.s0 + tile.sb);
+    while s < end {
+        let (q, t) = (s / tile.t_n, s % tile.t_n);
+        let run = (tile.t_n - t).min(end - s);
+        let dz = &tile.dz[q * tile.g_n * tile.t_n + (tile.block * tile.t_n + t) * 4..][..4 * run];
+        for a in dz.chunks_exact(4) {
+            for l in 0..LANES {
+                s0[l] += a[0][l];
+                s1[l] += a[1][l];
+                s2[l] += a[2][l];
+                s3[l] += a[3][l];
+            }
+        }
+        s += run;
+    }
+    for (out, sum) in bias.iter_mut().zip(&[s0, s1, s2, s3]) {
+        let sum = lane_sum(sum);
+        *out = if tile.first { sum } else { *out + sum };
+    }
+}
 
 /// A 4 x N block of the weight gradient, accumulated lane-wise in
 /// registers, then summed across lanes once.
@@ -1086,20 +1111,6 @@ fn pairwise_sum<T: Real, const W: usize>(mut s: [T; W]) -> T {
 #[inline(always)]
 fn lane_sum<T: Real>(v: &Lane<T>) -> T {
     pairwise_sum(v.0)
-}
-
-/// bias grad (G) = Σ over chunks and lanes of the per-chunk sums `db` (Q, G).
-fn bias_grad<T: Real>(db: &[Lane<T>], out: &mut [T], q_n: usize) {
-    let g_n = out.len();
-    for (g, o) in out.iter_mut().enumerate() {
-        let mut acc = db[g];
-        for q in 1..q_n {
-            for l in 0..LANES {
-                acc[l] += db[q * g_n + g][l];
-            }
-        }
-        *o = lane_sum(&acc);
-    }
 }
 
 /// A dense layer on the LSTM's output, `pred = h·Wᵀ + b`: `weight` (O, H),
