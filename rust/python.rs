@@ -609,16 +609,72 @@ impl LstmCore {
 
 // ---------------------------------------------------------------- Adam and threads
 
-/// One fused Adam update of `param` in place (its moments `m`, `v` too).
+/// One array's Adam update, checked and borrowed: param, grad, m, v.
+struct AdamEntry<'py, T: Element> {
+    param: PyReadwriteArrayDyn<'py, T>,
+    grad: PyReadonlyArrayDyn<'py, T>,
+    m: PyReadwriteArrayDyn<'py, T>,
+    v: PyReadwriteArrayDyn<'py, T>,
+}
+
+/// Checks and borrows entry `name` (its param of dtype T): every way the
+/// gradient can be wrong is a ValueError naming `grads['name']`.
+fn adam_entry<'py, T: Element + Real>(
+    name: &str,
+    param: &Bound<'py, PyAny>,
+    grad: &Bound<'py, PyAny>,
+    m: &Bound<'py, PyAny>,
+    v: &Bound<'py, PyAny>,
+) -> PyResult<AdamEntry<'py, T>> {
+    let param = write_array::<T>(param, &format!("params['{name}']"))?;
+    let shape = param.shape().to_vec();
+    let bad = |got: String| {
+        PyValueError::new_err(format!(
+            "grads['{name}']: expected a C-contiguous {} array of shape {}, got {got}",
+            T::NAME,
+            shape_str(&shape)
+        ))
+    };
+    let grad = match grad.cast::<PyArrayDyn<T>>() {
+        Ok(g) if g.shape() == shape.as_slice() && g.is_c_contiguous() => g.readonly(),
+        Ok(g) => {
+            return Err(bad(format!(
+                "shape {} (C-contiguous: {})",
+                shape_str(g.shape()),
+                g.is_c_contiguous()
+            )))
+        }
+        Err(_) => match grad.cast::<numpy::PyUntypedArray>() {
+            Ok(u) => return Err(bad(format!("{} of shape {}", u.dtype(), shape_str(u.shape())))),
+            Err(_) => return Err(bad(describe(grad))),
+        },
+    };
+    if let Some(i) = grad.as_slice()?.iter().position(|x| !x.is_finite()) {
+        return Err(PyValueError::new_err(format!(
+            "grads['{name}']: all values must be finite, found NaN or inf at flat index {i}"
+        )));
+    }
+    let m = write_array::<T>(m, &format!("m['{name}']"))?;
+    check_shape("m", m.shape(), &shape)?;
+    let v = write_array::<T>(v, &format!("v['{name}']"))?;
+    check_shape("v", v.shape(), &shape)?;
+    Ok(AdamEntry { param, grad, m, v })
+}
+
+/// One fused Adam update of every array `params[i]` in place (with its
+/// moments `ms[i]`, `vs[i]`) by `grads[i]`, in one call. Every array is
+/// checked before any is changed, so a bad one leaves all unchanged; the
+/// updates then run without the GIL. Parameters may mix float32 and float64.
 #[pyfunction]
-#[pyo3(signature = (param, grad, m, v, step, *, lr, beta1, beta2, eps, eps_style))]
+#[pyo3(signature = (names, params, grads, ms, vs, step, *, lr, beta1, beta2, eps, eps_style))]
 #[allow(clippy::too_many_arguments)]
-fn adam_update(
+fn adam_step(
     py: Python<'_>,
-    param: &Bound<'_, PyAny>,
-    grad: &Bound<'_, PyAny>,
-    m: &Bound<'_, PyAny>,
-    v: &Bound<'_, PyAny>,
+    names: Vec<String>,
+    params: Vec<Bound<'_, PyAny>>,
+    grads: Vec<Bound<'_, PyAny>>,
+    ms: Vec<Bound<'_, PyAny>>,
+    vs: Vec<Bound<'_, PyAny>>,
     step: u64,
     lr: f64,
     beta1: f64,
@@ -637,36 +693,57 @@ fn adam_update(
     if step == 0 {
         return Err(PyValueError::new_err("step: expected an update number >= 1, got 0"));
     }
-    fn run<T: Element + Real>(
-        py: Python<'_>,
-        config: &AdamConfig,
-        step: u64,
-        arrays: [&Bound<'_, PyAny>; 4],
-    ) -> PyResult<()> {
-        let [param, grad, m, v] = arrays;
-        let mut p = write_array::<T>(param, "param")?;
-        let shape = p.shape().to_vec();
-        let g = read_array::<T>(grad, "grad", shape.len())?;
-        check_shape("grad", g.shape(), &shape)?;
-        let mut m = write_array::<T>(m, "m")?;
-        check_shape("m", m.shape(), &shape)?;
-        let mut v = write_array::<T>(v, "v")?;
-        check_shape("v", v.shape(), &shape)?;
-        let k = AdamCoefficients::<T>::new(config, step);
-        let (p, g, m, v) = (p.as_slice_mut()?, g.as_slice()?, m.as_slice_mut()?, v.as_slice_mut()?);
-        if let Some(i) = g.iter().position(|x| !x.is_finite()) {
-            return Err(PyValueError::new_err(format!(
-                "grad: all values must be finite, found NaN or inf at flat index {i}"
-            )));
+    let n = names.len();
+    if [params.len(), grads.len(), ms.len(), vs.len()] != [n; 4] {
+        return Err(PyValueError::new_err(format!(
+            "names, params, grads, ms, vs: expected {n} of each, got {}, {}, {}, {}",
+            params.len(),
+            grads.len(),
+            ms.len(),
+            vs.len()
+        )));
+    }
+    let (mut f32s, mut f64s) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let (name, p) = (&names[i], &params[i]);
+        if p.cast::<PyArrayDyn<f64>>().is_ok() {
+            f64s.push(adam_entry::<f64>(name, p, &grads[i], &ms[i], &vs[i])?);
+        } else {
+            f32s.push(adam_entry::<f32>(name, p, &grads[i], &ms[i], &vs[i])?);
         }
-        py.detach(|| core_adam_update(p, g, m, v, &k)).map_err(to_py_err)
     }
-    if param.cast::<PyArrayDyn<f64>>().is_ok() {
-        run::<f64>(py, &config, step, [param, grad, m, v])
-    } else {
-        run::<f32>(py, &config, step, [param, grad, m, v])
+    fn slices<'a, T: Element + Real>(entries: &'a mut [AdamEntry<'_, T>]) -> PyResult<Vec<AdamSlices<'a, T>>> {
+        entries
+            .iter_mut()
+            .map(|e| {
+                Ok((
+                    e.param.as_slice_mut()?,
+                    e.grad.as_slice()?,
+                    e.m.as_slice_mut()?,
+                    e.v.as_slice_mut()?,
+                ))
+            })
+            .collect()
     }
+    let (s32, s64) = (slices(&mut f32s)?, slices(&mut f64s)?);
+    let (k32, k64) = (
+        AdamCoefficients::<f32>::new(&config, step),
+        AdamCoefficients::<f64>::new(&config, step),
+    );
+    py.detach(|| {
+        for (p, g, m, v) in s32 {
+            core_adam_update(p, g, m, v, &k32)?;
+        }
+        for (p, g, m, v) in s64 {
+            core_adam_update(p, g, m, v, &k64)?;
+        }
+        Ok(())
+    })
+    .map_err(to_py_err)
 }
+
+/// param, grad, m, v of one Adam entry.
+type AdamSlices<'a, T> = (&'a mut [T], &'a [T], &'a mut [T], &'a mut [T]);
 
 /// Sets the number of threads the kernels use (0: the default).
 #[pyfunction]
@@ -690,7 +767,7 @@ fn simd_level() -> &'static str {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SeedNetworkCore>()?;
     m.add_class::<LstmCore>()?;
-    m.add_function(wrap_pyfunction!(adam_update, m)?)?;
+    m.add_function(wrap_pyfunction!(adam_step, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;

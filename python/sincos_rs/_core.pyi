@@ -60,11 +60,12 @@ class LstmCore:
         d_state: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
-def adam_update(
-    param: np.ndarray,
-    grad: np.ndarray,
-    m: np.ndarray,
-    v: np.ndarray,
+def adam_step(
+    names: list[str],
+    params: list[np.ndarray],
+    grads: list[np.ndarray],
+    ms: list[np.ndarray],
+    vs: list[np.ndarray],
     step: int,
     *,
     lr: float,

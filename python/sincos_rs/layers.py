@@ -151,8 +151,8 @@ def _pair(value: State | None, name: str) -> State | None:
 
 
 class Adam:
-    """Adam over a set of NumPy arrays, updated in place by one fused Rust
-    kernel per array.
+    """Adam over a set of NumPy arrays, updated in place by fused Rust
+    kernels, all in one call per step.
 
     Args:
         params: the arrays to optimise, by name (e.g. ``layer.parameters()``);
@@ -189,10 +189,8 @@ class Adam:
         self.m = {k: np.zeros_like(p) for k, p in self.params.items()}
         self.v = {k: np.zeros_like(p) for k, p in self.params.items()}
         # Check the settings once, on a scratch array, so a bad lr fails here.
-        scratch = np.zeros(1)
-        _core.adam_update(
-            scratch, scratch.copy(), scratch.copy(), scratch.copy(), 1, **self._hyper()
-        )
+        scratch = [np.zeros(1) for _ in range(4)]
+        _core.adam_step(["scratch"], *([a] for a in scratch), 1, **self._hyper())
 
     def _hyper(self) -> dict[str, float | str]:
         return {
@@ -208,25 +206,19 @@ class Adam:
         missing = self.params.keys() - grads.keys()
         if missing:
             raise KeyError(f"grads: missing {sorted(missing)}")
-        # Check every parameter and gradient before touching any parameter, so
-        # a bad one cannot leave the earlier ones updated and the rest not.
-        for name, p in self.params.items():
-            _check_updatable(p, f"params[{name!r}]")
-            g = grads[name]
-            if not isinstance(g, np.ndarray) or g.dtype != p.dtype or g.shape != p.shape:
-                raise ValueError(
-                    f"grads[{name!r}]: expected a {p.dtype} array of shape {p.shape}, "
-                    f"got {getattr(g, 'dtype', type(g).__name__)} {np.shape(g)}"
-                )
-            if not g.flags.c_contiguous:
-                raise ValueError(
-                    f"grads[{name!r}]: expected a C-contiguous array (use np.ascontiguousarray)"
-                )
-            if not np.isfinite(g).all():
-                raise ValueError(f"grads[{name!r}]: all values must be finite")
+        # One Rust call checks every parameter and gradient before it touches
+        # any (a bad one leaves all unchanged), then updates them all.
+        names = list(self.params)
         step = self.step_count + 1
-        for name, p in self.params.items():
-            _core.adam_update(p, grads[name], self.m[name], self.v[name], step, **self._hyper())
+        _core.adam_step(
+            names,
+            [self.params[k] for k in names],
+            [grads[k] for k in names],
+            [self.m[k] for k in names],
+            [self.v[k] for k in names],
+            step,
+            **self._hyper(),
+        )
         self.step_count = step
 
     def state_dict(self) -> dict[str, object]:
