@@ -35,6 +35,20 @@ pub(crate) fn sigmoid_lane<T: Real, S: IsaMarker>(x: Lane<T>) -> Lane<T> {
     y
 }
 
+/// σ on N lane vectors in lockstep, so their dependency chains overlap
+/// (`crate::activation_avx512::sigmoid_lanes`); elsewhere one at a time.
+#[inline(always)]
+pub(crate) fn sigmoid_lanes<T: Real, S: IsaMarker, const N: usize>(x: [Lane<T>; N]) -> [Lane<T>; N] {
+    #[cfg(target_arch = "x86_64")]
+    if S::AVX512 {
+        // SAFETY: as in sigmoid_lane.
+        if let Some(y) = unsafe { crate::activation_avx512::sigmoid_lanes(x) } {
+            return y;
+        }
+    }
+    x.map(sigmoid_lane::<T, S>)
+}
+
 /// tanh on every lane, as [`sigmoid_lane`].
 #[inline(always)]
 pub(crate) fn tanh_lane<T: Real, S: IsaMarker>(x: Lane<T>) -> Lane<T> {

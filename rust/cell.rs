@@ -26,16 +26,23 @@ pub(crate) fn cell_forward_lane<T: Real, S: IsaMarker>(
     o: Lane<T>,
     c_prev: Lane<T>,
 ) -> (Lane<T>, Lane<T>, Lane<T>) {
-    let mut c = c_prev;
-    for l in 0..LANES {
-        c[l] = cell_state(i[l], f[l], g[l], c_prev[l]);
-    }
+    let c = cell_state_lane(i, f, g, c_prev);
     let tc = tanh_lane::<T, S>(c);
     let mut h = tc;
     for l in 0..LANES {
         h[l] = o[l] * tc[l];
     }
     (c, tc, h)
+}
+
+/// `c = f·c_prev + i·g` on lane vectors.
+#[inline(always)]
+pub(crate) fn cell_state_lane<T: Real>(i: Lane<T>, f: Lane<T>, g: Lane<T>, c_prev: Lane<T>) -> Lane<T> {
+    let mut c = c_prev;
+    for l in 0..LANES {
+        c[l] = cell_state(i[l], f[l], g[l], c_prev[l]);
+    }
+    c
 }
 
 /// `c = f·c_prev + i·g`.

@@ -20,8 +20,8 @@
 //! order (a sweep blocked like a matrix product: 4 x 4 register tiles,
 //! column groups sized to L2). Results do not depend on the thread count.
 
-use crate::activation::{sigmoid_lane, tanh_lane};
-use crate::cell::{cell_backward, cell_forward_lane};
+use crate::activation::sigmoid_lanes;
+use crate::cell::{cell_backward, cell_state_lane};
 use crate::lstm::{LstmGrads, LstmParams, LstmShape};
 use crate::real::Real;
 use crate::simd::{dispatch, IsaMarker, Lane, LANES};
@@ -407,6 +407,12 @@ fn forward_chunk_impl<T: Real, S: IsaMarker>(
 
 /// Step t of one chunk after the projection: the gate nonlinearities (in
 /// place in `gates`) and the cell update into slot t+1 of c and h.
+///
+/// Software-pipelined by unit: tanh(c_k) is computed in lockstep with the
+/// four gates of unit k+1 (`sigmoid_lanes`, tanh(x) = 2σ(2x) − 1), so five
+/// independent chains run side by side. One unit at a time, each unit's
+/// tanh waited alone at the end of a long dependency chain (the seed's
+/// forward step was bound by that latency, not by arithmetic).
 #[inline(always)]
 fn activate<T: Real, S: IsaMarker>(a: &mut ForwardChunk<'_, T>, t: usize, h_n: usize) {
     let z = &mut a.gates[t * 4 * h_n..][..4 * h_n];
@@ -418,14 +424,30 @@ fn activate<T: Real, S: IsaMarker>(a: &mut ForwardChunk<'_, T>, t: usize, h_n: u
     let (zi, rest) = z.split_at_mut(h_n);
     let (zf, rest) = rest.split_at_mut(h_n);
     let (zg, zo) = rest.split_at_mut(h_n);
+    let two = T::ONE + T::ONE;
+    let doubled = |v: Lane<T>| Lane(v.0.map(|x| x + x));
+    // 2σ − 1: tanh from the σ of a doubled input.
+    let tanh_of = |s: Lane<T>| Lane(s.0.map(|x| two.mul_add(x, -T::ONE)));
+    let [i, f, g, o] = sigmoid_lanes::<T, S, 4>([zi[0], zf[0], doubled(zg[0]), zo[0]]);
+    let mut gates = [i, f, tanh_of(g), o];
+    let mut c = cell_state_lane(gates[0], gates[1], gates[2], c_prev[0]);
     for k in 0..h_n {
-        let (i, f) = (sigmoid_lane::<T, S>(zi[k]), sigmoid_lane::<T, S>(zf[k]));
-        let (g, o) = (tanh_lane::<T, S>(zg[k]), sigmoid_lane::<T, S>(zo[k]));
-        let (cell, tc, h) = cell_forward_lane::<T, S>(i, f, g, o, c_prev[k]);
+        let [i, f, g, o] = gates;
         (zi[k], zf[k], zg[k], zo[k]) = (i, f, g, o);
-        c_next[k] = cell;
+        c_next[k] = c;
+        let tc = if k + 1 < h_n {
+            let n = k + 1;
+            let [ni, nf, ng, no, tc] = sigmoid_lanes::<T, S, 5>([zi[n], zf[n], doubled(zg[n]), zo[n], doubled(c)]);
+            gates = [ni, nf, tanh_of(ng), no];
+            tanh_of(tc)
+        } else {
+            tanh_of(sigmoid_lanes::<T, S, 1>([doubled(c)])[0])
+        };
         tc_t[k] = tc;
-        h_next[k] = h;
+        h_next[k] = Lane(std::array::from_fn(|l| o[l] * tc[l]));
+        if k + 1 < h_n {
+            c = cell_state_lane(gates[0], gates[1], gates[2], c_prev[k + 1]);
+        }
     }
 }
 
