@@ -29,13 +29,7 @@ use crate::simd::{Lane, LANES};
 /// 9e-8 relative in exact arithmetic, 1.9e-7 evaluated in f32; σ and tanh
 /// stay within 1.5 ulp of 1 of the exact values (the accuracy test below).
 #[allow(clippy::approx_constant)] // c1 is the fit's, a little off ln 2
-const EXP2_POLY_F32: [f32; 5] = [
-    1.326_472_7e-3,
-    9.671_513e-3,
-    5.550_733_6e-2,
-    0.240_222_42,
-    0.693_147_004,
-];
+const EXP2_POLY_F32: [f32; 5] = [1.326_472_7e-3, 9.671_513e-3, 5.550_733_6e-2, 0.240_222_42, 0.693_147];
 
 /// Round to nearest, no exception: the `vrndscale` immediate.
 const ROUND: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
