@@ -67,19 +67,23 @@ pub(crate) unsafe fn sigmoid_lane<T: Real>(x: Lane<T>) -> Option<Lane<T>> {
 #[inline(always)]
 pub(crate) unsafe fn sigmoid_lanes<T: Real, const N: usize>(x: [Lane<T>; N]) -> Option<[Lane<T>; N]> {
     if TypeId::of::<T>() == TypeId::of::<f32>() {
-        // SAFETY: T is f32, so each Lane<T> is 16 f32, the layout of __m512.
-        Some(unsafe {
-            let v: [__m512; N] = std::array::from_fn(|j| transmute_copy(&x[j]));
-            let y = sigmoid_ps_n(v);
-            std::array::from_fn(|j| transmute_copy(&y[j]))
-        })
+        // SAFETY: T is f32, so each Lane<T> is 16 f32, the layout of __m512
+        // (and [Lane<T>; N] that of [__m512; N]).
+        Some(unsafe { transmute_copy(&sigmoid_ps_n(transmute_copy::<[Lane<T>; N], [__m512; N]>(&x))) })
     } else if TypeId::of::<T>() == TypeId::of::<f64>() {
         // SAFETY: T is f64, so each Lane<T> is 16 f64, two __m512d.
         Some(unsafe {
-            let halves: [[__m512d; 2]; N] = std::array::from_fn(|j| transmute_copy(&x[j]));
-            let lo: [__m512d; N] = sigmoid_pd_n(std::array::from_fn(|j| halves[j][0]));
-            let hi: [__m512d; N] = sigmoid_pd_n(std::array::from_fn(|j| halves[j][1]));
-            std::array::from_fn(|j| transmute_copy(&[lo[j], hi[j]]))
+            let halves: [[__m512d; 2]; N] = transmute_copy(&x);
+            let (mut lo, mut hi) = ([_mm512_setzero_pd(); N], [_mm512_setzero_pd(); N]);
+            for j in 0..N {
+                [lo[j], hi[j]] = halves[j];
+            }
+            let (lo, hi) = (sigmoid_pd_n(lo), sigmoid_pd_n(hi));
+            let mut y = halves;
+            for j in 0..N {
+                y[j] = [lo[j], hi[j]];
+            }
+            transmute_copy(&y)
         })
     } else {
         None
@@ -132,25 +136,37 @@ unsafe fn sigmoid_ps(x: __m512) -> __m512 {
 /// The CPU must support AVX-512F.
 #[inline(always)]
 unsafe fn sigmoid_ps_n<const N: usize>(x: [__m512; N]) -> [__m512; N] {
+    // Plain loops over N, no closures: a closure the compiler chose not to
+    // inline would be compiled without AVX-512 and call every intrinsic.
     // SAFETY: the caller guarantees AVX-512F.
     unsafe {
         let set = _mm512_set1_ps;
         let one = set(1.0);
-        // max/min return their second operand if either is NaN: NaN stays NaN.
-        let x = x.map(|x| _mm512_min_ps(set(80.0), _mm512_max_ps(set(-80.0), x)));
-        // e^−x = 2ⁿ·2^f with t = −x·log₂e, n = round(t), f = t − n (exact).
-        let t = x.map(|x| _mm512_mul_ps(x, set(-std::f32::consts::LOG2_E)));
-        let n = t.map(|t| _mm512_roundscale_ps::<ROUND>(t));
-        let f: [__m512; N] = std::array::from_fn(|j| _mm512_sub_ps(t[j], n[j]));
-        let mut p = [set(EXP2_POLY_F32[0]); N];
-        for &c in &EXP2_POLY_F32[1..] {
-            p = std::array::from_fn(|j| _mm512_fmadd_ps(p[j], f[j], set(c)));
+        let (mut n, mut f, mut p, mut d) = (x, x, x, x);
+        for j in 0..N {
+            // max/min return their second operand if either is NaN: NaN stays NaN.
+            let x = _mm512_min_ps(set(80.0), _mm512_max_ps(set(-80.0), x[j]));
+            // e^−x = 2ⁿ·2^f with t = −x·log₂e, n = round(t), f = t − n (exact).
+            let t = _mm512_mul_ps(x, set(-std::f32::consts::LOG2_E));
+            n[j] = _mm512_roundscale_ps::<ROUND>(t);
+            f[j] = _mm512_sub_ps(t, n[j]);
+            p[j] = set(EXP2_POLY_F32[0]);
         }
-        let d: [__m512; N] =
-            std::array::from_fn(|j| _mm512_add_ps(one, _mm512_scalef_ps(_mm512_fmadd_ps(p[j], f[j], one), n[j])));
-        // 1/d for d in [1, e^80]: 14 bits, then one Newton step y + y·(1 − d·y).
-        let y = d.map(|d| _mm512_rcp14_ps(d));
-        std::array::from_fn(|j| _mm512_fmadd_ps(y[j], _mm512_fnmadd_ps(d[j], y[j], one), y[j]))
+        for &c in &EXP2_POLY_F32[1..] {
+            for j in 0..N {
+                p[j] = _mm512_fmadd_ps(p[j], f[j], set(c));
+            }
+        }
+        let mut y = x;
+        for j in 0..N {
+            d[j] = _mm512_add_ps(one, _mm512_scalef_ps(_mm512_fmadd_ps(p[j], f[j], one), n[j]));
+            // 1/d for d in [1, e^80]: 14 bits, then one Newton step y + y·(1 − d·y).
+            y[j] = _mm512_rcp14_ps(d[j]);
+        }
+        for j in 0..N {
+            y[j] = _mm512_fmadd_ps(y[j], _mm512_fnmadd_ps(d[j], y[j], one), y[j]);
+        }
+        y
     }
 }
 
@@ -170,27 +186,34 @@ unsafe fn sigmoid_pd(x: __m512d) -> __m512d {
 /// The CPU must support AVX-512F.
 #[inline(always)]
 unsafe fn sigmoid_pd_n<const N: usize>(x: [__m512d; N]) -> [__m512d; N] {
+    // Plain loops, as in sigmoid_ps_n.
     // SAFETY: the caller guarantees AVX-512F.
     unsafe {
         let set = _mm512_set1_pd;
         let one = set(1.0);
-        let x = x.map(|x| _mm512_min_pd(set(80.0), _mm512_max_pd(set(-80.0), x)));
-        let n = x.map(|x| _mm512_roundscale_pd::<ROUND>(_mm512_mul_pd(x, set(-std::f64::consts::LOG2_E))));
-        let r: [__m512d; N] = std::array::from_fn(|j| {
-            _mm512_fnmsub_pd(n[j], set(LN2_LO_F64), _mm512_fmadd_pd(n[j], set(LN2_HI_F64), x[j]))
-        });
-        let mut p = [set(EXP_POLY_F64[0]); N];
-        for &c in &EXP_POLY_F64[1..] {
-            p = std::array::from_fn(|j| _mm512_fmadd_pd(p[j], r[j], set(c)));
+        let (mut n, mut r, mut p, mut d) = (x, x, x, x);
+        for j in 0..N {
+            let x = _mm512_min_pd(set(80.0), _mm512_max_pd(set(-80.0), x[j]));
+            n[j] = _mm512_roundscale_pd::<ROUND>(_mm512_mul_pd(x, set(-std::f64::consts::LOG2_E)));
+            r[j] = _mm512_fnmsub_pd(n[j], set(LN2_LO_F64), _mm512_fmadd_pd(n[j], set(LN2_HI_F64), x));
+            p[j] = set(EXP_POLY_F64[0]);
         }
-        let d: [__m512d; N] = std::array::from_fn(|j| {
+        for &c in &EXP_POLY_F64[1..] {
+            for j in 0..N {
+                p[j] = _mm512_fmadd_pd(p[j], r[j], set(c));
+            }
+        }
+        let mut y = x;
+        for j in 0..N {
             let e_r = _mm512_add_pd(_mm512_fmadd_pd(_mm512_mul_pd(p[j], r[j]), r[j], r[j]), one);
-            _mm512_add_pd(one, _mm512_scalef_pd(e_r, n[j]))
-        });
-        // 14 bits, then two Newton steps (28, 56).
-        let mut y = d.map(|d| _mm512_rcp14_pd(d));
+            d[j] = _mm512_add_pd(one, _mm512_scalef_pd(e_r, n[j]));
+            // 14 bits, then two Newton steps (28, 56).
+            y[j] = _mm512_rcp14_pd(d[j]);
+        }
         for _ in 0..2 {
-            y = std::array::from_fn(|j| _mm512_fmadd_pd(y[j], _mm512_fnmadd_pd(d[j], y[j], one), y[j]));
+            for j in 0..N {
+                y[j] = _mm512_fmadd_pd(y[j], _mm512_fnmadd_pd(d[j], y[j], one), y[j]);
+            }
         }
         y
     }

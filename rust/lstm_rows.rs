@@ -16,7 +16,7 @@
 //! slot 0 the initial state; tanh c (T, Hp). Hp is H rounded up to a
 //! multiple of LANES; padded units stay exactly zero.
 
-use crate::activation::sigmoid_lane;
+use crate::activation::{sigmoid_lane, sigmoid_lanes};
 use crate::cell::{cell_backward, cell_forward_lane};
 use crate::lstm::{LstmGrads, LstmParams, LstmShape};
 use crate::real::Real;
@@ -286,15 +286,17 @@ fn forward_row_one_vector<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_,
                 add(&mut even, i_n + 2 * pair + 1, h1);
             }
         }
-        let mut gate = [Lane::splat(T::ZERO); GATES];
+        // The four gate blocks' σ in lockstep (see `sigmoid_lanes`).
+        let mut z = even;
         for j in 0..GATES {
-            let mut z = even[j];
             for l in 0..LANES {
-                z[l] = (z[l] + odd[j][l]) * scale_in[j][l];
+                z[j][l] = (z[j][l] + odd[j][l]) * scale_in[j][l];
             }
-            let sig = sigmoid_lane::<T, S>(z);
+        }
+        let mut gate = sigmoid_lanes::<T, S, GATES>(z);
+        for j in 0..GATES {
             for l in 0..LANES {
-                gate[j][l] = sig[l].mul_add(scale_out[j][l], offset_out[j][l]);
+                gate[j][l] = gate[j][l].mul_add(scale_out[j][l], offset_out[j][l]);
             }
             store(row.gates, t * gp + j * LANES, gate[j]);
         }
