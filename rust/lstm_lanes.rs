@@ -996,10 +996,18 @@ fn weight_grads_rows_impl<T: Real, S: IsaMarker>(
                     while k0 < k_end {
                         // 4 x 4 tiles, accumulators one register wide.
                         let f32 = std::mem::size_of::<T>() == 4;
-                        let n = if k0 + 4 <= k_end { 4 } else { 1 };
+                        // A remainder of 2 or 3 columns as 4 x 2 (the seed's
+                        // 10 = 4 + 4 + 2): half the dz loads of two 4 x 1.
+                        let n = match k_end - k0 {
+                            4.. => 4,
+                            2 | 3 => 2,
+                            _ => 1,
+                        };
                         match (n, f32) {
                             (4, true) => outer_block::<T, 4, LANES>(&tile, block, k0, k_n),
                             (4, false) => outer_block::<T, 4, { LANES / 2 }>(&tile, block, k0, k_n),
+                            (2, true) => outer_block::<T, 2, LANES>(&tile, block, k0, k_n),
+                            (2, false) => outer_block::<T, 2, { LANES / 2 }>(&tile, block, k0, k_n),
                             (_, true) => outer_block::<T, 1, LANES>(&tile, block, k0, k_n),
                             (_, false) => outer_block::<T, 1, { LANES / 2 }>(&tile, block, k0, k_n),
                         }
