@@ -612,7 +612,18 @@ fn back_steps_one_vector<T: Real, S: IsaMarker>(
         let (g, o) = (load(gates, 2 * LANES), load(gates, 3 * LANES));
         let tc = load(row.tanh_c, t * LANES);
         let c_prev = load(row.c, t * LANES);
-        let d_out = load_part(row.d_out, t * h, (t + 1) * h);
+        // Step t's H values of d_out: a whole vector read, the lanes past H
+        // masked off, while one fits before the end (a lane-by-lane read
+        // with a variable count cost more than the step's arithmetic).
+        let d_out = if t * h + LANES <= row.d_out.len() {
+            let mut d = load(row.d_out, t * h);
+            for l in 0..LANES {
+                d[l] *= hidden[l];
+            }
+            d
+        } else {
+            load_part(row.d_out, t * h, (t + 1) * h)
+        };
         let mut dz4 = [zero; GATES];
         for l in 0..LANES {
             let gates = [i[l], f[l], g[l], o[l]];
@@ -649,7 +660,9 @@ fn back_steps_one_vector<T: Real, S: IsaMarker>(
                 + ((even[2][l] + odd[2][l]) + (even[3][l] + odd[3][l]));
         }
         if let Some(dx) = dx.as_deref_mut() {
-            dx[t * i_n..][..i_n].copy_from_slice(&sum.0[h..h + i_n]);
+            for k in 0..i_n {
+                dx[t * i_n + k] = sum[h + k];
+            }
         }
         for l in 0..LANES {
             dh[l] = sum[l] * hidden[l];
