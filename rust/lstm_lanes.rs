@@ -104,7 +104,9 @@ fn to_lanes<T: Real>(src: &[T], lanes: &mut [Lane<T>], batch: usize, steps: usiz
         // 4 KiB apart at common shapes (T·F·size), so they share L1 sets,
         // and a line left half read was evicted before its rest was used.
         for (e0, block) in (0..n).step_by(LINE).zip(chunk.chunks_mut(LINE)) {
-            block.fill(Lane::splat(T::ZERO));
+            if rows < LANES {
+                block.fill(Lane::splat(T::ZERO)); // the padding lanes
+            }
             for l in 0..rows {
                 let row = &src[l * n + e0..][..block.len()];
                 for (dst, &v) in block.iter_mut().zip(row) {
