@@ -190,10 +190,7 @@ impl<T: Real> Lstm<T> {
         initial: Option<(&[T], &[T])>,
     ) -> Result<()> {
         self.check_forward(p, x, batch, steps, initial)?;
-        let mut out = std::mem::take(&mut self.out);
-        out.resize(batch * steps * self.hidden_size, T::ZERO);
-        self.forward_kernel(p, Some(x), batch, steps, initial, Some(&mut out));
-        self.out = out;
+        self.forward_to_own_output(p, Some(x), batch, steps, initial);
         Ok(())
     }
 
@@ -243,6 +240,22 @@ impl<T: Real> Lstm<T> {
         Ok(())
     }
 
+    /// [`Self::forward_kernel`] writing the output into the layer's own
+    /// buffer, [`Self::output`].
+    fn forward_to_own_output(
+        &mut self,
+        p: LstmParams<'_, T>,
+        x: Option<&[T]>,
+        batch: usize,
+        steps: usize,
+        initial: Option<(&[T], &[T])>,
+    ) {
+        let mut out = std::mem::take(&mut self.out);
+        out.resize(batch * steps * self.hidden_size, T::ZERO);
+        self.forward_kernel(p, x, batch, steps, initial, Some(&mut out));
+        self.out = out;
+    }
+
     /// Runs the kernel for this shape on `x` (B, T, I), or on the input
     /// buffer when None. Writes the (B, T, H) output into `out` when given
     /// (the lanes kernel can skip it when a dense head is fused).
@@ -264,13 +277,15 @@ impl<T: Real> Lstm<T> {
         self.h_n.resize(batch * s.hidden, T::ZERO);
         self.c_n.resize(batch * s.hidden, T::ZERO);
         let kernel = self.kernel_for(batch);
-        // The rows and GEMM kernels read x again in backward: keep a copy.
-        if let (Some(x), true) = (x, kernel != Kernel::Lanes) {
-            self.input_buffer(batch, steps).copy_from_slice(x);
-        }
         let x = match x {
+            // The lanes kernel keeps x in its own layout.
             Some(x) if kernel == Kernel::Lanes => x,
-            _ => &self.x,
+            // The rows and GEMM kernels read x again in backward: keep a copy.
+            Some(x) => {
+                self.input_buffer(batch, steps).copy_from_slice(x);
+                &self.x
+            }
+            None => &self.x,
         };
         debug_assert_eq!(x.len(), batch * steps * s.input);
         let (h_n, c_n) = (&mut self.h_n, &mut self.c_n);
@@ -303,15 +318,12 @@ impl<T: Real> Lstm<T> {
         pred: &mut [T],
     ) -> Result<()> {
         let fused = Self::fuses(self.kernel_for(batch));
-        let mut out = std::mem::take(&mut self.out);
         if fused {
-            out.clear();
+            self.out.clear();
             self.forward_kernel(p, None, batch, steps, initial, None);
         } else {
-            out.resize(batch * steps * self.hidden_size, T::ZERO);
-            self.forward_kernel(p, None, batch, steps, initial, Some(&mut out));
+            self.forward_to_own_output(p, None, batch, steps, initial);
         }
-        self.out = out;
         let s = self.shape().expect("forward ran");
         if fused {
             lstm_lanes::dense_forward(&self.lanes, s, head, pred);

@@ -1041,6 +1041,25 @@ struct Tile<'a, T> {
     first: bool,
 }
 
+impl<'a, T> Tile<'a, T> {
+    /// The tile's chunk-steps as runs of contiguous steps within one chunk:
+    /// (the run's first step, counted from s0; its dz, 4 lanes a step).
+    fn runs(&self) -> impl Iterator<Item = (usize, &'a [Lane<T>])> + '_ {
+        let (mut s, end) = (self.s0, self.s0 + self.sb);
+        std::iter::from_fn(move || {
+            if s >= end {
+                return None;
+            }
+            let (q, t) = (s / self.t_n, s % self.t_n);
+            let run = (self.t_n - t).min(end - s);
+            let dz = &self.dz[q * self.g_n * self.t_n + (self.block * self.t_n + t) * 4..][..4 * run];
+            let first = s - self.s0;
+            s += run;
+            Some((first, dz))
+        })
+    }
+}
+
 /// Chunk-steps (each LANES batch rows at one step) per block of the weight
 /// gradient sweep.
 const STEP_BLOCK: usize = 64;
@@ -1054,11 +1073,7 @@ fn bias_block<T: Real>(tile: &Tile<'_, T>, bias: &mut [T]) {
     // in memory, each add waiting on the store before it (measured).
     let zero = Lane::splat(T::ZERO);
     let (mut s0, mut s1, mut s2, mut s3) = (zero, zero, zero, zero);
-    let (mut s, end) = (tile.s0, tile.s0 + tile.sb);
-    while s < end {
-        let (q, t) = (s / tile.t_n, s % tile.t_n);
-        let run = (tile.t_n - t).min(end - s);
-        let dz = &tile.dz[q * tile.g_n * tile.t_n + (tile.block * tile.t_n + t) * 4..][..4 * run];
+    for (_, dz) in tile.runs() {
         for a in dz.chunks_exact(4) {
             for l in 0..LANES {
                 s0[l] += a[0][l];
@@ -1067,7 +1082,6 @@ fn bias_block<T: Real>(tile: &Tile<'_, T>, bias: &mut [T]) {
                 s3[l] += a[3][l];
             }
         }
-        s += run;
     }
     for (out, sum) in bias.iter_mut().zip(&[s0, s1, s2, s3]) {
         let sum = lane_sum(sum);
@@ -1090,12 +1104,8 @@ fn outer_block<T: Real, const N: usize, const W: usize>(tile: &Tile<'_, T>, rows
     let zero = [[T::ZERO; W]; N];
     let (mut acc0, mut acc1, mut acc2, mut acc3) = (zero, zero, zero, zero);
     // One run of steps per chunk the block spans.
-    let (mut s, end) = (tile.s0, tile.s0 + sb);
-    while s < end {
-        let (q, t) = (s / tile.t_n, s % tile.t_n);
-        let run = (tile.t_n - t).min(end - s);
-        let dz = &tile.dz[q * tile.g_n * tile.t_n + (tile.block * tile.t_n + t) * 4..][..4 * run];
-        let cols: [&[Lane<T>]; N] = std::array::from_fn(|m| &columns[m][s - tile.s0..][..run]);
+    for (first, dz) in tile.runs() {
+        let cols: [&[Lane<T>]; N] = std::array::from_fn(|m| &columns[m][first..][..dz.len() / 4]);
         for (i, a) in dz.chunks_exact(4).enumerate() {
             let b: [Lane<T>; N] = std::array::from_fn(|m| cols[m][i]);
             for half in 0..LANES / W {
@@ -1107,7 +1117,6 @@ fn outer_block<T: Real, const N: usize, const W: usize>(tile: &Tile<'_, T>, rows
                 }
             }
         }
-        s += run;
     }
     for (j, acc) in [acc0, acc1, acc2, acc3].iter().enumerate() {
         for m in 0..N {

@@ -97,6 +97,17 @@ fn write_array<'py, T: Element + Real>(obj: &Bound<'py, PyAny>, name: &str) -> P
     })
 }
 
+/// The core's vectorised finiteness scan, for an argument named at run time
+/// (`params['w']`): ValueError with the first bad flat index.
+fn check_finite_named<T: Real>(label: &str, data: &[T]) -> PyResult<()> {
+    match crate::error::check_finite("", data) {
+        Err(Error::NonFinite { index, .. }) => Err(PyValueError::new_err(format!(
+            "{label}: all values must be finite, found NaN or inf at flat index {index}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The shape check every caller needs: `name` must be exactly `expected`.
 fn check_shape(name: &str, got: &[usize], expected: &[usize]) -> PyResult<()> {
     if got == expected {
@@ -203,11 +214,7 @@ fn flat_params<'py, T: Element + Real>(
         let array = read_array::<T>(&value, &label, shape.len())?;
         check_shape(&label, array.shape(), &shape)?;
         let data = array.as_slice()?;
-        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-            return Err(PyValueError::new_err(format!(
-                "{label}: all values must be finite, found NaN or inf at flat index {i}"
-            )));
-        }
+        check_finite_named(&label, data)?;
         flat.extend_from_slice(data);
     }
     if let Some(extra) = params.keys().iter().find_map(|k| {
@@ -649,11 +656,7 @@ fn adam_entry<'py, T: Element + Real>(
             Err(_) => return Err(bad(describe(grad))),
         },
     };
-    if let Some(i) = grad.as_slice()?.iter().position(|x| !x.is_finite()) {
-        return Err(PyValueError::new_err(format!(
-            "grads['{name}']: all values must be finite, found NaN or inf at flat index {i}"
-        )));
-    }
+    check_finite_named(&format!("grads['{name}']"), grad.as_slice()?)?;
     let m = write_array::<T>(m, &format!("m['{name}']"))?;
     check_shape("m", m.shape(), &shape)?;
     let v = write_array::<T>(v, &format!("v['{name}']"))?;

@@ -189,8 +189,8 @@ class Adam:
         self.m = {k: np.zeros_like(p) for k, p in self.params.items()}
         self.v = {k: np.zeros_like(p) for k, p in self.params.items()}
         # Check the settings once, on a scratch array, so a bad lr fails here.
-        scratch = [np.zeros(1) for _ in range(4)]
-        _core.adam_step(["scratch"], *([a] for a in scratch), 1, **self._hyper())
+        param, grad, m, v = ([np.zeros(1)] for _ in range(4))
+        _core.adam_step(["scratch"], param, grad, m, v, 1, **self._hyper())
 
     def _hyper(self) -> dict[str, float | str]:
         return {
