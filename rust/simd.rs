@@ -173,3 +173,21 @@ macro_rules! dispatch {
     };
 }
 pub(crate) use dispatch;
+
+/// Asks for part `part` of `parts` of `data`'s cache lines to be brought
+/// into L2, so a kernel can fetch what it reads next while it computes.
+#[inline(always)]
+pub(crate) fn prefetch_part<E>(data: &[E], part: usize, parts: usize) {
+    let lines = std::mem::size_of_val(data) / 64;
+    let base = data.as_ptr() as *const i8;
+    for line in lines * part / parts..lines * (part + 1) / parts {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the address is inside `data`, and a prefetch never faults.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+            _mm_prefetch::<_MM_HINT_T1>(base.add(line * 64));
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (base, line);
+    }
+}
