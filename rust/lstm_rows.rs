@@ -683,17 +683,37 @@ fn back_steps_one_vector<T: Real, S: IsaMarker>(
             store(dz, q * LANES, *d);
         }
         // [dh_{t−1} | dx_t] = Σ over gate rows of dz · row.
-        let (mut even, mut odd) = ([zero; GATES], [zero; GATES]);
-        for u in (0..h).step_by(2) {
-            back_row_add(&mut even, w, dz, u);
-            if u + 1 < h {
-                back_row_add(&mut odd, w, dz, u + 1);
+        // dz is read back from memory, one broadcast per gate row: seen
+        // through, the compiler took each value out of dz4 by a run-time
+        // lane index, through the stack (a stalled reload every step).
+        let dz: &[T] = std::hint::black_box(dz);
+        // Two chains per gate block, the first and the second half of the
+        // rows. (For an odd H the second half ends on a padding row, zero
+        // weights and zero dz as H < LANES: it adds nothing, and no branch
+        // splits the loop. Interleaved rows instead, the compiler paired
+        // the adjacent dz reads and shuffled them through the stack.)
+        let half = h.div_ceil(2);
+        let (mut first, mut second) = ([zero; GATES], [zero; GATES]);
+        for u in 0..half {
+            back_row_add(&mut first, w, dz, u);
+            back_row_add(&mut second, w, dz, half + u);
+        }
+        // ((f0 + s0) + (f1 + s1)) + ((f2 + s2) + (f3 + s3)), one lane-wise
+        // add after another: written as one expression per lane, the
+        // compiler vectorised it across its eight operands instead of the
+        // lanes and shuffled them through the stack every step.
+        for l in 0..LANES {
+            for q in 0..GATES {
+                first[q][l] += second[q][l];
             }
         }
-        let mut sum = zero;
+        let [mut sum, f1, mut f2, f3] = first;
         for l in 0..LANES {
-            sum[l] = ((even[0][l] + odd[0][l]) + (even[1][l] + odd[1][l]))
-                + ((even[2][l] + odd[2][l]) + (even[3][l] + odd[3][l]));
+            sum[l] += f1[l];
+            f2[l] += f3[l];
+        }
+        for l in 0..LANES {
+            sum[l] += f2[l];
         }
         if let Some(dx) = dx.as_deref_mut() {
             for k in 0..i_n {
