@@ -798,17 +798,34 @@ fn backward_chunk_impl<T: Real, S: IsaMarker>(
         let dx_t = &mut dx[t * i_n..][..i_n];
         for (k0, width) in column_blocks(if need_dx { 0 } else { i_n }, i_n + h_n) {
             let panel = &w[k0 * g4..][..g4 * width];
-            match width {
-                8 => back_block::<T, 8>(&dz_t, panel, k0, dx_t, dh),
-                7 => back_block::<T, 7>(&dz_t, panel, k0, dx_t, dh),
-                6 => back_block::<T, 6>(&dz_t, panel, k0, dx_t, dh),
-                5 => back_block::<T, 5>(&dz_t, panel, k0, dx_t, dh),
-                4 => back_block::<T, 4>(&dz_t, panel, k0, dx_t, dh),
-                3 => back_block::<T, 3>(&dz_t, panel, k0, dx_t, dh),
-                2 => back_block::<T, 2>(&dz_t, panel, k0, dx_t, dh),
-                _ => back_block::<T, 1>(&dz_t, panel, k0, dx_t, dh),
+            if std::mem::size_of::<T>() == 4 {
+                back_block_width::<T, LANES>(width, &dz_t, panel, k0, dx_t, dh);
+            } else {
+                back_block_width::<T, { LANES / 2 }>(width, &dz_t, panel, k0, dx_t, dh);
             }
         }
+    }
+}
+
+/// [`back_block`] for a run-time width (1 to 8).
+#[inline(always)]
+fn back_block_width<T: Real, const W: usize>(
+    width: usize,
+    dz: &DzStep<'_, T>,
+    panel: &[T],
+    k0: usize,
+    dx_t: &mut [Lane<T>],
+    dh: &mut [Lane<T>],
+) {
+    match width {
+        8 => back_block::<T, 8, W>(dz, panel, k0, dx_t, dh),
+        7 => back_block::<T, 7, W>(dz, panel, k0, dx_t, dh),
+        6 => back_block::<T, 6, W>(dz, panel, k0, dx_t, dh),
+        5 => back_block::<T, 5, W>(dz, panel, k0, dx_t, dh),
+        4 => back_block::<T, 4, W>(dz, panel, k0, dx_t, dh),
+        3 => back_block::<T, 3, W>(dz, panel, k0, dx_t, dh),
+        2 => back_block::<T, 2, W>(dz, panel, k0, dx_t, dh),
+        _ => back_block::<T, 1, W>(dz, panel, k0, dx_t, dh),
     }
 }
 
@@ -842,29 +859,40 @@ struct DzStep<'a, T> {
 
 /// N columns k0.. of Wᵀ·dz (`panel`: the block's (4H, N) weights), written to dx_t
 /// for input columns and to dh for hidden ones.
+///
+/// The lanes go in parts W wide, one vector register (W = LANES in f32, two
+/// halves in f64), each part a full pass over the gate rows: with both
+/// halves in one pass, each weight fed two multiply-adds, so the compiler
+/// held the broadcasts in registers, ran out and spilled them every row.
 #[inline(always)]
-fn back_block<T: Real, const N: usize>(
+fn back_block<T: Real, const N: usize, const W: usize>(
     dz: &DzStep<'_, T>,
     panel: &[T],
     k0: usize,
     dx_t: &mut [Lane<T>],
     dh: &mut [Lane<T>],
 ) {
-    let mut acc = [Lane::splat(T::ZERO); N];
-    for blk in 0..dz.g_n / 4 {
-        let d4 = &dz.dz[(blk * dz.t_n + dz.t) * 4..][..4];
-        for (j4, &d) in d4.iter().enumerate() {
-            let g = 4 * blk + j4;
-            let wr: [T; N] = panel[g * N..][..N].try_into().unwrap();
-            for l in 0..LANES {
-                for j in 0..N {
-                    acc[j][l] = d[l].mul_add(wr[j], acc[j][l]);
+    let mut sums = [Lane::splat(T::ZERO); N];
+    for part in 0..LANES / W {
+        let mut acc = [[T::ZERO; W]; N];
+        for blk in 0..dz.g_n / 4 {
+            let d4 = &dz.dz[(blk * dz.t_n + dz.t) * 4..][..4];
+            for (j4, d) in d4.iter().enumerate() {
+                let g = 4 * blk + j4;
+                let wr: [T; N] = panel[g * N..][..N].try_into().unwrap();
+                for l in 0..W {
+                    for j in 0..N {
+                        acc[j][l] = d[part * W + l].mul_add(wr[j], acc[j][l]);
+                    }
                 }
             }
         }
+        for (sum, a) in sums.iter_mut().zip(&acc) {
+            sum.0[part * W..][..W].copy_from_slice(a);
+        }
     }
     let i_n = dx_t.len();
-    for (j, a) in acc.iter().enumerate() {
+    for (j, a) in sums.iter().enumerate() {
         let k = k0 + j;
         if k < i_n {
             dx_t[k] = *a;
