@@ -683,15 +683,10 @@ fn back_steps_one_vector<T: Real, S: IsaMarker>(
             store(dz, q * LANES, *d);
         }
         // [dh_{t−1} | dx_t] = Σ over gate rows of dz · row.
-        // dz is read back from memory, one broadcast per gate row: seen
-        // through, the compiler took each value out of dz4 by a run-time
-        // lane index, through the stack (a stalled reload every step).
-        let dz: &[T] = std::hint::black_box(dz);
-        // Two chains per gate block, the first and the second half of the
-        // rows. (For an odd H the second half ends on a padding row, zero
-        // weights and zero dz as H < LANES: it adds nothing, and no branch
-        // splits the loop. Interleaved rows instead, the compiler paired
-        // the adjacent dz reads and shuffled them through the stack.)
+        // Two chains per gate block, over the first and the second half of
+        // the rows. For an odd H the second half ends on a padding row
+        // (zero weights and zero dz, as H < LANES): it adds nothing, and no
+        // branch splits the loop.
         let half = h.div_ceil(2);
         let (mut first, mut second) = ([zero; GATES], [zero; GATES]);
         for u in 0..half {
