@@ -578,28 +578,28 @@ fn weight_sums<T: Real>(row: &mut BackRow<'_, T>, t_n: usize, i_n: usize, h: usi
             (&one[..], 0)
         }
     };
+    // As many features per pass as keep 24 running sums in the 32 vector
+    // registers (a Lane of f64 takes two). One feature at a time, each
+    // step's multiply-adds waited on the last (four chains per pass).
+    let registers = std::mem::size_of::<Lane<T>>().div_ceil(64) * gp / LANES;
+    let most = (24 / registers).max(1);
     let mut f0 = 0;
     while f0 <= k_n {
         let acc = &mut row.acc[f0 * gp..];
-        // Up to 24 running sums in registers; one feature at a time, each
-        // step's multiply-adds waited on the last (four chains per pass).
-        let n = match gp / LANES {
-            4 => match (k_n + 1 - f0).min(6) {
-                6 => outer::<T, 4, 6>(acc, row.dz, gp, std::array::from_fn(|m| input(f0 + m)), t_n),
-                5 => outer::<T, 4, 5>(acc, row.dz, gp, std::array::from_fn(|m| input(f0 + m)), t_n),
-                4 => outer::<T, 4, 4>(acc, row.dz, gp, std::array::from_fn(|m| input(f0 + m)), t_n),
-                3 => outer::<T, 4, 3>(acc, row.dz, gp, std::array::from_fn(|m| input(f0 + m)), t_n),
-                2 => outer::<T, 4, 2>(acc, row.dz, gp, std::array::from_fn(|m| input(f0 + m)), t_n),
-                _ => outer::<T, 4, 1>(acc, row.dz, gp, [input(f0)], t_n),
-            },
-            8 => match (k_n + 1 - f0).min(3) {
-                3 => outer::<T, 8, 3>(acc, row.dz, gp, std::array::from_fn(|m| input(f0 + m)), t_n),
-                2 => outer::<T, 8, 2>(acc, row.dz, gp, std::array::from_fn(|m| input(f0 + m)), t_n),
-                _ => outer::<T, 8, 1>(acc, row.dz, gp, [input(f0)], t_n),
-            },
+        let group = |m: usize| input(f0 + m);
+        let n = match (gp / LANES, (k_n + 1 - f0).min(most)) {
+            (4, 6) => outer::<T, 4, 6>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (4, 5) => outer::<T, 4, 5>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (4, 4) => outer::<T, 4, 4>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (4, 3) => outer::<T, 4, 3>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (4, 2) => outer::<T, 4, 2>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (4, _) => outer::<T, 4, 1>(acc, row.dz, gp, [group(0)], t_n),
+            (8, 3) => outer::<T, 8, 3>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (8, 2) => outer::<T, 8, 2>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (8, _) => outer::<T, 8, 1>(acc, row.dz, gp, [group(0)], t_n),
             _ => {
                 for v in (0..gp).step_by(LANES) {
-                    outer::<T, 1, 1>(&mut acc[v..], &row.dz[v..], gp, [input(f0)], t_n);
+                    outer::<T, 1, 1>(&mut acc[v..], &row.dz[v..], gp, [group(0)], t_n);
                 }
                 1
             }
