@@ -1067,8 +1067,9 @@ fn weight_grads_rows_impl<T: Real, S: IsaMarker>(
 /// Bytes of packed inputs one column group of the weight-gradient sweep
 /// may span, and of dz one row group may span: together most of a 1 MB L2.
 const PACK_L2_BYTES: usize = 384 * 1024;
-const L2_BYTES: usize = 1024 * 1024;
 const DZ_L2_BYTES: usize = 256 * 1024;
+/// The L2 size these are cut from; a larger dz comes from memory.
+const L2_BYTES: usize = 1024 * 1024;
 
 /// One step block (chunk-steps s0..s0+sb) of the weight-gradient sweep for
 /// the 4-row block `block`: `dz` (Q, G/4, T, 4) is read in place, one run
