@@ -251,11 +251,13 @@ pub(crate) fn forward<T: Real>(
 
     let tasks = tasks_for(q_n, q_n * t_n * g4 * k_n);
     let job = ForwardChunks {
-        x: &ws.x,
-        gates: &mut ws.gates,
-        c: &mut ws.c,
-        tanh_c: &mut ws.tanh_c,
-        h: &mut ws.h,
+        bufs: ForwardChunk {
+            x: &ws.x,
+            gates: &mut ws.gates,
+            c: &mut ws.c,
+            tanh_c: &mut ws.tanh_c,
+            h: &mut ws.h,
+        },
         w_fwd: &ws.w_fwd,
         bias: p.bias,
         q_n,
@@ -274,11 +276,7 @@ pub(crate) fn forward<T: Real>(
 
 /// The forward work of chunks `0..q_n` (a contiguous run of chunks).
 struct ForwardChunks<'a, T> {
-    x: &'a [Lane<T>],
-    gates: &'a mut [Lane<T>],
-    c: &'a mut [Lane<T>],
-    tanh_c: &'a mut [Lane<T>],
-    h: &'a mut [Lane<T>],
+    bufs: ForwardChunk<'a, T>,
     w_fwd: &'a [T],
     bias: &'a [T],
     q_n: usize,
@@ -293,40 +291,29 @@ impl<T: Real> Split for ForwardChunks<'_, T> {
     }
 
     fn split(self, q: usize) -> (Self, Self) {
-        let (t, i, h) = (self.t_n, self.i_n, self.h_n);
-        let (x0, x1) = self.x.split_at(q * t * i);
-        let (g0, g1) = self.gates.split_at_mut(q * t * 4 * h);
-        let (c0, c1) = self.c.split_at_mut(q * (t + 1) * h);
-        let (tc0, tc1) = self.tanh_c.split_at_mut(q * t * h);
-        let (h0, h1) = self.h.split_at_mut(q * (t + 1) * h);
-        let part = |x, gates, c, tanh_c, hs, q_n| ForwardChunks {
-            x,
-            gates,
-            c,
-            tanh_c,
-            h: hs,
-            w_fwd: self.w_fwd,
-            bias: self.bias,
-            q_n,
-            t_n: t,
-            i_n: i,
-            h_n: h,
-        };
-        (part(x0, g0, c0, tc0, h0, q), part(x1, g1, c1, tc1, h1, self.q_n - q))
+        let (first, rest) = self.bufs.split_at(q, self.t_n, self.i_n, self.h_n);
+        let q_n = self.q_n;
+        (
+            ForwardChunks {
+                bufs: first,
+                q_n: q,
+                ..self
+            },
+            ForwardChunks {
+                bufs: rest,
+                q_n: q_n - q,
+                ..self
+            },
+        )
     }
 
     fn run(self) {
         let (t, i, h) = (self.t_n, self.i_n, self.h_n);
-        let chunks = self
-            .x
-            .chunks_exact(t * i)
-            .zip(self.gates.chunks_exact_mut(t * 4 * h))
-            .zip(self.c.chunks_exact_mut((t + 1) * h))
-            .zip(self.tanh_c.chunks_exact_mut(t * h))
-            .zip(self.h.chunks_exact_mut((t + 1) * h))
-            .map(|((((x, gates), c), tanh_c), h)| ForwardChunk { x, gates, c, tanh_c, h });
-        for mut chunk in chunks {
+        let mut rest = self.bufs;
+        for _ in 0..self.q_n {
+            let (mut chunk, after) = rest.split_at(1, t, i, h);
             forward_chunk(&mut chunk, self.w_fwd, self.bias, t, i, h);
+            rest = after;
         }
     }
 }
@@ -366,7 +353,8 @@ fn tasks_for(q_n: usize, macs: usize) -> usize {
     }
 }
 
-/// One chunk's forward buffers (layouts as in [`LanesWorkspace`]).
+/// The forward buffers of one chunk or a run of chunks, chunk-major
+/// (layouts as in [`LanesWorkspace`]); per chunk:
 pub(crate) struct ForwardChunk<'a, T> {
     /// (T, I)
     x: &'a [Lane<T>],
@@ -378,6 +366,33 @@ pub(crate) struct ForwardChunk<'a, T> {
     tanh_c: &'a mut [Lane<T>],
     /// (T+1, H)
     h: &'a mut [Lane<T>],
+}
+
+impl<T> ForwardChunk<'_, T> {
+    /// The first q chunks and the rest.
+    fn split_at(self, q: usize, t: usize, i: usize, h: usize) -> (Self, Self) {
+        let (x0, x1) = self.x.split_at(q * t * i);
+        let (g0, g1) = self.gates.split_at_mut(q * t * 4 * h);
+        let (c0, c1) = self.c.split_at_mut(q * (t + 1) * h);
+        let (tc0, tc1) = self.tanh_c.split_at_mut(q * t * h);
+        let (h0, h1) = self.h.split_at_mut(q * (t + 1) * h);
+        (
+            ForwardChunk {
+                x: x0,
+                gates: g0,
+                c: c0,
+                tanh_c: tc0,
+                h: h0,
+            },
+            ForwardChunk {
+                x: x1,
+                gates: g1,
+                c: c1,
+                tanh_c: tc1,
+                h: h1,
+            },
+        )
+    }
 }
 
 dispatch!(fn forward_chunk<T: Real, S: IsaMarker>(
@@ -579,14 +594,16 @@ fn backward_from_lanes<T: Real>(
     }
 
     let job = BackwardChunks {
-        gates: &ws.gates,
-        c: &ws.c,
-        tanh_c: &ws.tanh_c,
-        d_out: &ws.d_out,
-        dz: &mut ws.dz,
-        dx: &mut ws.dx,
-        dh: &mut ws.dh,
-        dc: &mut ws.dc,
+        bufs: BackwardChunk {
+            gates: &ws.gates,
+            c: &ws.c,
+            tanh_c: &ws.tanh_c,
+            d_out: &ws.d_out,
+            dz: &mut ws.dz,
+            dx: &mut ws.dx,
+            dh: &mut ws.dh,
+            dc: &mut ws.dc,
+        },
         w: &ws.w_bwd,
         need_dx: dx.is_some(),
         q_n,
@@ -634,14 +651,7 @@ fn backward_from_lanes<T: Real>(
 
 /// The backward work of a contiguous run of chunks.
 struct BackwardChunks<'a, T> {
-    gates: &'a [Lane<T>],
-    c: &'a [Lane<T>],
-    tanh_c: &'a [Lane<T>],
-    d_out: &'a [Lane<T>],
-    dz: &'a mut [Lane<T>],
-    dx: &'a mut [Lane<T>],
-    dh: &'a mut [Lane<T>],
-    dc: &'a mut [Lane<T>],
+    bufs: BackwardChunk<'a, T>,
     w: &'a [T],
     /// Whether to compute dx (the seed network has no use for it).
     need_dx: bool,
@@ -657,67 +667,35 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
     }
 
     fn split(self, q: usize) -> (Self, Self) {
-        let (t, i, h) = (self.t_n, self.i_n, self.h_n);
-        let (gates0, gates1) = self.gates.split_at(q * t * 4 * h);
-        let (c0, c1) = self.c.split_at(q * (t + 1) * h);
-        let (tc0, tc1) = self.tanh_c.split_at(q * t * h);
-        let (do0, do1) = self.d_out.split_at(q * t * h);
-        let (dz0, dz1) = self.dz.split_at_mut(q * t * 4 * h);
-        let (dx0, dx1) = self.dx.split_at_mut(q * t * i);
-        let (dh0, dh1) = self.dh.split_at_mut(q * h);
-        let (dc0, dc1) = self.dc.split_at_mut(q * h);
-        let (w, need_dx) = (self.w, self.need_dx);
-        let part = |gates, c, tanh_c, d_out, dz, dx, dh, dc, q_n| BackwardChunks {
-            gates,
-            c,
-            tanh_c,
-            d_out,
-            dz,
-            dx,
-            dh,
-            dc,
-            w,
-            need_dx,
-            q_n,
-            t_n: t,
-            i_n: i,
-            h_n: h,
-        };
+        let (first, rest) = self.bufs.split_at(q, self.t_n, self.i_n, self.h_n);
+        let q_n = self.q_n;
         (
-            part(gates0, c0, tc0, do0, dz0, dx0, dh0, dc0, q),
-            part(gates1, c1, tc1, do1, dz1, dx1, dh1, dc1, self.q_n - q),
+            BackwardChunks {
+                bufs: first,
+                q_n: q,
+                ..self
+            },
+            BackwardChunks {
+                bufs: rest,
+                q_n: q_n - q,
+                ..self
+            },
         )
     }
 
     fn run(self) {
         let (t, i, h) = (self.t_n, self.i_n, self.h_n);
-        let chunks = self
-            .gates
-            .chunks_exact(t * 4 * h)
-            .zip(self.c.chunks_exact((t + 1) * h))
-            .zip(self.tanh_c.chunks_exact(t * h))
-            .zip(self.d_out.chunks_exact(t * h))
-            .zip(self.dz.chunks_exact_mut(t * 4 * h))
-            .zip(self.dx.chunks_exact_mut(t * i))
-            .zip(self.dh.chunks_exact_mut(h))
-            .zip(self.dc.chunks_exact_mut(h));
-        for (((((((gates, c), tanh_c), d_out), dz), dx), dh), dc) in chunks {
-            let mut chunk = BackwardChunk {
-                gates,
-                c,
-                tanh_c,
-                d_out,
-                dz,
-                dx,
-                dh,
-                dc,
-            };
+        let mut rest = self.bufs;
+        for _ in 0..self.q_n {
+            let (mut chunk, after) = rest.split_at(1, t, i, h);
             backward_chunk(&mut chunk, self.w, self.need_dx, t, i, h);
+            rest = after;
         }
     }
 }
 
-/// One chunk's backward buffers (layouts as in [`LanesWorkspace`]).
+/// The backward buffers of one chunk or a run of chunks, chunk-major
+/// (layouts as in [`LanesWorkspace`]); per chunk:
 pub(crate) struct BackwardChunk<'a, T> {
     /// (T, 4H), activated
     gates: &'a [Lane<T>],
@@ -734,6 +712,34 @@ pub(crate) struct BackwardChunk<'a, T> {
     /// (H,) each: the running gradients by h and c.
     dh: &'a mut [Lane<T>],
     dc: &'a mut [Lane<T>],
+}
+
+impl<T> BackwardChunk<'_, T> {
+    /// The first q chunks and the rest.
+    fn split_at(self, q: usize, t: usize, i: usize, h: usize) -> (Self, Self) {
+        let (gates0, gates1) = self.gates.split_at(q * t * 4 * h);
+        let (c0, c1) = self.c.split_at(q * (t + 1) * h);
+        let (tc0, tc1) = self.tanh_c.split_at(q * t * h);
+        let (do0, do1) = self.d_out.split_at(q * t * h);
+        let (dz0, dz1) = self.dz.split_at_mut(q * t * 4 * h);
+        let (dx0, dx1) = self.dx.split_at_mut(q * t * i);
+        let (dh0, dh1) = self.dh.split_at_mut(q * h);
+        let (dc0, dc1) = self.dc.split_at_mut(q * h);
+        let part = |gates, c, tanh_c, d_out, dz, dx, dh, dc| BackwardChunk {
+            gates,
+            c,
+            tanh_c,
+            d_out,
+            dz,
+            dx,
+            dh,
+            dc,
+        };
+        (
+            part(gates0, c0, tc0, do0, dz0, dx0, dh0, dc0),
+            part(gates1, c1, tc1, do1, dz1, dx1, dh1, dc1),
+        )
+    }
 }
 
 dispatch!(fn backward_chunk<T: Real, S: IsaMarker>(
