@@ -13,7 +13,7 @@
 //! element-wise work is in the element type.
 
 use crate::error::{check_len, Error, Result};
-use crate::real::Real;
+use crate::simd::Real;
 
 /// Where ε enters the update (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

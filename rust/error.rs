@@ -74,7 +74,7 @@ pub(crate) fn check_len<T>(arg: &'static str, data: &[T], expected: &[usize]) ->
 }
 
 /// Checks that every value of `data` is finite.
-pub(crate) fn check_finite<T: crate::Real>(arg: &'static str, data: &[T]) -> Result<()> {
+pub(crate) fn check_finite<T: crate::simd::Real>(arg: &'static str, data: &[T]) -> Result<()> {
     // A branch-free scan: `x * 0` is 0 for finite x and NaN for NaN or ±inf,
     // and a NaN makes a sum NaN. 64 independent sums, so it vectorises (one
     // sum would be a chain of dependent adds, ~4 cycles per element).

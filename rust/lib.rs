@@ -9,23 +9,20 @@
 //! - [`linear`]: the time-distributed dense layer.
 //! - [`adam`]: Adam, fused and in place (TensorFlow's or PyTorch's ε).
 //! - [`model`]: the seed network `Linear → LSTM → Linear`, its cost, one train step.
-//! - [`threads`]: the thread count (results do not depend on it).
+//! - [`threads`]: the thread count (results do not depend on it) and the
+//!   fork-join pool the kernels run on.
+//!
+//! Imports run one way: `python` (the binding) → `model` → `lstm` (the
+//! layer, `lstm/mod.rs`) → the kernels (`lstm/lanes.rs`, `rows.rs`,
+//! `gemm.rs`, sharing `lstm/params.rs` and `lstm/cell.rs`) → `simd` (lane
+//! vectors, dispatch, σ/tanh per instruction set) and `threads`.
 
-pub mod activation;
-#[cfg(target_arch = "x86_64")]
-mod activation_avx512;
 pub mod adam;
-mod cell;
 pub mod error;
 pub mod linear;
 pub mod lstm;
-mod lstm_gemm;
-mod lstm_lanes;
-mod lstm_rows;
 mod matmul;
 pub mod model;
-mod pool;
-pub mod real;
 mod simd;
 pub mod threads;
 
@@ -36,8 +33,7 @@ pub use adam::{Adam, AdamConfig, EpsilonStyle};
 pub use error::{Error, Result};
 pub use lstm::{Kernel, Lstm, LstmGrads, LstmParams, LstmShape};
 pub use model::{SeedConfig, SeedNetwork, PARAM_NAMES};
-pub use real::Real;
-pub use simd::SIMD_ENV_VAR;
+pub use simd::{Real, SIMD_ENV_VAR};
 
 /// The instruction set the kernels run with: `"avx512"`, `"avx2"` or
 /// `"baseline"` (the best this CPU has, capped by `SINCOS_RS_SIMD`).

@@ -4,8 +4,8 @@
 //! Weights in PyTorch layout: `w` (Out, In), `b` (Out,).
 
 use crate::error::{check_len, Result};
-use crate::matmul::{matmul, Mat, MatMut};
-use crate::real::Real;
+use crate::matmul::{column_sums, matmul, Mat, MatMut};
+use crate::simd::Real;
 
 /// The sizes of one linear layer call: `rows` = B·T rows of `input` features
 /// in, `output` features out.
@@ -70,16 +70,4 @@ pub fn linear_backward<T: Real>(
         );
     }
     Ok(())
-}
-
-/// `sums[j] = Σ_r m[r, j]` for a row-major matrix with `cols` columns, summed
-/// in row order (the same order whatever the thread count).
-pub(crate) fn column_sums<T: Real>(m: &[T], cols: usize, sums: &mut [T]) {
-    debug_assert_eq!(sums.len(), cols);
-    sums.fill(T::ZERO);
-    for row in m.chunks_exact(cols) {
-        for (s, &v) in sums.iter_mut().zip(row) {
-            *s += v;
-        }
-    }
 }

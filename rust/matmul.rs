@@ -5,7 +5,7 @@
 //! bounds of every view are checked when it is made, which is what makes the
 //! `unsafe` call into `gemm` sound.
 
-use crate::real::Real;
+use crate::simd::Real;
 use crate::threads;
 
 /// A read-only strided matrix view: element (r, c) is `data[r*rs + c*cs]`.
@@ -132,5 +132,17 @@ pub fn matmul<T: Real>(dst: MatMut<'_, T>, accumulate: bool, a: Mat<'_, T>, b: M
             false,
             parallelism,
         );
+    }
+}
+
+/// `sums[j] = Σ_r m[r, j]` for a row-major matrix with `cols` columns, summed
+/// in row order (the same order whatever the thread count).
+pub(crate) fn column_sums<T: Real>(m: &[T], cols: usize, sums: &mut [T]) {
+    debug_assert_eq!(sums.len(), cols);
+    sums.fill(T::ZERO);
+    for row in m.chunks_exact(cols) {
+        for (s, &v) in sums.iter_mut().zip(row) {
+            *s += v;
+        }
     }
 }

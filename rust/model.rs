@@ -18,7 +18,7 @@
 use crate::adam::{Adam, AdamConfig};
 use crate::error::{check_finite, check_len, check_positive, Error, Result};
 use crate::lstm::{Dense, Kernel, Lstm, LstmGrads, LstmParams};
-use crate::real::Real;
+use crate::simd::Real;
 
 /// Parameter names, in storage order (PyTorch's names and layouts).
 pub const PARAM_NAMES: [&str; 7] = [

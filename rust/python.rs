@@ -17,7 +17,7 @@ use crate::adam::{adam_update as core_adam_update, AdamCoefficients, AdamConfig,
 use crate::error::Error;
 use crate::lstm::{Lstm, LstmGrads, LstmParams};
 use crate::model::{SeedConfig, SeedNetwork, PARAM_NAMES};
-use crate::real::Real;
+use crate::simd::Real;
 use crate::threads;
 
 fn to_py_err(e: Error) -> PyErr {

@@ -7,6 +7,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub(crate) mod pool;
+
 /// 0 means "not decided yet".
 static NUM_THREADS: AtomicUsize = AtomicUsize::new(0);
 

@@ -9,59 +9,29 @@
 //! c' = f·c + i·g                        h' = o·tanh(c')
 //! ```
 //!
-//! Two kernels compute the same function: [`crate::lstm_lanes`] (the batch
-//! in SIMD lanes, for small hidden sizes, where per-call overhead and the
-//! transcendental functions dominate) and [`crate::lstm_gemm`] (matrix
-//! products, for large ones). [`Lstm`] picks one per call by shape.
+//! Three kernels compute the same function, each in its own file beside
+//! this one: `lanes.rs` (the batch in SIMD lanes, for small and medium
+//! hidden sizes, where per-call overhead and the transcendental functions
+//! dominate), `rows.rs` (a few rows, the gates in lanes: one long series)
+//! and `gemm.rs` (matrix products, for large ones). They share the types of
+//! `params.rs` and the cell arithmetic of `cell.rs`. [`Lstm`] picks one per
+//! call by shape ([`Kernel`]).
 
 use crate::error::{check_finite, check_len, check_positive, Error, Result};
 use crate::linear::{linear_backward, linear_forward, LinearShape};
-use crate::lstm_gemm::{self, GemmWorkspace};
-pub use crate::lstm_lanes::Dense;
-use crate::lstm_lanes::{self, LanesWorkspace};
-use crate::lstm_rows::{self, RowsWorkspace};
-pub use crate::lstm_rows::{ROWS_MAX_BATCH, ROWS_MAX_HIDDEN};
-use crate::real::Real;
+use crate::simd::Real;
 
-/// The sizes of one sequence: B rows of T steps of I features, H hidden units.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LstmShape {
-    pub batch: usize,
-    pub steps: usize,
-    pub input: usize,
-    pub hidden: usize,
-}
+mod cell;
+mod gemm;
+mod lanes;
+mod params;
+mod rows;
 
-/// Borrowed LSTM weights: `weight_ih` (4H, I), `weight_hh` (4H, H), `bias` (4H,).
-#[derive(Clone, Copy)]
-pub struct LstmParams<'a, T> {
-    pub weight_ih: &'a [T],
-    pub weight_hh: &'a [T],
-    pub bias: &'a [T],
-}
-
-/// Where backward writes the weight gradients (same shapes as [`LstmParams`]).
-pub struct LstmGrads<'a, T> {
-    pub weight_ih: &'a mut [T],
-    pub weight_hh: &'a mut [T],
-    pub bias: &'a mut [T],
-}
-
-impl<T> LstmParams<'_, T> {
-    fn check(&self, input: usize, hidden: usize) -> Result<()> {
-        check_len("weight_ih", self.weight_ih, &[4 * hidden, input])?;
-        check_len("weight_hh", self.weight_hh, &[4 * hidden, hidden])?;
-        check_len("bias", self.bias, &[4 * hidden])
-    }
-}
-
-impl<T> LstmGrads<'_, T> {
-    fn check(&self, input: usize, hidden: usize) -> Result<()> {
-        check_len("grad weight_ih", self.weight_ih, &[4 * hidden, input])?;
-        check_len("grad weight_hh", self.weight_hh, &[4 * hidden, hidden])?;
-        check_len("grad bias", self.bias, &[4 * hidden])
-    }
-}
+use gemm::GemmWorkspace;
+use lanes::LanesWorkspace;
+pub use params::{Dense, LstmGrads, LstmParams, LstmShape};
+use rows::RowsWorkspace;
+pub use rows::{ROWS_MAX_BATCH, ROWS_MAX_HIDDEN};
 
 /// Which kernel computes the layer. Both compute the same function (checked
 /// against each other and by finite differences in the tests).
@@ -72,11 +42,11 @@ pub enum Kernel {
     /// [`LANES_MAX_HIDDEN`] units, else [`Kernel::Gemm`].
     #[default]
     Auto,
-    /// The batch in SIMD lanes (`lstm_lanes.rs`).
+    /// The batch in SIMD lanes (`lstm/lanes.rs`).
     Lanes,
-    /// Matrix products from the GEMM crate (`lstm_gemm.rs`).
+    /// Matrix products from the GEMM crate (`lstm/gemm.rs`).
     Gemm,
-    /// One batch row at a time, the gates in SIMD lanes (`lstm_rows.rs`).
+    /// One batch row at a time, the gates in SIMD lanes (`lstm/rows.rs`).
     Rows,
 }
 
@@ -290,9 +260,9 @@ impl<T: Real> Lstm<T> {
         debug_assert_eq!(x.len(), batch * steps * s.input);
         let (h_n, c_n) = (&mut self.h_n, &mut self.c_n);
         match (kernel, out) {
-            (Kernel::Lanes, out) => lstm_lanes::forward(&mut self.lanes, p, s, x, initial, out, h_n, c_n),
-            (Kernel::Rows, Some(out)) => lstm_rows::forward(&mut self.rows, p, s, x, initial, out, h_n, c_n),
-            (_, Some(out)) => lstm_gemm::forward(&mut self.gemm, p, s, x, initial, out, h_n, c_n),
+            (Kernel::Lanes, out) => lanes::forward(&mut self.lanes, p, s, x, initial, out, h_n, c_n),
+            (Kernel::Rows, Some(out)) => rows::forward(&mut self.rows, p, s, x, initial, out, h_n, c_n),
+            (_, Some(out)) => gemm::forward(&mut self.gemm, p, s, x, initial, out, h_n, c_n),
             (_, None) => unreachable!("only the lanes kernel runs without an output"),
         }
         self.last = Some((s, kernel));
@@ -326,7 +296,7 @@ impl<T: Real> Lstm<T> {
         }
         let s = self.shape().expect("forward ran");
         if fused {
-            lstm_lanes::dense_forward(&self.lanes, s, head, pred);
+            lanes::dense_forward(&self.lanes, s, head, pred);
             Ok(())
         } else {
             let o = head.bias.len();
@@ -358,7 +328,7 @@ impl<T: Real> Lstm<T> {
         self.dh0.resize(s.batch * s.hidden, T::ZERO);
         self.dc0.resize(s.batch * s.hidden, T::ZERO);
         if Self::fuses(kernel) {
-            lstm_lanes::dense_backward(
+            lanes::dense_backward(
                 &mut self.lanes,
                 p,
                 s,
@@ -453,7 +423,7 @@ impl<T: Real> Lstm<T> {
         self.dh0.resize(s.batch * s.hidden, T::ZERO);
         self.dc0.resize(s.batch * s.hidden, T::ZERO);
         match kernel {
-            Kernel::Lanes => lstm_lanes::backward(
+            Kernel::Lanes => lanes::backward(
                 &mut self.lanes,
                 p,
                 s,
@@ -464,7 +434,7 @@ impl<T: Real> Lstm<T> {
                 &mut self.dh0,
                 &mut self.dc0,
             ),
-            Kernel::Rows => lstm_rows::backward(
+            Kernel::Rows => rows::backward(
                 &mut self.rows,
                 p,
                 s,
@@ -476,7 +446,7 @@ impl<T: Real> Lstm<T> {
                 &mut self.dh0,
                 &mut self.dc0,
             ),
-            Kernel::Gemm | Kernel::Auto => lstm_gemm::backward(
+            Kernel::Gemm | Kernel::Auto => gemm::backward(
                 &mut self.gemm,
                 p,
                 s,

@@ -16,10 +16,10 @@
 //! slot 0 the initial state; tanh c (T, Hp). Hp is H rounded up to a
 //! multiple of LANES; padded units stay exactly zero.
 
-use crate::activation::{sigmoid_lane, sigmoid_lanes};
-use crate::cell::{cell_backward, cell_forward_lane};
-use crate::lstm::{LstmGrads, LstmParams, LstmShape};
-use crate::real::Real;
+use super::cell::{cell_backward, cell_forward_lane};
+use super::params::{LstmGrads, LstmParams, LstmShape};
+use crate::simd::activation::{sigmoid_lane, sigmoid_lanes};
+use crate::simd::Real;
 use crate::simd::{dispatch, IsaMarker, Lane, LANES};
 
 /// The largest batch [`crate::lstm::Kernel::Auto`] gives to this kernel:

@@ -8,12 +8,12 @@
 //! the output, never a sum, across threads, so the thread count does not
 //! change any result.
 
-use crate::activation::{sigmoid, tanh};
-use crate::cell::{cell_backward, cell_forward};
-use crate::linear::column_sums;
-use crate::lstm::{LstmGrads, LstmParams, LstmShape};
+use super::cell::{cell_backward, cell_forward};
+use super::params::{LstmGrads, LstmParams, LstmShape};
+use crate::matmul::column_sums;
 use crate::matmul::{matmul, Mat, MatMut};
-use crate::real::Real;
+use crate::simd::activation::{sigmoid, tanh};
+use crate::simd::Real;
 use crate::simd::{dispatch, IsaMarker};
 
 /// Working memory of the GEMM kernel; buffers only grow.

@@ -3,9 +3,8 @@
 //! Scalar and `#[inline(always)]`, so the kernels' loops over lanes
 //! vectorise them.
 
-use crate::activation::{tanh, tanh_lane};
-use crate::real::Real;
-use crate::simd::{IsaMarker, Lane, LANES};
+use crate::simd::activation::{tanh, tanh_lane};
+use crate::simd::{IsaMarker, Lane, Real, LANES};
 
 /// The cell update from the activated gates (i, f, g, o) and the previous
 /// cell state: `c = f·c_prev + i·g`, returns `(c, tanh c, h = o·tanh c)`.

@@ -9,6 +9,14 @@
 
 use std::ops::{Index, IndexMut};
 
+pub mod activation;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+pub mod math;
+mod real;
+
+pub use real::Real;
+
 /// Elements per lane vector: 16 f32 fill one AVX-512 register (two AVX2
 /// registers); 16 f64 fill two (four).
 pub const LANES: usize = 16;
@@ -111,7 +119,7 @@ fn detect() -> Isa {
 
 /// Which instruction set a kernel instance was compiled for, as a type, so
 /// the few routines with a hand-written AVX-512 form (the gate
-/// nonlinearities, `crate::activation`) can pick it at compile time.
+/// nonlinearities, [`activation`]) can pick it at compile time.
 ///
 /// Only [`dispatch!`] names these types: it uses [`Avx512Isa`] in the
 /// variant compiled with AVX-512 and called after [`isa`] found it, which is
@@ -148,17 +156,17 @@ macro_rules! dispatch {
     // PortableIsa elsewhere.
     (fn $name:ident<T: Real, S: IsaMarker>($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
         #[allow(clippy::too_many_arguments)]
-        pub(crate) fn $name<T: $crate::real::Real>($($arg: $ty),*) {
+        pub(crate) fn $name<T: $crate::simd::Real>($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
-                fn avx512<T: $crate::real::Real>($($arg: $ty),*) {
+                fn avx512<T: $crate::simd::Real>($($arg: $ty),*) {
                     $body::<T, $crate::simd::Avx512Isa>($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
-                fn avx2<T: $crate::real::Real>($($arg: $ty),*) {
+                fn avx2<T: $crate::simd::Real>($($arg: $ty),*) {
                     $body::<T, $crate::simd::PortableIsa>($($arg),*)
                 }
                 match $crate::simd::isa() {

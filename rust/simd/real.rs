@@ -35,12 +35,12 @@ pub trait Real:
     fn to_f64(self) -> f64;
     fn sqrt(self) -> Self;
     fn exp(self) -> Self;
-    /// `e^x` by [`crate::activation`]'s branch-free polynomial (≤ 2 ulp).
+    /// `e^x` by the branch-free polynomial of `simd/math.rs` (≤ 2 ulp).
     fn exp_fast(self) -> Self;
     /// `1 / self` for self in [1, ∞) by Newton's iteration (no division).
     fn recip_fast(self) -> Self;
     /// `self * a + b` with one rounding (an FMA instruction where the
-    /// calling kernel was compiled with FMA; see `crate::simd`).
+    /// calling kernel was compiled with FMA; see `simd::dispatch!`).
     fn mul_add(self, a: Self, b: Self) -> Self;
     fn tanh(self) -> Self;
     fn is_finite(self) -> bool;
@@ -93,5 +93,5 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, "float32", crate::activation::exp_f32, crate::activation::recip_f32);
-impl_real!(f64, "float64", crate::activation::exp_f64, crate::activation::recip_f64);
+impl_real!(f32, "float32", super::math::exp_f32, super::math::recip_f32);
+impl_real!(f64, "float64", super::math::exp_f64, super::math::recip_f64);

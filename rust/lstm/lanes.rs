@@ -20,12 +20,13 @@
 //! order (a sweep blocked like a matrix product: 4 x 4 register tiles,
 //! column groups sized to L2). Results do not depend on the thread count.
 
-use crate::activation::sigmoid_lanes;
-use crate::cell::{cell_backward, cell_state_lane};
-use crate::lstm::{LstmGrads, LstmParams, LstmShape};
-use crate::real::Real;
+use super::cell::{cell_backward, cell_state_lane};
+use super::params::Dense;
+use super::params::{LstmGrads, LstmParams, LstmShape};
+use crate::simd::activation::sigmoid_lanes;
+use crate::simd::Real;
 use crate::simd::{dispatch, prefetch_part, IsaMarker, Lane, LANES};
-use crate::{pool, threads};
+use crate::threads::{self, pool};
 
 /// Number of lane chunks for a batch of `batch` rows.
 pub(crate) fn chunks(batch: usize) -> usize {
@@ -1203,15 +1204,6 @@ fn pairwise_sum<T: Real, const W: usize>(mut s: [T; W]) -> T {
 #[inline(always)]
 fn lane_sum<T: Real>(v: &Lane<T>) -> T {
     pairwise_sum(v.0)
-}
-
-/// A dense layer on the LSTM's output, `pred = h·Wᵀ + b`: `weight` (O, H),
-/// `bias` (O,). Fused into the lanes kernel, it reads and writes the lanes
-/// directly, so the (B, T, H) output is never laid out by rows.
-#[derive(Clone, Copy)]
-pub struct Dense<'a, T> {
-    pub weight: &'a [T],
-    pub bias: &'a [T],
 }
 
 /// pred (B, T, O) = h·Wᵀ + b for every step of the last forward.

@@ -1,6 +1,6 @@
 //! σ and tanh on AVX-512 registers, for the kernels' AVX-512 instances.
 //!
-//! The formulas of [`crate::activation`] — σ(x) = 1/(1 + e^−x) with x
+//! The formulas of [`super::activation`] — σ(x) = 1/(1 + e^−x) with x
 //! clamped to ±80, tanh(x) = 2σ(2x) − 1 — with three instructions portable
 //! code cannot reach: `vrndscale` rounds n, `vscalef` multiplies by 2ⁿ (no
 //! exponent-bit arithmetic), and `vrcp14` starts the reciprocal with 14
@@ -20,9 +20,8 @@ use std::any::TypeId;
 use std::arch::x86_64::*;
 use std::mem::transmute_copy;
 
-use crate::activation::{EXP_POLY_F64, LN2_HI_F64, LN2_LO_F64};
-use crate::real::Real;
-use crate::simd::{Lane, LANES};
+use super::math::{EXP_POLY_F64, LN2_HI_F64, LN2_LO_F64};
+use super::{Lane, Real, LANES};
 
 /// 2^f ≈ 1 + f·(c1 + f·(c2 + ...)) on |f| ≤ 1/2: c5 down to c1, a
 /// relative-error minimax fit (Lawson's iterations on Chebyshev nodes);
@@ -221,9 +220,8 @@ unsafe fn sigmoid_pd_n<const N: usize>(x: [__m512d; N]) -> [__m512d; N] {
 
 #[cfg(test)]
 mod tests {
-    use crate::activation::{sigmoid, sigmoid_lane, tanh, tanh_lane};
-    use crate::real::Real;
-    use crate::simd::{Avx512Isa, Lane, LANES};
+    use crate::simd::activation::{sigmoid, sigmoid_lane, tanh, tanh_lane};
+    use crate::simd::{Avx512Isa, Lane, Real, LANES};
 
     #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
     fn both<T: Real>(x: Lane<T>) -> (Lane<T>, Lane<T>) {

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::threads;
+use super as threads;
 
 /// How long a helper spins without work before it parks: long enough to
 /// stay hot from one pass of a training step to the next, short enough to
