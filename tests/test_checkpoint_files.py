@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_api import assert_same, snapshot, trained_model
 
 import sincos_rs as sr
+from test_api import assert_same, snapshot, trained_model
 
 Arrays = dict[str, np.ndarray]
 
@@ -114,7 +114,12 @@ def bad_files(tmp_path: Path) -> list[tuple[str, Path]]:
     ]:
         name = f"config {key}={value!r}"
         file = p / f"cfg_{key}_{len(cases)}.npz"
-        cases.append((name, lambda f=file, k=key, v=value: write_npz(f, with_config(arrays, config, **{k: v}))))
+        cases.append(
+            (
+                name,
+                lambda f=file, k=key, v=value: write_npz(f, with_config(arrays, config, **{k: v})),
+            )
+        )
     w = "param/lstm.weight_hh"
     for name, change in [
         ("float64 param", {w: arrays[w].astype(np.float64)}),
@@ -145,13 +150,17 @@ def bad_files(tmp_path: Path) -> list[tuple[str, Path]]:
     huge = {"descr": "<f4", "fortran_order": False, "shape": (10**12,)}
     big = {"descr": "<f4", "fortran_order": False, "shape": (400_000_000,)}  # 1.6 GB claimed
     huge_config = {"descr": "<U1000000000", "fortran_order": False, "shape": ()}
-    cases += [
-        ("header claims 4 TB", lambda: zip_with(p / "h1.npz", arrays, {f"{w}.npy": npy_bytes(huge, b"\0" * 64)})),
-        ("header claims 1.6 GB", lambda: zip_with(p / "h2.npz", arrays, {f"{w}.npy": npy_bytes(big, b"\0" * 64)})),
-        ("state claims 1.6 GB", lambda: zip_with(p / "h3.npz", arrays, {"state/h.npy": npy_bytes({**big, "shape": (40_000_000, 10)}, b"")})),
-        ("config claims 4 GB", lambda: zip_with(p / "h4.npz", arrays, {"config.npy": npy_bytes(huge_config, b"{}")})),
-        ("member not .npy", lambda: zip_with(p / "m1.npz", arrays, {"notes.txt": b"hello"})),
-    ]  # fmt: skip
+    state_big = {**big, "shape": (40_000_000, 10)}
+    raw_members: list[tuple[str, str, bytes]] = [
+        ("header claims 4 TB", f"{w}.npy", npy_bytes(huge, b"\0" * 64)),
+        ("header claims 1.6 GB", f"{w}.npy", npy_bytes(big, b"\0" * 64)),
+        ("state claims 1.6 GB", "state/h.npy", npy_bytes(state_big, b"")),
+        ("config claims 4 GB", "config.npy", npy_bytes(huge_config, b"{}")),
+        ("member not .npy", "notes.txt", b"hello"),
+    ]
+    for name, member, data in raw_members:
+        file = p / f"raw_{len(cases)}.npz"
+        cases.append((name, lambda f=file, m=member, d=data: zip_with(f, arrays, {m: d})))
     return [(name, make()) for name, make in cases]
 
 

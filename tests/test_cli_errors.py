@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train_cli import run_cli
 
 import sincos_rs as sr
 from sincos_rs.train import load_checkpoint
+from test_train_cli import run_cli
 
 
 def assert_usage_error(result, *words: str) -> str:
@@ -55,7 +55,7 @@ def test_a_diverging_run_stops_with_status_2_and_saves_the_last_finite_state(
         (["--lr", "1e39"], ["--lr", "float32"]),
         (["--lr", "1e-50"], ["--lr", "float32"]),
         (["--forget-bias", "1e39"], ["--forget-bias", "float32"]),
-        (["--forget-bias", "-3.5e38"], ["--forget-bias", "float32"]),
+        (["--forget-bias=-3.5e38"], ["--forget-bias", "float32"]),
         (["--hidden-size", "100000"], ["memory"]),
         (["--batch-size", "1000000000000"], ["memory"]),
         (["--time-steps", "1000000000000"], ["memory"]),

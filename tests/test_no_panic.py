@@ -9,6 +9,7 @@ else too) must be a ``ValueError`` that names both arguments.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -58,7 +59,9 @@ def test_adam_gradient_is_the_parameter(dtype: str) -> None:
     opt = sr.Adam(layer.parameters())
     before = {k: p.copy() for k, p in layer.parameters().items()}
     err = raised(lambda: opt.step(layer.parameters()))
-    assert_ordinary(err, ValueError, "grads['weight_ih']", "params['weight_ih']")
+    assert_ordinary(err, ValueError)
+    named = re.search(r"grads\['(\w+)'\]", str(err))
+    assert named and f"params['{named[1]}']" in str(err), err
     for k, p in layer.parameters().items():
         np.testing.assert_array_equal(p, before[k], err_msg=k)
     assert opt.step_count == 0
@@ -138,7 +141,7 @@ def test_backward_d_out_overlaps_a_gradient_array() -> None:
     out, _ = layer.forward(x)
     buffer = np.zeros(out.size + 16, np.float32)
     d_out = buffer[: out.size].reshape(out.shape)
-    layer.grad_bias = buffer[out.size - 4 :]  # its first 4 entries are d_out's last
+    layer.grad_bias = buffer[out.size - 4 : out.size + 12]  # its first 4 are d_out's last
     err = raised(lambda: layer.backward(d_out))
     assert_ordinary(err, ValueError, "grad_bias", "d_out")
 
@@ -170,8 +173,11 @@ def core_error_paths() -> list[tuple[str, Callable[[], Any], type[Exception]]]:
         ),
         ("unaligned x", lambda: layer.forward(unaligned, w_ih, w_hh, b), ValueError),
         ("byte-swapped x", lambda: layer.forward(swapped, w_ih, w_hh, b), TypeError),
-        ("backward before forward", lambda: layer.backward(x, w_ih, w_hh, b, w_ih, w_hh, b),
-         RuntimeError),  # fmt: skip
+        (
+            "backward before forward",
+            lambda: layer.backward(x, w_ih, w_hh, b, w_ih, w_hh, b),
+            RuntimeError,
+        ),  # fmt: skip
         ("state of size 0", lambda: net.set_state((np.zeros((0, 10), f32),) * 2), ValueError),
         ("negative Adam step", lambda: net.set_adam({}, {}, -1), OverflowError),
         ("adam m missing keys", lambda: net.set_adam({}, {}, 1), KeyError),

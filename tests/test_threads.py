@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from test_api import assert_same, batches, snapshot
 
 import sincos_rs as sr
+from test_api import assert_same, batches, snapshot
 
 THREADS = 4
 
@@ -92,7 +92,10 @@ def test_concurrent_save_and_train(tmp_path: Path) -> None:
 
 def test_concurrent_layer_forward_backward() -> None:
     layer = sr.LSTM(16, 64, seed=0)
-    xs = [np.random.default_rng(i).standard_normal((16, 30, 16)).astype(np.float32) for i in range(THREADS)]
+    xs = [
+        np.random.default_rng(i).standard_normal((16, 30, 16)).astype(np.float32)
+        for i in range(THREADS)
+    ]
     expected = [layer.forward(x)[0] for x in xs]
     results = run_threads(lambda i: [layer.forward(xs[i])[0] for _ in range(5)])
     for i, outs in enumerate(results):

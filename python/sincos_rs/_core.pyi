@@ -7,6 +7,7 @@ import numpy as np
 PARAM_NAMES: list[str]
 NUM_THREADS_ENV_VAR: str
 SIMD_ENV_VAR: str
+MAX_THREADS: int
 
 class SeedNetworkCore:
     def __init__(
@@ -60,19 +61,28 @@ class LstmCore:
         d_state: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
-def adam_step(
-    names: list[str],
-    params: list[np.ndarray],
-    grads: list[np.ndarray],
-    ms: list[np.ndarray],
-    vs: list[np.ndarray],
-    step: int,
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    eps_style: str,
+class AdamCore:
+    def __init__(self) -> None: ...
+    @property
+    def step_count(self) -> int: ...
+    def set_step_count(self, step: int) -> None: ...
+    def step(
+        self,
+        names: list[str],
+        params: list[np.ndarray],
+        grads: list[np.ndarray],
+        ms: list[np.ndarray],
+        vs: list[np.ndarray],
+        *,
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        eps_style: str,
+    ) -> None: ...
+
+def check_adam_config(
+    *, lr: float, beta1: float, beta2: float, eps: float, eps_style: str, dtypes: list[str]
 ) -> None: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
