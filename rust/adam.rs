@@ -196,13 +196,24 @@ pub fn adam_update_check<T: Real>(
         v: &[T],
         k: &AdamCoefficients<T>,
     ) -> bool {
-        // `&=` over all elements, no early exit: it vectorises.
-        let mut finite = true;
-        for (((&p, &g), &m), &v) in param.iter().zip(grad).zip(m).zip(v) {
-            let (p, m, v) = adam_element::<T, PYTORCH>(p, g, m, v, k);
-            finite &= p.is_finite() & m.is_finite() & v.is_finite();
+        // A non-finite m makes p non-finite (m / (sqrt(v) + eps)), so p and
+        // v tell. Blocks of W independent flags and no early exit: the
+        // block's loop becomes vector instructions.
+        const W: usize = 16;
+        let mut finite = [true; W];
+        let blocks = param.len() / W * W;
+        for b in (0..blocks).step_by(W) {
+            let (p, g, m, v) = (&param[b..b + W], &grad[b..b + W], &m[b..b + W], &v[b..b + W]);
+            for j in 0..W {
+                let (p, _, v) = adam_element::<T, PYTORCH>(p[j], g[j], m[j], v[j], k);
+                finite[j] &= p.is_finite() & v.is_finite();
+            }
         }
-        finite
+        let tail = (blocks..param.len()).all(|i| {
+            let (p, _, v) = adam_element::<T, PYTORCH>(param[i], grad[i], m[i], v[i], k);
+            p.is_finite() & v.is_finite()
+        });
+        tail && finite.iter().all(|&f| f)
     }
     check_lens(param, grad, m, v)?;
     let finite = match k.style {

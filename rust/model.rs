@@ -380,6 +380,15 @@ impl<T: Real> SeedNetwork<T> {
     /// gradients and the workspaces. Returns the cost; [`Error::Diverged`]
     /// if the cost or a gradient is not finite.
     pub fn loss_and_grads(&mut self, seq: &[T], target: &[T], batch: usize, steps: usize) -> Result<f64> {
+        let cost = self.cost_and_grads(seq, target, batch, steps)?;
+        self.check_grads()?;
+        Ok(cost)
+    }
+
+    /// [`Self::loss_and_grads`] without the gradients' finiteness check
+    /// (train_step's Adam check covers them: a non-finite gradient makes a
+    /// non-finite moment).
+    fn cost_and_grads(&mut self, seq: &[T], target: &[T], batch: usize, steps: usize) -> Result<f64> {
         self.check_inputs(seq, batch, steps)?;
         check_len("res", target, &[batch, steps, self.config.output_size])?;
         check_finite("res", target)?;
@@ -394,13 +403,18 @@ impl<T: Real> SeedNetwork<T> {
             )));
         }
         self.run_backward()?;
-        if let Err(Error::NonFinite { index, .. }) = check_finite("", &self.grads) {
-            return Err(Error::Diverged(format!(
+        Ok(cost)
+    }
+
+    /// [`Error::Diverged`] naming the first gradient that is not finite.
+    fn check_grads(&self) -> Result<()> {
+        match check_finite("", &self.grads) {
+            Err(Error::NonFinite { index, .. }) => Err(Error::Diverged(format!(
                 "the gradient of {} is not finite",
                 self.param_at(index)
-            )));
+            ))),
+            _ => Ok(()),
         }
-        Ok(cost)
     }
 
     /// Names flat parameter index `index`: `'lstm.bias'[3]`.
@@ -464,12 +478,13 @@ impl<T: Real> SeedNetwork<T> {
     /// gradient, update or state that would not be finite is
     /// [`Error::Diverged`].
     pub fn train_step(&mut self, seq: &[T], target: &[T], batch: usize, steps: usize) -> Result<f64> {
-        let cost = self.loss_and_grads(seq, target, batch, steps)?;
+        let cost = self.cost_and_grads(seq, target, batch, steps)?;
         let (h_n, c_n) = self.lstm.final_state();
         if check_finite("", h_n).and(check_finite("", c_n)).is_err() {
             return Err(Error::Diverged("the new LSTM state (h, c) is not finite".into()));
         }
         if let Some(index) = self.adam.update_if_finite(&mut self.params, &self.grads)? {
+            self.check_grads()?; // the cause, if it is a gradient
             return Err(Error::Diverged(format!(
                 "the Adam update of {} (or its moments) would not be finite in {} \
                  (the learning rate may be too large)",
