@@ -92,3 +92,55 @@ impl<T: 'static> PerProcess<T> {
         }
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    /// Sums 0..n on both kinds of threads: a join on the helper pool, and a
+    /// parallel loop on the GEMM pool.
+    fn use_both_pools() -> (usize, usize) {
+        let (mut left, mut right) = (0, 0);
+        super::super::pool::join(|| left = (0..1000).sum(), || right = (1000..2000).sum());
+        let par = super::super::gemm_pool::run(2, |_| {
+            use rayon::prelude::*;
+            (0..2000usize).into_par_iter().sum::<usize>()
+        });
+        (left + right, par)
+    }
+
+    #[test]
+    fn a_forked_child_runs_on_fresh_threads() {
+        crate::threads::set_num_threads(2);
+        let expected = use_both_pools(); // the parent's threads now exist
+                                         // SAFETY: the child only computes and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = use_both_pools() == expected;
+            // SAFETY: ends the child at once, running no destructor.
+            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+        }
+        // The parent waits, with a timeout: a regression hangs the child.
+        let start = Instant::now();
+        let mut status = 0;
+        loop {
+            // SAFETY: waiting for our own child.
+            let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if done == pid {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                // SAFETY: killing our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("the forked child hangs");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status}"
+        );
+        assert_eq!(use_both_pools(), expected, "the parent after the fork");
+    }
+}
