@@ -1,17 +1,33 @@
 """Stubs for the compiled module ``sincos_rs._core`` (rust/python.rs)."""
 
-from typing import Any
+from typing import Any, final
 
 import numpy as np
+from typing_extensions import Self
+
+__all__ = [
+    "SeedNetworkCore",
+    "LstmCore",
+    "AdamCore",
+    "check_adam_config",
+    "set_num_threads",
+    "get_num_threads",
+    "simd_level",
+    "PARAM_NAMES",
+    "NUM_THREADS_ENV_VAR",
+    "SIMD_ENV_VAR",
+    "MAX_THREADS",
+]
 
 PARAM_NAMES: list[str]
 NUM_THREADS_ENV_VAR: str
 SIMD_ENV_VAR: str
 MAX_THREADS: int
 
+@final
 class SeedNetworkCore:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         input_size: int,
         hidden_size: int,
         output_size: int,
@@ -23,7 +39,7 @@ class SeedNetworkCore:
         beta2: float,
         eps: float,
         eps_style: str,
-    ) -> None: ...
+    ) -> Self: ...
     def train_step(self, seq: np.ndarray, res: np.ndarray) -> float: ...
     def loss_and_grads(
         self, seq: np.ndarray, res: np.ndarray
@@ -39,8 +55,9 @@ class SeedNetworkCore:
     @property
     def step(self) -> int: ...
 
+@final
 class LstmCore:
-    def __init__(self, input_size: int, hidden_size: int, dtype: str) -> None: ...
+    def __new__(cls, input_size: int, hidden_size: int, dtype: str) -> Self: ...
     def forward(
         self,
         x: np.ndarray,
@@ -61,8 +78,9 @@ class LstmCore:
         d_state: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
+@final
 class AdamCore:
-    def __init__(self) -> None: ...
+    def __new__(cls) -> Self: ...
     @property
     def step_count(self) -> int: ...
     def set_step_count(self, step: int) -> None: ...
