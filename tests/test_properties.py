@@ -3,9 +3,9 @@ against the NumPy reference, in both dtypes; results bit-identical across
 thread counts; every instruction set this CPU has; and random damage to a
 checkpoint file, which loads as it was or raises ValueError, nothing else.
 
-Two profiles: "ci" (the default, sized for CI: the whole file in well under
-a minute here) and "thorough" (about 20 times the examples), chosen with the
-environment variable ``SINCOS_RS_HYPOTHESIS_PROFILE``::
+Two profiles: "ci" (the default, sized for CI: the whole file in under a
+minute here) and "thorough" (20 times the examples of every test), chosen
+with the environment variable ``SINCOS_RS_HYPOTHESIS_PROFILE``::
 
     SINCOS_RS_HYPOTHESIS_PROFILE=thorough python -m pytest tests/test_properties.py
 """
@@ -35,8 +35,10 @@ _COMMON = {
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
     "print_blob": True,
 }
+#: How many times the "ci" examples the "thorough" profile runs.
+SCALE = 20 if os.environ.get(PROFILE_ENV_VAR) == "thorough" else 1
 settings.register_profile("ci", max_examples=12, **_COMMON)
-settings.register_profile("thorough", max_examples=250, **_COMMON)
+settings.register_profile("thorough", max_examples=12 * SCALE, **_COMMON)
 settings.load_profile(os.environ.get(PROFILE_ENV_VAR, "ci"))
 
 DTYPES = st.sampled_from(["float32", "float64"])
@@ -134,7 +136,7 @@ def test_layer_matches_the_reference(case: dict[str, Any]) -> None:
     check_against_reference(case)
 
 
-@settings(max_examples=3)
+@settings(max_examples=3 * SCALE)
 @given(
     layer_cases(hidden=st.sampled_from([1025, 1031])).map(
         lambda c: c | {"batch": min(c["batch"], 3), "steps": min(c["steps"], 2)}
@@ -179,7 +181,7 @@ def test_seed_network_matches_the_reference(case: dict[str, Any]) -> None:
             model.train_step(seq, res)
 
 
-@settings(max_examples=6)
+@settings(max_examples=6 * SCALE)
 @given(layer_cases(hidden=st.sampled_from([16, 64, 128, 200])).map(lambda c: c | {"batch": 40}))
 def test_bit_identical_across_thread_counts(case: dict[str, Any]) -> None:
     before = sr.get_num_threads()
@@ -257,7 +259,7 @@ def apply(data: bytes, edits: list[tuple[str, int, int]]) -> bytes:
     return bytes(out)
 
 
-@settings(max_examples=60, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60 * SCALE, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_damaged_checkpoints_load_as_saved_or_raise_value_error(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
