@@ -1126,6 +1126,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_adam_config, m)?)?;
     // Before any kernel runs: the thread pools restart in a forked child.
     threads::fork::watch();
+    // rust-numpy finds NumPy's C API lazily, on first use, partly by running
+    // Python code (a version check), and panics if that fails: a Ctrl-C
+    // landing there, in the first call that touches an array, became a
+    // PanicException. So find it now, at import (fallibly: an error here is
+    // an ImportError), and touch the API and the borrow checker once.
+    numpy::get_array_module(m.py())?;
+    let _ = zeros::<f64>(m.py(), &[0])?.try_readonly();
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;

@@ -10,6 +10,9 @@ else too) must be a ``ValueError`` that names both arguments.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -192,3 +195,33 @@ def test_core_error_paths_raise_ordinary_exceptions(
 ) -> None:
     _, call, expected = case
     assert_ordinary(raised(call), expected)
+
+
+def test_ctrl_c_while_numpy_api_loads_is_no_panic() -> None:
+    """rust-numpy finds NumPy's C API by running Python code (a version
+    check) once; a Ctrl-C landing there made its lazy lookup panic in the
+    first call that touched an array. Now it happens at import, fallibly."""
+    code = textwrap.dedent(
+        """
+        import numpy, numpy.lib
+        real, calls = numpy.lib.NumpyVersion, []
+        def interrupted(version):
+            if not calls:
+                calls.append(1)
+                raise KeyboardInterrupt
+            return real(version)
+        numpy.lib.NumpyVersion = interrupted
+        try:
+            import sincos_rs as sr
+            sr.LSTM(1, 2).forward(numpy.ones((1, 1, 1), numpy.float32))
+            print("ran")
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt")
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "PanicException" not in run.stderr, run.stderr[-2000:]
+    assert run.returncode == 0 and run.stdout.strip() in ("KeyboardInterrupt", "ran"), (
+        run.stdout,
+        run.stderr[-2000:],
+    )

@@ -164,7 +164,8 @@ def _float_dtype(dtype: object, name: str = "dtype") -> np.dtype:
         raise ValueError(
             f"{name} must be 'float32' or 'float64' (or np.float32 / np.float64), got {dtype!r}"
         )
-    return np.dtype(dtype)
+    # By name: a byte-swapped np.dtype(">f4") means float32 in this machine's order.
+    return np.dtype(np.dtype(dtype).name)
 
 
 # --- shapes -----------------------------------------------------------------
