@@ -306,6 +306,9 @@ class Adam:
     ) -> None:
         if not isinstance(params, Mapping) or not params:
             raise TypeError("params: expected a non-empty dict name -> array")
+        for name in params:
+            if not isinstance(name, str):
+                raise TypeError(f"params: expected str names, got {name!r}")
         checked = {name: _check_updatable(p, f"params[{name!r}]") for name, p in params.items()}
         _check_disjoint(checked, "params")
         self.lr = _check_finite_float(lr, "lr")
@@ -395,7 +398,7 @@ class Adam:
             if set(given) != set(self.params):
                 raise ValueError(
                     f"state[{label!r}]: expected the keys {sorted(self.params)}, "
-                    f"got {sorted(given)}"
+                    f"got {sorted(given, key=str)}"
                 )
             for name, p in self.params.items():
                 a = given[name]

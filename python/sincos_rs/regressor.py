@@ -292,6 +292,8 @@ class LSTMRegressor:
         data (TypeError otherwise). If the save fails, nothing changes: not
         the model, not its metadata, not the file.
         """
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata: expected a mapping, got {type(metadata).__name__}")
         with self._lock:
             meta = self.metadata if metadata is None else dict(metadata)
             config, arrays = self._checkpoint(meta)
