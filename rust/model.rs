@@ -479,10 +479,7 @@ impl<T: Real> SeedNetwork<T> {
     /// [`Error::Diverged`].
     pub fn train_step(&mut self, seq: &[T], target: &[T], batch: usize, steps: usize) -> Result<f64> {
         let cost = self.cost_and_grads(seq, target, batch, steps)?;
-        let (h_n, c_n) = self.lstm.final_state();
-        if check_finite("", h_n).and(check_finite("", c_n)).is_err() {
-            return Err(Error::Diverged("the new LSTM state (h, c) is not finite".into()));
-        }
+        self.check_final_state()?;
         if let Some(index) = self.adam.update_if_finite(&mut self.params, &self.grads)? {
             self.check_grads()?; // the cause, if it is a gradient
             return Err(Error::Diverged(format!(
@@ -495,6 +492,34 @@ impl<T: Real> SeedNetwork<T> {
         // Keep this step's prediction; swapping buffers copies nothing.
         std::mem::swap(&mut self.pred, &mut self.train_pred);
         self.train_shape = Some((batch, steps));
+        self.carry_final_state();
+        Ok(cost)
+    }
+
+    /// One time step for streaming: `x_t` (B, I) from the carried state (or
+    /// zeros) to pred (B, O); the state after the step is carried to the
+    /// next call (and to a training step). On error nothing changes.
+    pub fn predict_step(&mut self, x_t: &[T], batch: usize) -> Result<&[T]> {
+        self.check_inputs(x_t, batch, 1)?;
+        self.lstm.check_memory(batch, 1)?;
+        self.run_forward(x_t, batch, 1)?;
+        self.check_final_state()?;
+        self.carry_final_state();
+        Ok(&self.pred)
+    }
+
+    /// [`Error::Diverged`] if the LSTM's final (h, c) is not finite: it
+    /// would become a carried state that no checkpoint could hold.
+    fn check_final_state(&self) -> Result<()> {
+        let (h_n, c_n) = self.lstm.final_state();
+        if check_finite("", h_n).and(check_finite("", c_n)).is_err() {
+            return Err(Error::Diverged("the new LSTM state (h, c) is not finite".into()));
+        }
+        Ok(())
+    }
+
+    /// The LSTM's final (h, c) becomes the carried state.
+    fn carry_final_state(&mut self) {
         let (h_n, c_n) = self.lstm.final_state();
         match &mut self.state {
             Some((h, c)) if h.len() == h_n.len() => {
@@ -503,7 +528,6 @@ impl<T: Real> SeedNetwork<T> {
             }
             slot => *slot = Some((h_n.to_vec(), c_n.to_vec())),
         }
-        Ok(cost)
     }
 }
 

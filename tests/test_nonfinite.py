@@ -151,12 +151,14 @@ def test_lstm_non_finite_weights_raise_in_forward_and_backward(name: str, bad: f
     x = np.ones((2, 5, 3), np.float32)
     out, _ = layer.forward(x)
     getattr(layer, name).flat[1] = bad
-    with pytest.raises(ValueError, match=name):
-        layer.forward(x)
     grads = {k: g.copy() for k, g in layer.gradients().items()}
     with pytest.raises(ValueError, match=name):
         layer.backward(np.ones_like(out))
     assert_same({k: g.copy() for k, g in layer.gradients().items()}, grads, "gradients")
+    with pytest.raises(ValueError, match=name):
+        layer.forward(x)
+    with pytest.raises(ValueError, match=name):
+        layer.step(np.ascontiguousarray(x[:, 0]))
 
 
 # --- eps -----------------------------------------------------------------------------------
