@@ -1,0 +1,217 @@
+"""The LSTM layer as two PyTorch custom operators on the Rust kernels:
+``torch.ops.sincos_rs.lstm_forward`` and ``torch.ops.sincos_rs.lstm_backward``.
+
+Built with ``torch.library.custom_op``, each with a fake (meta) kernel for
+shapes, and the forward with an autograd formula that calls the backward op;
+so autograd, ``torch.compile`` and DDP see two ordinary operators.
+
+One call runs one direction of one layer over a batch-major sequence:
+
+- ``x`` (B, T, I), ``weight_ih`` (4H, I), ``weight_hh`` (4H, H),
+  ``bias_ih``, ``bias_hh`` (4H,) or None, ``h0``, ``c0`` (B, H) or None
+  (zeros), ``lengths`` (B,) int64 or None (every row T steps), ``reverse``
+  (run time from each row's last real step to its first);
+- returns ``out`` (B, T, H), ``h_n``, ``c_n`` (B, H) and ``saved``, the
+  activations backward needs (empty when ``store`` is False: inference).
+
+Tensors reach Rust as NumPy views of torch's memory (no copies); outputs are
+allocated with ``torch.empty`` and written by Rust in place, with the GIL
+released. The kernel takes one bias: the two torch biases are summed into a
+(4H,) temporary, and each one's gradient is the kernel's bias gradient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import _standin_functional as _kernel
+
+__all__ = ["lstm_backward", "lstm_forward"]
+
+_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+
+
+def _array(t: Tensor) -> np.ndarray:
+    """A NumPy view of a CPU tensor's memory (contiguous first if it is not)."""
+    return t.detach().contiguous().numpy()
+
+
+def _optional(t: Tensor | None) -> np.ndarray | None:
+    return None if t is None else _array(t)
+
+
+def _kernel_bias(
+    bias_ih: Tensor | None, bias_hh: Tensor | None, gates: int, dtype: torch.dtype
+) -> np.ndarray:
+    """The kernel's one bias: bias_ih + bias_hh, or zeros without biases."""
+    if bias_ih is None or bias_hh is None:
+        return np.zeros(gates, _DTYPE_NAMES[dtype])
+    return _array(bias_ih) + _array(bias_hh)
+
+
+def _lengths(lengths: Tensor | None) -> np.ndarray | None:
+    return None if lengths is None else lengths.detach().contiguous().numpy()
+
+
+def _saved_numel(x: Tensor, hidden: int, store: bool) -> int:
+    """Elements of the saved-activations buffer (plain integer arithmetic, so
+    it also works on symbolic shapes)."""
+    if not store:
+        return 0
+    batch, steps, features = x.shape
+    return _kernel._saved_size(batch, steps, features, hidden, x.element_size())
+
+
+@torch.library.custom_op("sincos_rs::lstm_forward", mutates_args=(), device_types="cpu")
+def lstm_forward(
+    x: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None,
+    bias_hh: Tensor | None,
+    h0: Tensor | None,
+    c0: Tensor | None,
+    lengths: Tensor | None,
+    reverse: bool,
+    store: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One LSTM direction over x (B, T, I): (out, h_n, c_n, saved)."""
+    batch, steps, _ = x.shape
+    hidden = weight_hh.shape[1]
+    out = x.new_empty((batch, steps, hidden))
+    h_n = x.new_empty((batch, hidden))
+    c_n = x.new_empty((batch, hidden))
+    saved = x.new_empty((_saved_numel(x, hidden, store),))
+    _kernel.lstm_forward(
+        _array(x),
+        _array(weight_ih),
+        _array(weight_hh),
+        _kernel_bias(bias_ih, bias_hh, 4 * hidden, x.dtype),
+        _optional(h0),
+        _optional(c0),
+        out.numpy(),
+        h_n.numpy(),
+        c_n.numpy(),
+        saved.numpy() if store else None,
+        lengths=_lengths(lengths),
+        reverse=reverse,
+    )
+    return out, h_n, c_n, saved
+
+
+@lstm_forward.register_fake
+def _(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, store):
+    batch, steps, _ = x.shape
+    hidden = weight_hh.shape[1]
+    return (
+        x.new_empty((batch, steps, hidden)),
+        x.new_empty((batch, hidden)),
+        x.new_empty((batch, hidden)),
+        x.new_empty((_saved_numel(x, hidden, store),)),
+    )
+
+
+@torch.library.custom_op("sincos_rs::lstm_backward", mutates_args=(), device_types="cpu")
+def lstm_backward(
+    x: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None,
+    bias_hh: Tensor | None,
+    h0: Tensor | None,
+    c0: Tensor | None,
+    lengths: Tensor | None,
+    saved: Tensor,
+    d_out: Tensor,
+    dh_n: Tensor | None,
+    dc_n: Tensor | None,
+    reverse: bool,
+    need_dx: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Backward through time of ``lstm_forward``:
+    (dx (B, T, I) or empty if not ``need_dx``, dh0, dc0, grad_weight_ih,
+    grad_weight_hh, grad_bias (4H,), the gradient of each torch bias)."""
+    batch, steps, features = x.shape
+    hidden = weight_hh.shape[1]
+    dx = x.new_empty((batch, steps, features) if need_dx else (0,))
+    dh0 = x.new_empty((batch, hidden))
+    dc0 = x.new_empty((batch, hidden))
+    grad_weight_ih = torch.empty_like(weight_ih)
+    grad_weight_hh = torch.empty_like(weight_hh)
+    grad_bias = x.new_empty((4 * hidden,))
+    _kernel.lstm_backward(
+        _array(x),
+        _array(weight_ih),
+        _array(weight_hh),
+        _kernel_bias(bias_ih, bias_hh, 4 * hidden, x.dtype),
+        _optional(h0),
+        _optional(c0),
+        _array(saved),
+        _array(d_out),
+        _optional(dh_n),
+        _optional(dc_n),
+        dx.numpy() if need_dx else None,
+        dh0.numpy(),
+        dc0.numpy(),
+        grad_weight_ih.numpy(),
+        grad_weight_hh.numpy(),
+        grad_bias.numpy(),
+        lengths=_lengths(lengths),
+        reverse=reverse,
+    )
+    return dx, dh0, dc0, grad_weight_ih, grad_weight_hh, grad_bias
+
+
+@lstm_backward.register_fake
+def _(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, saved, d_out, dh_n, dc_n,
+      reverse, need_dx):  # fmt: skip
+    batch, steps, features = x.shape
+    hidden = weight_hh.shape[1]
+    return (
+        x.new_empty((batch, steps, features) if need_dx else (0,)),
+        x.new_empty((batch, hidden)),
+        x.new_empty((batch, hidden)),
+        torch.empty_like(weight_ih),
+        torch.empty_like(weight_hh),
+        x.new_empty((4 * hidden,)),
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, store = inputs
+    saved = output[3]
+    ctx.mark_non_differentiable(saved)
+    ctx.save_for_backward(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, saved)
+    ctx.reverse = reverse
+    ctx.store = store
+
+
+def _backward(ctx, d_out, dh_n, dc_n, _d_saved):
+    if not ctx.store:
+        raise RuntimeError(
+            "sincos_rs::lstm_backward: the forward ran with store=False (inference, no "
+            "activations kept); run it with store=True to differentiate it"
+        )
+    x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, saved = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    dx, dh0, dc0, g_ih, g_hh, g_bias = lstm_backward(
+        x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, saved,
+        d_out, dh_n, dc_n, ctx.reverse, need[0],
+    )  # fmt: skip
+    return (
+        dx if need[0] else None,
+        g_ih if need[1] else None,
+        g_hh if need[2] else None,
+        g_bias if need[3] else None,
+        g_bias if need[4] else None,
+        dh0 if need[5] else None,
+        dc0 if need[6] else None,
+        None,
+        None,
+        None,
+    )
+
+
+lstm_forward.register_autograd(_backward, setup_context=_setup_context)
