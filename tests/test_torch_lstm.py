@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
-from sincos_rs.torch import LSTM  # noqa: E402
+from sincos_rs.torch import LSTM, ops  # noqa: E402
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -122,6 +122,32 @@ def test_matches_torch(layers, bidirectional, batch_first, with_state, batch, dt
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("batch_first", [False, True], ids=["tf", "bf"])
+def test_operator_path_matches_torch(batch_first, dtype, monkeypatch) -> None:
+    """In eager mode the module calls the kernels through a plain
+    autograd.Function (ops.lstm); here through the custom operator instead,
+    as under torch.compile."""
+    monkeypatch.setattr(ops, "lstm", ops.lstm_forward)
+    ours, theirs = pair(
+        dtype,
+        input_size=3,
+        hidden_size=4,
+        num_layers=2,
+        bidirectional=True,
+        batch_first=batch_first,
+    )
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn((5, 20, 3), generator=gen, dtype=dtype)
+    hx = tuple(
+        torch.randn((4, 5 if batch_first else 20, 4), generator=gen, dtype=dtype) for _ in range(2)
+    )
+    ours_named, theirs_named = run_both(ours, theirs, x, hx)
+    assert_same_results(ours_named, theirs_named, dtype, "operator path")
+    with torch.no_grad():
+        assert_close("operator path, no_grad", ours(x, hx)[0], theirs(x, hx)[0], dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 def test_matches_torch_at_large_hidden_size(bidirectional, dtype) -> None:
     """H > 1024 runs the GEMM kernel; B and T stay small to keep it cheap."""
@@ -193,10 +219,15 @@ def test_no_grad_forward_matches() -> None:
 # --- PackedSequence ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("path", ["function", "operator"])
 @pytest.mark.parametrize("enforce_sorted", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("with_state", [False, True], ids=["nohx", "hx"])
-def test_packed_sequence_matches_torch(with_state, bidirectional, enforce_sorted) -> None:
+def test_packed_sequence_matches_torch(
+    with_state, bidirectional, enforce_sorted, path, monkeypatch
+) -> None:
+    if path == "operator":
+        monkeypatch.setattr(ops, "lstm", ops.lstm_forward)
     dtype = torch.float64
     ours, theirs = pair(
         input_size=3, hidden_size=4, num_layers=2, bidirectional=bidirectional, batch_first=True
@@ -319,10 +350,13 @@ def test_non_finite_input_raises() -> None:
         model(x)
 
 
-def test_double_backward_is_refused() -> None:
+@pytest.mark.parametrize("path", ["function", "operator"])
+def test_double_backward_is_refused(path, monkeypatch) -> None:
+    if path == "operator":
+        monkeypatch.setattr(ops, "lstm", ops.lstm_forward)
     model = LSTM(3, 4, dtype=torch.float64)
     x = torch.randn(2, 1, 3, dtype=torch.float64, requires_grad=True)
     out, _ = model(x)
-    (gx,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="autograd"):
+    with pytest.raises(RuntimeError, match="double backward|no autograd formula"):
+        (gx,) = torch.autograd.grad(out.sum(), x, create_graph=True)
         gx.sum().backward()

@@ -172,7 +172,7 @@ class LSTM(torch.nn.RNNBase):
                 w = weights[k * per_direction : (k + 1) * per_direction]
                 bias_ih, bias_hh = (w[2], w[3]) if self.bias else (None, None)
                 h0, c0 = (None, None) if state is None else (state[0][k], state[1][k])
-                out, h, c, _ = ops.lstm_forward(
+                out, h, c, _ = ops.lstm(
                     layer_input, w[0], w[1], bias_ih, bias_hh, h0, c0, lengths,
                     direction == 1, store,
                 )  # fmt: skip

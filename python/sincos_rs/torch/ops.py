@@ -18,6 +18,12 @@ Tensors reach Rust as NumPy views of torch's memory (no copies); outputs are
 allocated with ``torch.empty`` and written by Rust in place, with the GIL
 released. The kernel takes one bias: the two torch biases are summed into a
 (4H,) temporary, and each one's gradient is the kernel's bias gradient.
+
+``lstm`` is what ``sincos_rs.torch.LSTM`` calls: the custom operator while
+``torch.compile`` traces, and in eager mode the same two functions through a
+plain ``torch.autograd.Function``, which skips the dispatcher's Python layers
+around a custom operator (about half the per-call overhead at small sizes;
+benches/torch_cases.py measures both).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from torch import Tensor
 
 from .. import _standin_functional as _kernel
 
-__all__ = ["lstm_backward", "lstm_forward"]
+__all__ = ["lstm", "lstm_backward", "lstm_forward"]
 
 _DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
 
@@ -39,7 +45,7 @@ def _array(t: Tensor) -> np.ndarray:
 
 
 def _optional(t: Tensor | None) -> np.ndarray | None:
-    return None if t is None else _array(t)
+    return None if t is None else t.detach().contiguous().numpy()
 
 
 def _kernel_bias(
@@ -51,10 +57,6 @@ def _kernel_bias(
     return _array(bias_ih) + _array(bias_hh)
 
 
-def _lengths(lengths: Tensor | None) -> np.ndarray | None:
-    return None if lengths is None else lengths.detach().contiguous().numpy()
-
-
 def _saved_numel(x: Tensor, hidden: int, store: bool) -> int:
     """Elements of the saved-activations buffer (plain integer arithmetic, so
     it also works on symbolic shapes)."""
@@ -64,8 +66,10 @@ def _saved_numel(x: Tensor, hidden: int, store: bool) -> int:
     return _kernel._saved_size(batch, steps, features, hidden, x.element_size())
 
 
-@torch.library.custom_op("sincos_rs::lstm_forward", mutates_args=(), device_types="cpu")
-def lstm_forward(
+# --- the two kernels, on tensors -----------------------------------------------------------
+
+
+def _forward(
     x: Tensor,
     weight_ih: Tensor,
     weight_hh: Tensor,
@@ -95,26 +99,13 @@ def lstm_forward(
         h_n.numpy(),
         c_n.numpy(),
         saved.numpy() if store else None,
-        lengths=_lengths(lengths),
+        lengths=_optional(lengths),
         reverse=reverse,
     )
     return out, h_n, c_n, saved
 
 
-@lstm_forward.register_fake
-def _(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, store):
-    batch, steps, _ = x.shape
-    hidden = weight_hh.shape[1]
-    return (
-        x.new_empty((batch, steps, hidden)),
-        x.new_empty((batch, hidden)),
-        x.new_empty((batch, hidden)),
-        x.new_empty((_saved_numel(x, hidden, store),)),
-    )
-
-
-@torch.library.custom_op("sincos_rs::lstm_backward", mutates_args=(), device_types="cpu")
-def lstm_backward(
+def _backward(
     x: Tensor,
     weight_ih: Tensor,
     weight_hh: Tensor,
@@ -131,15 +122,15 @@ def lstm_backward(
     need_dx: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Backward through time of ``lstm_forward``:
-    (dx (B, T, I) or empty if not ``need_dx``, dh0, dc0, grad_weight_ih,
+    (dx (B, T, I), or empty if not ``need_dx``, dh0, dc0, grad_weight_ih,
     grad_weight_hh, grad_bias (4H,), the gradient of each torch bias)."""
     batch, steps, features = x.shape
     hidden = weight_hh.shape[1]
     dx = x.new_empty((batch, steps, features) if need_dx else (0,))
     dh0 = x.new_empty((batch, hidden))
     dc0 = x.new_empty((batch, hidden))
-    grad_weight_ih = torch.empty_like(weight_ih)
-    grad_weight_hh = torch.empty_like(weight_hh)
+    grad_weight_ih = weight_ih.new_empty(weight_ih.shape)
+    grad_weight_hh = weight_hh.new_empty(weight_hh.shape)
     grad_bias = x.new_empty((4 * hidden,))
     _kernel.lstm_backward(
         _array(x),
@@ -158,10 +149,32 @@ def lstm_backward(
         grad_weight_ih.numpy(),
         grad_weight_hh.numpy(),
         grad_bias.numpy(),
-        lengths=_lengths(lengths),
+        lengths=_optional(lengths),
         reverse=reverse,
     )
     return dx, dh0, dc0, grad_weight_ih, grad_weight_hh, grad_bias
+
+
+# --- the custom operators ----------------------------------------------------------------
+
+lstm_forward = torch.library.custom_op(
+    "sincos_rs::lstm_forward", mutates_args=(), device_types="cpu"
+)(_forward)
+lstm_backward = torch.library.custom_op(
+    "sincos_rs::lstm_backward", mutates_args=(), device_types="cpu"
+)(_backward)
+
+
+@lstm_forward.register_fake
+def _(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, store):
+    batch, steps, _ = x.shape
+    hidden = weight_hh.shape[1]
+    return (
+        x.new_empty((batch, steps, hidden)),
+        x.new_empty((batch, hidden)),
+        x.new_empty((batch, hidden)),
+        x.new_empty((_saved_numel(x, hidden, store),)),
+    )
 
 
 @lstm_backward.register_fake
@@ -173,30 +186,39 @@ def _(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, saved, d_out, 
         x.new_empty((batch, steps, features) if need_dx else (0,)),
         x.new_empty((batch, hidden)),
         x.new_empty((batch, hidden)),
-        torch.empty_like(weight_ih),
-        torch.empty_like(weight_hh),
+        weight_ih.new_empty(weight_ih.shape),
+        weight_hh.new_empty(weight_hh.shape),
         x.new_empty((4 * hidden,)),
     )
 
 
-def _setup_context(ctx, inputs, output) -> None:
+# --- autograd: one formula, for the operator and for the eager Function ------------------
+
+
+def _save(ctx, inputs, output) -> None:
     x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, store = inputs
     saved = output[3]
     ctx.mark_non_differentiable(saved)
+    # Gradients of unused outputs arrive as None, not as tensors of zeros.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, saved)
     ctx.reverse = reverse
     ctx.store = store
 
 
-def _backward(ctx, d_out, dh_n, dc_n, _d_saved):
+def _input_grads(ctx, backward, d_out, dh_n, dc_n):
+    """The gradient of every input of the forward, by ``backward`` (the
+    operator or the plain function)."""
     if not ctx.store:
         raise RuntimeError(
-            "sincos_rs::lstm_backward: the forward ran with store=False (inference, no "
-            "activations kept); run it with store=True to differentiate it"
+            "sincos_rs::lstm_forward ran with store=False (inference, no activations "
+            "kept): run it with store=True to differentiate it"
         )
     x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, saved = ctx.saved_tensors
+    if d_out is None:
+        d_out = x.new_zeros((x.shape[0], x.shape[1], weight_hh.shape[1]))
     need = ctx.needs_input_grad
-    dx, dh0, dc0, g_ih, g_hh, g_bias = lstm_backward(
+    dx, dh0, dc0, g_ih, g_hh, g_bias = backward(
         x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, saved,
         d_out, dh_n, dc_n, ctx.reverse, need[0],
     )  # fmt: skip
@@ -214,4 +236,50 @@ def _backward(ctx, d_out, dh_n, dc_n, _d_saved):
     )
 
 
-lstm_forward.register_autograd(_backward, setup_context=_setup_context)
+def _operator_backward(ctx, d_out, dh_n, dc_n, _d_saved):
+    return _input_grads(ctx, lstm_backward, d_out, dh_n, dc_n)
+
+
+lstm_forward.register_autograd(_operator_backward, setup_context=_save)
+
+
+class _EagerLstm(torch.autograd.Function):
+    """The operator's forward and autograd formula, called directly."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _forward(*inputs)
+        _save(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, d_out, dh_n, dc_n, _d_saved):
+        if torch.is_grad_enabled():  # backward(create_graph=True)
+            raise RuntimeError(
+                "sincos_rs.torch.LSTM: double backward (create_graph=True) is not supported: "
+                "the gradient has no autograd formula of its own"
+            )
+        return _input_grads(ctx, _backward, d_out, dh_n, dc_n)
+
+
+def lstm(
+    x: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None,
+    bias_hh: Tensor | None,
+    h0: Tensor | None,
+    c0: Tensor | None,
+    lengths: Tensor | None,
+    reverse: bool,
+    store: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``lstm_forward`` with autograd: the operator under ``torch.compile``;
+    in eager mode the same functions without the dispatcher, and without
+    autograd at all when nothing is stored (inference)."""
+    args = (x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, store)
+    if torch.compiler.is_compiling():
+        return lstm_forward(*args)
+    if store:
+        return _EagerLstm.apply(*args)
+    return _forward(*args)
