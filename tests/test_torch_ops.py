@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -221,3 +223,15 @@ def test_import_sincos_rs_torch_without_torch_says_how_to_install() -> None:
     assert result.returncode == 0, result.stderr
     assert 'pip install "sincos_rs[torch]"' in result.stdout, result.stdout
     assert 'pip install ".[torch]"' in result.stdout, result.stdout
+
+
+def test_readme_pytorch_example_runs() -> None:
+    """The README's PyTorch example runs as written."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", readme, flags=re.MULTILINE | re.DOTALL)
+    example = [b for b in blocks if "sincos_rs.torch" in b]
+    assert len(example) == 1, "README.md: expected one ```python example of sincos_rs.torch"
+    namespace: dict[str, object] = {}
+    exec(compile(example[0], "README.md PyTorch example", "exec"), namespace)  # noqa: S102
+    assert tuple(namespace["out"].shape) == (64, 100, 128)
+    assert namespace["lstm"].weight_hh_l1.grad is not None
