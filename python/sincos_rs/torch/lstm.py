@@ -182,6 +182,8 @@ class LSTM(torch.nn.RNNBase):
             layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
                 layer_input = _dropout_time_major(layer_input, self.dropout)
+        if len(hs) == 1:  # a view, cheaper than stack's copy
+            return layer_input, hs[0].unsqueeze(0), cs[0].unsqueeze(0)
         return layer_input, torch.stack(hs), torch.stack(cs)
 
 

@@ -68,6 +68,79 @@ def _saved_numel(x: Tensor, hidden: int, store: bool) -> int:
 
 # --- the two kernels, on tensors -----------------------------------------------------------
 
+#: The kernels' inputs as arrays: x, weight_ih, weight_hh, the summed bias, h0, c0, lengths.
+Arrays = tuple
+
+
+def _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths) -> Arrays:
+    return (
+        _array(x),
+        _array(weight_ih),
+        _array(weight_hh),
+        _kernel_bias(bias_ih, bias_hh, weight_ih.shape[0], x.dtype),
+        _optional(h0),
+        _optional(c0),
+        _optional(lengths),
+    )
+
+
+def _run_forward(
+    arrays: Arrays, x: Tensor, hidden: int, reverse: bool, store: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    batch, steps, _ = x.shape
+    out = x.new_empty((batch, steps, hidden))
+    h_n = x.new_empty((batch, hidden))
+    c_n = x.new_empty((batch, hidden))
+    saved = x.new_empty((_saved_numel(x, hidden, store),))
+    *inputs, lengths = arrays
+    _kernel.lstm_forward(
+        *inputs,
+        out.numpy(),
+        h_n.numpy(),
+        c_n.numpy(),
+        saved.numpy() if store else None,
+        lengths=lengths,
+        reverse=reverse,
+    )
+    return out, h_n, c_n, saved
+
+
+def _run_backward(
+    arrays: Arrays,
+    saved: np.ndarray,
+    like: Tensor,
+    d_out: Tensor,
+    dh_n: Tensor | None,
+    dc_n: Tensor | None,
+    reverse: bool,
+    need_dx: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    x, weight_ih, weight_hh, *_, lengths = arrays
+    batch, steps, features = x.shape
+    hidden = weight_hh.shape[1]
+    dx = like.new_empty((batch, steps, features) if need_dx else (0,))
+    dh0 = like.new_empty((batch, hidden))
+    dc0 = like.new_empty((batch, hidden))
+    grad_weight_ih = like.new_empty(weight_ih.shape)
+    grad_weight_hh = like.new_empty(weight_hh.shape)
+    grad_bias = like.new_empty((4 * hidden,))
+    _kernel.lstm_backward(
+        *arrays[:6],
+        saved,
+        _array(d_out),
+        _optional(dh_n),
+        _optional(dc_n),
+        dx.numpy() if need_dx else None,
+        dh0.numpy(),
+        dc0.numpy(),
+        grad_weight_ih.numpy(),
+        grad_weight_hh.numpy(),
+        grad_bias.numpy(),
+        lengths=lengths,
+        reverse=reverse,
+    )
+    return dx, dh0, dc0, grad_weight_ih, grad_weight_hh, grad_bias
+
 
 def _forward(
     x: Tensor,
@@ -82,27 +155,8 @@ def _forward(
     store: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One LSTM direction over x (B, T, I): (out, h_n, c_n, saved)."""
-    batch, steps, _ = x.shape
-    hidden = weight_hh.shape[1]
-    out = x.new_empty((batch, steps, hidden))
-    h_n = x.new_empty((batch, hidden))
-    c_n = x.new_empty((batch, hidden))
-    saved = x.new_empty((_saved_numel(x, hidden, store),))
-    _kernel.lstm_forward(
-        _array(x),
-        _array(weight_ih),
-        _array(weight_hh),
-        _kernel_bias(bias_ih, bias_hh, 4 * hidden, x.dtype),
-        _optional(h0),
-        _optional(c0),
-        out.numpy(),
-        h_n.numpy(),
-        c_n.numpy(),
-        saved.numpy() if store else None,
-        lengths=_optional(lengths),
-        reverse=reverse,
-    )
-    return out, h_n, c_n, saved
+    arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
+    return _run_forward(arrays, x, weight_hh.shape[1], reverse, store)
 
 
 def _backward(
@@ -124,35 +178,8 @@ def _backward(
     """Backward through time of ``lstm_forward``:
     (dx (B, T, I), or empty if not ``need_dx``, dh0, dc0, grad_weight_ih,
     grad_weight_hh, grad_bias (4H,), the gradient of each torch bias)."""
-    batch, steps, features = x.shape
-    hidden = weight_hh.shape[1]
-    dx = x.new_empty((batch, steps, features) if need_dx else (0,))
-    dh0 = x.new_empty((batch, hidden))
-    dc0 = x.new_empty((batch, hidden))
-    grad_weight_ih = weight_ih.new_empty(weight_ih.shape)
-    grad_weight_hh = weight_hh.new_empty(weight_hh.shape)
-    grad_bias = x.new_empty((4 * hidden,))
-    _kernel.lstm_backward(
-        _array(x),
-        _array(weight_ih),
-        _array(weight_hh),
-        _kernel_bias(bias_ih, bias_hh, 4 * hidden, x.dtype),
-        _optional(h0),
-        _optional(c0),
-        _array(saved),
-        _array(d_out),
-        _optional(dh_n),
-        _optional(dc_n),
-        dx.numpy() if need_dx else None,
-        dh0.numpy(),
-        dc0.numpy(),
-        grad_weight_ih.numpy(),
-        grad_weight_hh.numpy(),
-        grad_bias.numpy(),
-        lengths=_optional(lengths),
-        reverse=reverse,
-    )
-    return dx, dh0, dc0, grad_weight_ih, grad_weight_hh, grad_bias
+    arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
+    return _run_backward(arrays, _array(saved), x, d_out, dh_n, dc_n, reverse, need_dx)
 
 
 # --- the custom operators ----------------------------------------------------------------
@@ -207,21 +234,19 @@ def _save(ctx, inputs, output) -> None:
 
 
 def _input_grads(ctx, backward, d_out, dh_n, dc_n):
-    """The gradient of every input of the forward, by ``backward`` (the
-    operator or the plain function)."""
+    """The gradient of every input of the forward, from ``backward(x, saved
+    tensors, d_out, dh_n, dc_n, need_dx)`` (the operator or the eager path)."""
     if not ctx.store:
         raise RuntimeError(
             "sincos_rs::lstm_forward ran with store=False (inference, no activations "
             "kept): run it with store=True to differentiate it"
         )
-    x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, saved = ctx.saved_tensors
+    tensors = ctx.saved_tensors  # also checks that none was modified in place
+    x, weight_hh = tensors[0], tensors[2]
     if d_out is None:
         d_out = x.new_zeros((x.shape[0], x.shape[1], weight_hh.shape[1]))
     need = ctx.needs_input_grad
-    dx, dh0, dc0, g_ih, g_hh, g_bias = backward(
-        x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, saved,
-        d_out, dh_n, dc_n, ctx.reverse, need[0],
-    )  # fmt: skip
+    dx, dh0, dc0, g_ih, g_hh, g_bias = backward(ctx, tensors, d_out, dh_n, dc_n, need[0])
     return (
         dx if need[0] else None,
         g_ih if need[1] else None,
@@ -237,19 +262,27 @@ def _input_grads(ctx, backward, d_out, dh_n, dc_n):
 
 
 def _operator_backward(ctx, d_out, dh_n, dc_n, _d_saved):
-    return _input_grads(ctx, lstm_backward, d_out, dh_n, dc_n)
+    def backward(ctx, tensors, d_out, dh_n, dc_n, need_dx):
+        return lstm_backward(*tensors, d_out, dh_n, dc_n, ctx.reverse, need_dx)
+
+    return _input_grads(ctx, backward, d_out, dh_n, dc_n)
 
 
 lstm_forward.register_autograd(_operator_backward, setup_context=_save)
 
 
 class _EagerLstm(torch.autograd.Function):
-    """The operator's forward and autograd formula, called directly."""
+    """The operator's forward and autograd formula, called directly; the
+    inputs' NumPy views made for the forward are kept for the backward."""
 
     @staticmethod
     def forward(ctx, *inputs):
-        output = _forward(*inputs)
+        x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, store = inputs
+        arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
+        output = _run_forward(arrays, x, weight_hh.shape[1], reverse, store)
         _save(ctx, inputs, output)
+        ctx.arrays = arrays
+        ctx.saved_array = output[3].numpy()
         return output
 
     @staticmethod
@@ -259,7 +292,12 @@ class _EagerLstm(torch.autograd.Function):
                 "sincos_rs.torch.LSTM: double backward (create_graph=True) is not supported: "
                 "the gradient has no autograd formula of its own"
             )
-        return _input_grads(ctx, _backward, d_out, dh_n, dc_n)
+
+        def backward(ctx, tensors, d_out, dh_n, dc_n, need_dx):
+            arrays, saved = ctx.arrays, ctx.saved_array
+            return _run_backward(arrays, saved, tensors[0], d_out, dh_n, dc_n, ctx.reverse, need_dx)
+
+        return _input_grads(ctx, backward, d_out, dh_n, dc_n)
 
 
 def lstm(
