@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,35 @@ def test_readme_pytorch_example_runs() -> None:
     exec(compile(example[0], "README.md PyTorch example", "exec"), namespace)  # noqa: S102
     assert tuple(namespace["out"].shape) == (64, 100, 128)
     assert namespace["lstm"].weight_hh_l1.grad is not None
+
+
+@pytest.mark.parametrize("op", ["lstm_forward", "lstm_backward"])
+def test_gil_is_released_inside_the_ops(op) -> None:
+    """While one op runs its kernel, a Python thread keeps running (the
+    method of test_api.py's GIL test)."""
+    import sincos_rs as sr
+    from test_api import Ticker
+
+    threads = sr.get_num_threads()
+    sr.set_num_threads(1)  # leave a core to the Python thread
+    try:
+        args = tuple(
+            a.detach() if isinstance(a, torch.Tensor) else a
+            for a in op_inputs(64, 60, 128, 512, state=False, dtype=torch.float32)
+        )
+        if op == "lstm_forward":
+            call = lambda: ops.lstm_forward(*args)  # noqa: E731
+        else:
+            out, h_n, c_n, saved = ops.lstm_forward(*args)
+            call = lambda: ops.lstm_backward(*args[:8], saved, out, h_n, c_n, False, True)  # noqa: E731
+        with Ticker() as ticker:
+            start = time.perf_counter()
+            call()
+            end = time.perf_counter()
+        duration = end - start
+        assert duration >= 0.04, f"{op} took {duration * 1e3:.1f} ms: make the call longer"
+        quarter = duration / 4
+        inside = [t for t in ticker.stamps if start + quarter <= t <= end - quarter]
+        assert inside, f"{op}: no Python thread ran during {duration * 1e3:.0f} ms: GIL held?"
+    finally:
+        sr.set_num_threads(threads)
