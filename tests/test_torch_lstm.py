@@ -219,6 +219,18 @@ def test_no_grad_forward_matches() -> None:
 # --- PackedSequence ----------------------------------------------------------------------
 
 
+def test_packed_dropout_draws_as_torch() -> None:
+    ours, theirs = pair(input_size=3, hidden_size=4, num_layers=3, dropout=0.5, bidirectional=True)
+    x = torch.randn((7, 5, 3), generator=torch.Generator().manual_seed(14), dtype=torch.float64)
+    lengths = torch.tensor([7, 2, 5, 1, 7])
+    results = []
+    for model in (ours, theirs):
+        torch.manual_seed(15)
+        out, (h, c) = model(pack_padded_sequence(x, lengths, enforce_sorted=False))
+        results.append({"output": out.data, "h_n": h, "c_n": c})
+    assert_same_results(*results, torch.float64, "packed dropout")
+
+
 @pytest.mark.parametrize("path", ["function", "operator"])
 @pytest.mark.parametrize("enforce_sorted", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])

@@ -23,8 +23,7 @@ class LSTM(torch.nn.RNNBase):
     ``state_dict`` and ``forward(input, hx=None) -> (output, (h_n, c_n))``
     are ``torch.nn.LSTM``'s: batched and unbatched input, ``batch_first``,
     ``PackedSequence``, stacked and bidirectional layers, dropout between
-    layers (the same random draws as torch's for padded input), float32
-    and float64.
+    layers (the same random draws as torch's), float32 and float64.
 
     Gradients flow through ``torch.ops.sincos_rs.lstm_forward`` and
     ``lstm_backward``, so autograd, ``torch.compile`` and
@@ -94,7 +93,7 @@ class LSTM(torch.nn.RNNBase):
                 x = x.transpose(0, 1)
         self._check_input(x)
         state = self._initial_state(x, hx, batched)
-        output, h_n, c_n = self._run(x.contiguous(), state, lengths)
+        output, h_n, c_n = self._run(x.contiguous(), state, lengths, input if packed else None)
 
         if packed:
             return _pack_like(output, lengths, input), (h_n, c_n)
@@ -150,7 +149,11 @@ class LSTM(torch.nn.RNNBase):
         return h0, c0
 
     def _run(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None, lengths: Tensor | None
+        self,
+        x: Tensor,
+        state: tuple[Tensor, Tensor] | None,
+        lengths: Tensor | None,
+        packed: PackedSequence | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """The layers over batch-major x (B, T, I): output (B, T, D*H), h_n, c_n."""
         directions = 2 if self.bidirectional else 1
@@ -181,22 +184,26 @@ class LSTM(torch.nn.RNNBase):
                 cs.append(c)
             layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
-                layer_input = _dropout_time_major(layer_input, self.dropout)
+                layer_input = _dropout_as_torch(layer_input, self.dropout, packed)
         if len(hs) == 1:  # a view, cheaper than stack's copy
             return layer_input, hs[0].unsqueeze(0), cs[0].unsqueeze(0)
         return layer_input, torch.stack(hs), torch.stack(cs)
 
 
-def _dropout_time_major(x: Tensor, p: float) -> Tensor:
+def _dropout_as_torch(x: Tensor, p: float, packed: PackedSequence | None) -> Tensor:
     """Dropout on batch-major x (B, T, F) with the mask drawn as torch's LSTM
-    draws it, over its time-major (T, B, F) layer output: the same seed gives
-    the same dropped units."""
+    draws it, so the same seed drops the same units: over its time-major
+    (T, B, F) layer output, or over the packed data (N, F) for packed input."""
     if p == 1:
         return x * torch.zeros((), dtype=x.dtype)
     batch, steps, features = x.shape
-    noise = torch.empty((steps, batch, features), dtype=x.dtype)
+    if packed is None:
+        noise = torch.empty((steps, batch, features), dtype=x.dtype)
+        return x * noise.bernoulli_(1 - p).div_(1 - p).transpose(0, 1)
+    noise = torch.empty((packed.data.shape[0], features), dtype=x.dtype)
     noise.bernoulli_(1 - p).div_(1 - p)
-    return x * noise.transpose(0, 1)
+    like = PackedSequence(noise, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+    return x * pad_packed_sequence(like, batch_first=True, total_length=steps)[0]
 
 
 def _pack_like(output: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
