@@ -1111,6 +1111,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-time", type=float, help="cap in seconds per configuration (default 20)")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
     p.add_argument(
+        "--sequences",
+        action="store_true",
+        help="also time the real-sequence cases (benches/sequences_cases.py)",
+    )
+    p.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -1224,6 +1229,12 @@ def main(argv: list[str] | None = None) -> int:
         lines += rss_table(configs, rss)
     lines += ["", "## Python call overhead", ""]
     lines += overhead_table(configs, results, args.criterion_dir)
+    if args.sequences:
+        import sequences_cases  # beside this file, on sys.path when run as a script
+
+        lines += ["", "## Real sequences (lengths, store=False, step)", ""]
+        timed = sequences_cases.measure(args.quick, max(1, args.rounds), log)
+        lines += sequences_cases.report(timed)
 
     chart_name = None
     if args.out:

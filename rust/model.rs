@@ -415,6 +415,22 @@ impl<T: Real> SeedNetwork<T> {
         // Keep this step's prediction; swapping buffers copies nothing.
         std::mem::swap(&mut self.pred, &mut self.train_pred);
         self.train_shape = Some((batch, steps));
+        self.carry_final_state();
+        Ok(cost)
+    }
+
+    /// One time step for streaming: `x_t` (B, I) from the carried state (or
+    /// zeros) to pred (B, O); the state after the step is carried to the
+    /// next call (and to a training step). On error nothing changes.
+    pub fn predict_step(&mut self, x_t: &[T], batch: usize) -> Result<&[T]> {
+        self.check_inputs(x_t, batch, 1)?;
+        self.run_forward(x_t, batch, 1)?;
+        self.carry_final_state();
+        Ok(&self.pred)
+    }
+
+    /// The LSTM's final (h, c) becomes the carried state.
+    fn carry_final_state(&mut self) {
         let (h_n, c_n) = self.lstm.final_state();
         match &mut self.state {
             Some((h, c)) if h.len() == h_n.len() => {
@@ -423,7 +439,6 @@ impl<T: Real> SeedNetwork<T> {
             }
             slot => *slot = Some((h_n.to_vec(), c_n.to_vec())),
         }
-        Ok(cost)
     }
 }
 

@@ -15,7 +15,7 @@ use pyo3::types::PyDict;
 
 use crate::adam::{adam_update as core_adam_update, AdamCoefficients, AdamConfig, EpsilonStyle};
 use crate::error::Error;
-use crate::lstm::{Lstm, LstmGrads, LstmParams};
+use crate::lstm::{functional, Lstm, LstmGrads, LstmParams, LstmShape, Sequences};
 use crate::model::{SeedConfig, SeedNetwork, PARAM_NAMES};
 use crate::simd::Real;
 use crate::threads;
@@ -350,6 +350,25 @@ impl SeedNetworkCore {
         })
     }
 
+    /// One step (B, I) -> (B, O) from the carried state, which it advances.
+    fn predict_step<'py>(&mut self, py: Python<'py>, x_t: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        with_net!(self, net, T => {
+            let config = net.config();
+            let x = read_array::<T>(x_t, "x_t", 2)?;
+            let shape = x.shape().to_vec();
+            if shape[1] != config.input_size || shape[0] == 0 {
+                return Err(PyValueError::new_err(format!(
+                    "x_t: expected shape (B, {}) with B >= 1, got {}",
+                    config.input_size,
+                    shape_str(&shape)
+                )));
+            }
+            let xs = x.as_slice()?;
+            let pred = net.predict_step(xs, shape[0]).map_err(to_py_err)?;
+            Ok(new_array(py, pred, &[shape[0], config.output_size])?.into_any())
+        })
+    }
+
     /// The prediction (B, T, O) made during the last training step, or None.
     fn last_prediction<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         with_net!(self, net, T => {
@@ -614,6 +633,647 @@ impl LstmCore {
     }
 }
 
+// ---------------------------------------------------------------- the functional LSTM
+
+/// An argument's memory, for the aliasing checks: [start, end) in bytes.
+struct Span {
+    name: &'static str,
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    fn of<T>(name: &'static str, data: &[T]) -> Span {
+        let start = data.as_ptr() as usize;
+        Span {
+            name,
+            start,
+            end: start + std::mem::size_of_val(data),
+        }
+    }
+
+    fn overlaps(&self, other: &Span) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+}
+
+/// Every output must share no memory with any input or other output.
+fn check_no_alias(outputs: &[Span], inputs: &[Span]) -> PyResult<()> {
+    for (k, out) in outputs.iter().enumerate() {
+        let others = outputs[k + 1..].iter().chain(inputs);
+        if let Some(other) = others.into_iter().find(|o| out.overlaps(o)) {
+            return Err(PyValueError::new_err(format!(
+                "{}: shares memory with {}; outputs must not overlap any other argument",
+                out.name, other.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Which float type the functional calls run in: that of `x`.
+fn functional_dtype(x: &Bound<'_, PyAny>) -> PyResult<DType> {
+    if x.cast::<PyArrayDyn<f32>>().is_ok() {
+        Ok(DType::F32)
+    } else if x.cast::<PyArrayDyn<f64>>().is_ok() {
+        Ok(DType::F64)
+    } else {
+        let got = match x.cast::<numpy::PyUntypedArray>() {
+            Ok(a) => format!("dtype {}", a.dtype()),
+            Err(_) => describe(x),
+        };
+        Err(PyTypeError::new_err(format!(
+            "x: expected a numpy.ndarray of float32 or float64, got {got}"
+        )))
+    }
+}
+
+/// Reads `name` as a C-contiguous, aligned array of `T` of exactly `shape`.
+fn read_exact<'py, T: Element + Real>(
+    obj: &Bound<'py, PyAny>,
+    name: &'static str,
+    shape: &[usize],
+) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+    let a = read_array::<T>(obj, name, shape.len())?;
+    check_shape(name, a.shape(), shape)?;
+    check_aligned(name, a.is_aligned())?;
+    Ok(a)
+}
+
+/// Borrows `name` as a writable, C-contiguous, aligned array of `T` of exactly `shape`.
+fn write_exact<'py, T: Element + Real>(
+    obj: &Bound<'py, PyAny>,
+    name: &'static str,
+    shape: &[usize],
+) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
+    let a = write_typed::<T>(obj, name)?;
+    check_shape(name, a.shape(), shape)?;
+    check_aligned(name, a.is_aligned())?;
+    Ok(a)
+}
+
+/// [`write_array`], with a wrong dtype named as such.
+fn write_typed<'py, T: Element + Real>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
+    if let Ok(untyped) = obj.cast::<numpy::PyUntypedArray>() {
+        if obj.cast::<PyArrayDyn<T>>().is_err() {
+            return Err(PyTypeError::new_err(format!(
+                "{name}: expected dtype {}, got {}",
+                T::NAME,
+                untyped.dtype()
+            )));
+        }
+    }
+    write_array::<T>(obj, name)
+}
+
+fn check_aligned(name: &str, aligned: bool) -> PyResult<()> {
+    if aligned {
+        Ok(())
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{name}: expected an aligned array (copy it with np.array({name}))"
+        )))
+    }
+}
+
+/// An optional array argument: None, or read as [`read_exact`].
+fn read_optional<'py, T: Element + Real>(
+    obj: &Option<Bound<'py, PyAny>>,
+    name: &'static str,
+    shape: &[usize],
+) -> PyResult<Option<PyReadonlyArrayDyn<'py, T>>> {
+    obj.as_ref().map(|o| read_exact::<T>(o, name, shape)).transpose()
+}
+
+/// The sizes (B, T, I, H) from x (B, T, I) and weight_hh (4H, H).
+fn functional_shape(x: &Bound<'_, PyAny>, weight_hh: &Bound<'_, PyAny>) -> PyResult<LstmShape> {
+    let xs = x
+        .cast::<numpy::PyUntypedArray>()
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "x: expected a numpy.ndarray of float32 or float64, got {}",
+                describe(x)
+            ))
+        })?
+        .shape()
+        .to_vec();
+    if xs.len() != 3 || xs.contains(&0) {
+        return Err(PyValueError::new_err(format!(
+            "x: expected shape (B, T, I) with B, T, I >= 1, got {}",
+            shape_str(&xs)
+        )));
+    }
+    let ws = weight_hh
+        .cast::<numpy::PyUntypedArray>()
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "weight_hh: expected a numpy.ndarray, got {}",
+                describe(weight_hh)
+            ))
+        })?
+        .shape()
+        .to_vec();
+    if ws.len() != 2 || ws[1] == 0 || ws[0] != 4 * ws[1] {
+        return Err(PyValueError::new_err(format!(
+            "weight_hh: expected shape (4H, H) with H >= 1, got {}",
+            shape_str(&ws)
+        )));
+    }
+    Ok(LstmShape {
+        batch: xs[0],
+        steps: xs[1],
+        input: xs[2],
+        hidden: ws[1],
+    })
+}
+
+/// Reads `lengths`: None, or a 1-D int64 array of B values in 1..=T.
+fn read_lengths(lengths: &Option<Bound<'_, PyAny>>, s: LstmShape) -> PyResult<Option<Vec<usize>>> {
+    let Some(obj) = lengths else { return Ok(None) };
+    let array = obj.cast::<PyArrayDyn<i64>>().map_err(|_| {
+        let got = match obj.cast::<numpy::PyUntypedArray>() {
+            Ok(a) => format!("dtype {}", a.dtype()),
+            Err(_) => describe(obj),
+        };
+        PyTypeError::new_err(format!(
+            "lengths: expected a numpy.ndarray of int64 (one length per batch row), got {got}"
+        ))
+    })?;
+    let values = array
+        .to_vec()
+        .map_err(|_| PyValueError::new_err("lengths: expected a 1-d array"))?;
+    if array.ndim() != 1 || values.len() != s.batch {
+        return Err(PyValueError::new_err(format!(
+            "lengths: expected shape ({},), one length per batch row, got {}",
+            s.batch,
+            shape_str(array.shape())
+        )));
+    }
+    if let Some((b, n)) = values
+        .iter()
+        .enumerate()
+        .find(|(_, &n)| n < 1 || n as u64 > s.steps as u64)
+    {
+        return Err(PyValueError::new_err(format!(
+            "lengths: expected values in 1..={} (the time steps of x), got {n} at index {b}",
+            s.steps
+        )));
+    }
+    Ok(Some(values.into_iter().map(|n| n as usize).collect()))
+}
+
+/// The slices of an optional pair of arrays, a missing one as `zeros`.
+fn pair_or_zeros<'a, T: Element + Real>(
+    a: &'a Option<PyReadonlyArrayDyn<'_, T>>,
+    b: &'a Option<PyReadonlyArrayDyn<'_, T>>,
+    zeros: &'a [T],
+) -> PyResult<Option<(&'a [T], &'a [T])>> {
+    Ok(match (a, b) {
+        (None, None) => None,
+        _ => Some((
+            a.as_ref().map(|a| a.as_slice()).transpose()?.unwrap_or(zeros),
+            b.as_ref().map(|b| b.as_slice()).transpose()?.unwrap_or(zeros),
+        )),
+    })
+}
+
+/// Elements of `dtype` the saved activations of a forward pass take.
+#[pyfunction]
+fn lstm_saved_size(batch: usize, steps: usize, input_size: usize, hidden_size: usize, dtype: &str) -> PyResult<usize> {
+    for (arg, v) in [
+        ("batch", batch),
+        ("steps", steps),
+        ("input_size", input_size),
+        ("hidden_size", hidden_size),
+    ] {
+        if v == 0 {
+            return Err(PyValueError::new_err(format!(
+                "{arg}: expected a positive integer, got 0"
+            )));
+        }
+    }
+    let s = LstmShape {
+        batch,
+        steps,
+        input: input_size,
+        hidden: hidden_size,
+    };
+    Ok(match parse_dtype(dtype)? {
+        DType::F32 => functional::saved_len::<f32>(s),
+        DType::F64 => functional::saved_len::<f64>(s),
+    })
+}
+
+/// Stateless forward: writes out, h_n, c_n and (unless None) saved.
+#[pyfunction]
+#[pyo3(signature = (x, weight_ih, weight_hh, bias, h0, c0, out, h_n, c_n, saved, *, lengths=None, reverse=false))]
+#[allow(clippy::too_many_arguments)]
+fn lstm_forward(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    weight_ih: &Bound<'_, PyAny>,
+    weight_hh: &Bound<'_, PyAny>,
+    bias: &Bound<'_, PyAny>,
+    h0: Option<Bound<'_, PyAny>>,
+    c0: Option<Bound<'_, PyAny>>,
+    out: &Bound<'_, PyAny>,
+    h_n: &Bound<'_, PyAny>,
+    c_n: &Bound<'_, PyAny>,
+    saved: Option<Bound<'_, PyAny>>,
+    lengths: Option<Bound<'_, PyAny>>,
+    reverse: bool,
+) -> PyResult<()> {
+    let args = ForwardArgs {
+        x,
+        weight_ih,
+        weight_hh,
+        bias,
+        h0,
+        c0,
+        out,
+        h_n,
+        c_n,
+        saved,
+    };
+    let lengths = read_lengths(&lengths, functional_shape(x, weight_hh)?)?;
+    let seq = Sequences {
+        lengths: lengths.as_deref(),
+        reverse,
+    };
+    match functional_dtype(x)? {
+        DType::F32 => functional_forward::<f32>(py, args, seq),
+        DType::F64 => functional_forward::<f64>(py, args, seq),
+    }
+}
+
+struct ForwardArgs<'a, 'py> {
+    x: &'a Bound<'py, PyAny>,
+    weight_ih: &'a Bound<'py, PyAny>,
+    weight_hh: &'a Bound<'py, PyAny>,
+    bias: &'a Bound<'py, PyAny>,
+    h0: Option<Bound<'py, PyAny>>,
+    c0: Option<Bound<'py, PyAny>>,
+    out: &'a Bound<'py, PyAny>,
+    h_n: &'a Bound<'py, PyAny>,
+    c_n: &'a Bound<'py, PyAny>,
+    saved: Option<Bound<'py, PyAny>>,
+}
+
+fn functional_forward<T: Element + functional::Pooled>(
+    py: Python<'_>,
+    a: ForwardArgs<'_, '_>,
+    seq: Sequences<'_>,
+) -> PyResult<()> {
+    let s = functional_shape(a.x, a.weight_hh)?;
+    let (b, t, i, h) = (s.batch, s.steps, s.input, s.hidden);
+    let x = read_exact::<T>(a.x, "x", &[b, t, i])?;
+    let w_ih = read_exact::<T>(a.weight_ih, "weight_ih", &[4 * h, i])?;
+    let w_hh = read_exact::<T>(a.weight_hh, "weight_hh", &[4 * h, h])?;
+    let bias = read_exact::<T>(a.bias, "bias", &[4 * h])?;
+    let h0 = read_optional::<T>(&a.h0, "h0", &[b, h])?;
+    let c0 = read_optional::<T>(&a.c0, "c0", &[b, h])?;
+    let mut out = write_exact::<T>(a.out, "out", &[b, t, h])?;
+    let mut h_n = write_exact::<T>(a.h_n, "h_n", &[b, h])?;
+    let mut c_n = write_exact::<T>(a.c_n, "c_n", &[b, h])?;
+    let mut saved = match &a.saved {
+        None => None,
+        Some(o) => {
+            let n = functional::saved_len::<T>(s);
+            let arr = write_typed::<T>(o, "saved")?;
+            if arr.ndim() != 1 || arr.len() != n {
+                return Err(PyValueError::new_err(format!(
+                    "saved: expected a 1-d array of lstm_saved_size({b}, {t}, {i}, {h}, {:?}) = {n} elements, got shape {}",
+                    T::NAME,
+                    shape_str(arr.shape())
+                )));
+            }
+            check_aligned("saved", arr.is_aligned())?;
+            Some(arr)
+        }
+    };
+    let zeros = vec![T::ZERO; if h0.is_some() != c0.is_some() { b * h } else { 0 }];
+    let initial = pair_or_zeros(&h0, &c0, &zeros)?;
+    let p = LstmParams {
+        weight_ih: w_ih.as_slice()?,
+        weight_hh: w_hh.as_slice()?,
+        bias: bias.as_slice()?,
+    };
+    let x = x.as_slice()?;
+    let (out, h_n, c_n) = (out.as_slice_mut()?, h_n.as_slice_mut()?, c_n.as_slice_mut()?);
+    let saved = saved.as_mut().map(|s| s.as_slice_mut()).transpose()?;
+    let mut inputs = vec![
+        Span::of("x", x),
+        Span::of("weight_ih", p.weight_ih),
+        Span::of("weight_hh", p.weight_hh),
+        Span::of("bias", p.bias),
+    ];
+    if let (Some(h0), Some(c0)) = (&h0, &c0) {
+        inputs.extend([Span::of("h0", h0.as_slice()?), Span::of("c0", c0.as_slice()?)]);
+    }
+    let mut outputs = vec![Span::of("out", out), Span::of("h_n", h_n), Span::of("c_n", c_n)];
+    if let Some(saved) = &saved {
+        outputs.push(Span::of("saved", saved));
+    }
+    check_no_alias(&outputs, &inputs)?;
+    py.detach(|| functional::forward(p, s, seq, x, initial, out, h_n, c_n, saved))
+        .map_err(to_py_err)
+}
+
+/// Stateless backward over the forward pass that wrote `saved`.
+#[pyfunction]
+#[pyo3(signature = (x, weight_ih, weight_hh, bias, h0, c0, saved, d_out, dh_n, dc_n, dx, dh0, dc0,
+                    grad_weight_ih, grad_weight_hh, grad_bias, *, lengths=None, reverse=false))]
+#[allow(clippy::too_many_arguments)]
+fn lstm_backward(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    weight_ih: &Bound<'_, PyAny>,
+    weight_hh: &Bound<'_, PyAny>,
+    bias: &Bound<'_, PyAny>,
+    h0: Option<Bound<'_, PyAny>>,
+    c0: Option<Bound<'_, PyAny>>,
+    saved: &Bound<'_, PyAny>,
+    d_out: &Bound<'_, PyAny>,
+    dh_n: Option<Bound<'_, PyAny>>,
+    dc_n: Option<Bound<'_, PyAny>>,
+    dx: Option<Bound<'_, PyAny>>,
+    dh0: &Bound<'_, PyAny>,
+    dc0: &Bound<'_, PyAny>,
+    grad_weight_ih: &Bound<'_, PyAny>,
+    grad_weight_hh: &Bound<'_, PyAny>,
+    grad_bias: &Bound<'_, PyAny>,
+    lengths: Option<Bound<'_, PyAny>>,
+    reverse: bool,
+) -> PyResult<()> {
+    let args = BackwardArgs {
+        x,
+        weight_ih,
+        weight_hh,
+        bias,
+        h0,
+        c0,
+        saved,
+        d_out,
+        dh_n,
+        dc_n,
+        dx,
+        dh0,
+        dc0,
+        grad_weight_ih,
+        grad_weight_hh,
+        grad_bias,
+    };
+    let lengths = read_lengths(&lengths, functional_shape(x, weight_hh)?)?;
+    let seq = Sequences {
+        lengths: lengths.as_deref(),
+        reverse,
+    };
+    match functional_dtype(x)? {
+        DType::F32 => functional_backward::<f32>(py, args, seq),
+        DType::F64 => functional_backward::<f64>(py, args, seq),
+    }
+}
+
+struct BackwardArgs<'a, 'py> {
+    x: &'a Bound<'py, PyAny>,
+    weight_ih: &'a Bound<'py, PyAny>,
+    weight_hh: &'a Bound<'py, PyAny>,
+    bias: &'a Bound<'py, PyAny>,
+    h0: Option<Bound<'py, PyAny>>,
+    c0: Option<Bound<'py, PyAny>>,
+    saved: &'a Bound<'py, PyAny>,
+    d_out: &'a Bound<'py, PyAny>,
+    dh_n: Option<Bound<'py, PyAny>>,
+    dc_n: Option<Bound<'py, PyAny>>,
+    dx: Option<Bound<'py, PyAny>>,
+    dh0: &'a Bound<'py, PyAny>,
+    dc0: &'a Bound<'py, PyAny>,
+    grad_weight_ih: &'a Bound<'py, PyAny>,
+    grad_weight_hh: &'a Bound<'py, PyAny>,
+    grad_bias: &'a Bound<'py, PyAny>,
+}
+
+fn functional_backward<T: Element + functional::Pooled>(
+    py: Python<'_>,
+    a: BackwardArgs<'_, '_>,
+    seq: Sequences<'_>,
+) -> PyResult<()> {
+    let s = functional_shape(a.x, a.weight_hh)?;
+    let (b, t, i, h) = (s.batch, s.steps, s.input, s.hidden);
+    let x = read_exact::<T>(a.x, "x", &[b, t, i])?;
+    let w_ih = read_exact::<T>(a.weight_ih, "weight_ih", &[4 * h, i])?;
+    let w_hh = read_exact::<T>(a.weight_hh, "weight_hh", &[4 * h, h])?;
+    let bias = read_exact::<T>(a.bias, "bias", &[4 * h])?;
+    let h0 = read_optional::<T>(&a.h0, "h0", &[b, h])?;
+    let c0 = read_optional::<T>(&a.c0, "c0", &[b, h])?;
+    let n = functional::saved_len::<T>(s);
+    let saved = read_array::<T>(a.saved, "saved", 1)?;
+    if saved.len() != n {
+        return Err(PyValueError::new_err(format!(
+            "saved: expected lstm_saved_size({b}, {t}, {i}, {h}, {:?}) = {n} elements, got {}",
+            T::NAME,
+            saved.len()
+        )));
+    }
+    check_aligned("saved", saved.is_aligned())?;
+    let d_out = read_exact::<T>(a.d_out, "d_out", &[b, t, h])?;
+    let dh_n = read_optional::<T>(&a.dh_n, "dh_n", &[b, h])?;
+    let dc_n = read_optional::<T>(&a.dc_n, "dc_n", &[b, h])?;
+    let mut dx =
+        a.dx.as_ref()
+            .map(|o| write_exact::<T>(o, "dx", &[b, t, i]))
+            .transpose()?;
+    let mut dh0 = write_exact::<T>(a.dh0, "dh0", &[b, h])?;
+    let mut dc0 = write_exact::<T>(a.dc0, "dc0", &[b, h])?;
+    let mut g_ih = write_exact::<T>(a.grad_weight_ih, "grad_weight_ih", &[4 * h, i])?;
+    let mut g_hh = write_exact::<T>(a.grad_weight_hh, "grad_weight_hh", &[4 * h, h])?;
+    let mut g_b = write_exact::<T>(a.grad_bias, "grad_bias", &[4 * h])?;
+    let zeros = vec![T::ZERO; b * h];
+    let initial = pair_or_zeros(&h0, &c0, &zeros)?;
+    let d_final = pair_or_zeros(&dh_n, &dc_n, &zeros)?;
+    let p = LstmParams {
+        weight_ih: w_ih.as_slice()?,
+        weight_hh: w_hh.as_slice()?,
+        bias: bias.as_slice()?,
+    };
+    let (x, saved, d_out) = (x.as_slice()?, saved.as_slice()?, d_out.as_slice()?);
+    let dx = dx.as_mut().map(|d| d.as_slice_mut()).transpose()?;
+    let (dh0, dc0) = (dh0.as_slice_mut()?, dc0.as_slice_mut()?);
+    let grads = LstmGrads {
+        weight_ih: g_ih.as_slice_mut()?,
+        weight_hh: g_hh.as_slice_mut()?,
+        bias: g_b.as_slice_mut()?,
+    };
+    let mut inputs = vec![
+        Span::of("x", x),
+        Span::of("weight_ih", p.weight_ih),
+        Span::of("weight_hh", p.weight_hh),
+        Span::of("bias", p.bias),
+        Span::of("saved", saved),
+        Span::of("d_out", d_out),
+    ];
+    for (name, arr) in [("h0", &h0), ("c0", &c0), ("dh_n", &dh_n), ("dc_n", &dc_n)] {
+        if let Some(arr) = arr {
+            inputs.push(Span::of(name, arr.as_slice()?));
+        }
+    }
+    let mut outputs = vec![
+        Span::of("dh0", dh0),
+        Span::of("dc0", dc0),
+        Span::of("grad_weight_ih", grads.weight_ih),
+        Span::of("grad_weight_hh", grads.weight_hh),
+        Span::of("grad_bias", grads.bias),
+    ];
+    if let Some(dx) = &dx {
+        outputs.push(Span::of("dx", dx));
+    }
+    check_no_alias(&outputs, &inputs)?;
+    py.detach(|| functional::backward(p, s, seq, x, initial, saved, d_out, d_final, dx, grads, dh0, dc0))
+        .map_err(to_py_err)
+}
+
+/// One time step: writes the new state into h_out, c_out (which may be h
+/// and c themselves, updated in place).
+#[pyfunction]
+#[pyo3(signature = (x_t, weight_ih, weight_hh, bias, h, c, h_out, c_out))]
+#[allow(clippy::too_many_arguments)]
+fn lstm_step(
+    py: Python<'_>,
+    x_t: &Bound<'_, PyAny>,
+    weight_ih: &Bound<'_, PyAny>,
+    weight_hh: &Bound<'_, PyAny>,
+    bias: &Bound<'_, PyAny>,
+    h: Option<Bound<'_, PyAny>>,
+    c: Option<Bound<'_, PyAny>>,
+    h_out: &Bound<'_, PyAny>,
+    c_out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let args = StepArgs {
+        x_t,
+        weight_ih,
+        weight_hh,
+        bias,
+        h,
+        c,
+        h_out,
+        c_out,
+    };
+    let dtype = functional_dtype(x_t).map_err(|_| {
+        PyTypeError::new_err(format!(
+            "x_t: expected a numpy.ndarray of float32 or float64, got {}",
+            describe(x_t)
+        ))
+    })?;
+    match dtype {
+        DType::F32 => functional_step::<f32>(py, args),
+        DType::F64 => functional_step::<f64>(py, args),
+    }
+}
+
+/// A state array read in place, or copied (when it is also an output).
+enum StateIn<'py, T: Element> {
+    Borrowed(PyReadonlyArrayDyn<'py, T>),
+    Copied(Vec<T>),
+}
+
+impl<T: Element + Real> StateIn<'_, T> {
+    fn as_slice(&self) -> PyResult<&[T]> {
+        match self {
+            StateIn::Borrowed(arr) => Ok(arr.as_slice()?),
+            StateIn::Copied(v) => Ok(v),
+        }
+    }
+}
+
+/// Reads a state array of `shape`, copied when it is `out` itself.
+fn read_state<'py, T: Element + Real>(
+    obj: &Option<Bound<'py, PyAny>>,
+    name: &'static str,
+    out: &Bound<'py, PyAny>,
+    shape: &[usize],
+) -> PyResult<Option<StateIn<'py, T>>> {
+    let Some(o) = obj else { return Ok(None) };
+    let arr = read_exact::<T>(o, name, shape)?;
+    Ok(Some(if o.is(out) {
+        StateIn::Copied(arr.as_slice()?.to_vec())
+    } else {
+        StateIn::Borrowed(arr)
+    }))
+}
+
+struct StepArgs<'a, 'py> {
+    x_t: &'a Bound<'py, PyAny>,
+    weight_ih: &'a Bound<'py, PyAny>,
+    weight_hh: &'a Bound<'py, PyAny>,
+    bias: &'a Bound<'py, PyAny>,
+    h: Option<Bound<'py, PyAny>>,
+    c: Option<Bound<'py, PyAny>>,
+    h_out: &'a Bound<'py, PyAny>,
+    c_out: &'a Bound<'py, PyAny>,
+}
+
+fn functional_step<T: Element + functional::Pooled>(py: Python<'_>, a: StepArgs<'_, '_>) -> PyResult<()> {
+    let xs = a.x_t.cast::<numpy::PyUntypedArray>()?.shape().to_vec();
+    if xs.len() != 2 || xs.contains(&0) {
+        return Err(PyValueError::new_err(format!(
+            "x_t: expected shape (B, I) with B, I >= 1, got {}",
+            shape_str(&xs)
+        )));
+    }
+    let w_hh = read_array::<T>(a.weight_hh, "weight_hh", 2)?;
+    let hidden = w_hh.shape()[1];
+    if hidden == 0 || w_hh.shape()[0] != 4 * hidden {
+        return Err(PyValueError::new_err(format!(
+            "weight_hh: expected shape (4H, H) with H >= 1, got {}",
+            shape_str(w_hh.shape())
+        )));
+    }
+    let s = LstmShape {
+        batch: xs[0],
+        steps: 1,
+        input: xs[1],
+        hidden,
+    };
+    let (b, i, h) = (s.batch, s.input, s.hidden);
+    let x = read_exact::<T>(a.x_t, "x_t", &[b, i])?;
+    let w_ih = read_exact::<T>(a.weight_ih, "weight_ih", &[4 * h, i])?;
+    check_aligned("weight_hh", w_hh.is_aligned())?;
+    let bias = read_exact::<T>(a.bias, "bias", &[4 * h])?;
+    // The state is copied first when the outputs are the state arrays
+    // themselves (an in-place step): the kernel reads it all before writing.
+    let h0 = read_state::<T>(&a.h, "h", a.h_out, &[b, h])?;
+    let c0 = read_state::<T>(&a.c, "c", a.c_out, &[b, h])?;
+    let mut h_out = write_exact::<T>(a.h_out, "h_out", &[b, h])?;
+    let mut c_out = write_exact::<T>(a.c_out, "c_out", &[b, h])?;
+    let zeros = vec![T::ZERO; if h0.is_some() != c0.is_some() { b * h } else { 0 }];
+    let hv = h0.as_ref().map(|v| v.as_slice()).transpose()?;
+    let cv = c0.as_ref().map(|v| v.as_slice()).transpose()?;
+    let state = match (hv, cv) {
+        (None, None) => None,
+        (hv, cv) => Some((hv.unwrap_or(&zeros), cv.unwrap_or(&zeros))),
+    };
+    let p = LstmParams {
+        weight_ih: w_ih.as_slice()?,
+        weight_hh: w_hh.as_slice()?,
+        bias: bias.as_slice()?,
+    };
+    let x = x.as_slice()?;
+    let (h_out, c_out) = (h_out.as_slice_mut()?, c_out.as_slice_mut()?);
+    let mut inputs = vec![
+        Span::of("x_t", x),
+        Span::of("weight_ih", p.weight_ih),
+        Span::of("weight_hh", p.weight_hh),
+        Span::of("bias", p.bias),
+    ];
+    if let Some((hv, cv)) = state {
+        inputs.extend([Span::of("h", hv), Span::of("c", cv)]);
+    }
+    check_no_alias(&[Span::of("h_out", h_out), Span::of("c_out", c_out)], &inputs)?;
+    // One step is a few hundred nanoseconds: releasing the GIL costs more.
+    let _ = py;
+    functional::step(p, s, x, state, h_out, c_out).map_err(to_py_err)
+}
+
 // ---------------------------------------------------------------- Adam and threads
 
 /// One array's Adam update, checked and borrowed: param, grad, m, v.
@@ -771,6 +1431,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SeedNetworkCore>()?;
     m.add_class::<LstmCore>()?;
     m.add_function(wrap_pyfunction!(adam_step, m)?)?;
+    m.add_function(wrap_pyfunction!(lstm_saved_size, m)?)?;
+    m.add_function(wrap_pyfunction!(lstm_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(lstm_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(lstm_step, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;

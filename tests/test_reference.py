@@ -32,6 +32,7 @@ from sincos_rs.reference import (
     linear_forward,
     lstm_backward,
     lstm_forward,
+    lstm_step,
     seed_backward,
     seed_cost,
     seed_forward,
@@ -142,6 +143,87 @@ def test_lstm_backward_finite_differences(batch: int, steps: int, n_in: int, hid
     assert_grad_close("weight_ih", grads["weight_ih"], numerical_grad(loss, weight_ih))
     assert_grad_close("weight_hh", grads["weight_hh"], numerical_grad(loss, weight_hh))
     assert_grad_close("bias", grads["bias"], numerical_grad(loss, bias))
+
+
+SEQUENCE_CASES = [  # (B, T, I, H, lengths or None, reverse)
+    (3, 5, 2, 3, [5, 2, 4], False),
+    (3, 5, 2, 3, [5, 2, 4], True),
+    (2, 4, 3, 2, None, True),
+    (4, 3, 1, 2, [1, 3, 1, 2], True),
+]
+
+
+@pytest.mark.parametrize(("batch", "steps", "n_in", "hidden", "lengths", "reverse"), SEQUENCE_CASES)
+def test_lstm_lengths_and_reverse_finite_differences(
+    batch: int, steps: int, n_in: int, hidden: int, lengths: list[int] | None, reverse: bool
+) -> None:
+    rng = np.random.default_rng(7 * batch + steps)
+    x = rng.standard_normal((batch, steps, n_in))
+    weight_ih = rng.standard_normal((4 * hidden, n_in)) * 0.5
+    weight_hh = rng.standard_normal((4 * hidden, hidden)) * 0.5
+    bias = rng.standard_normal(4 * hidden) * 0.5
+    h0 = rng.standard_normal((batch, hidden)) * 0.5
+    c0 = rng.standard_normal((batch, hidden)) * 0.5
+    r_out = rng.standard_normal((batch, steps, hidden))
+    r_h = rng.standard_normal((batch, hidden))
+    r_c = rng.standard_normal((batch, hidden))
+    lens = None if lengths is None else np.array(lengths)
+    kw = {"lengths": lens, "reverse": reverse}
+
+    def loss() -> float:
+        out, (h_n, c_n), _ = lstm_forward(x, weight_ih, weight_hh, bias, h0, c0, **kw)
+        return float(np.sum(out * r_out) + np.sum(h_n * r_h) + np.sum(c_n * r_c))
+
+    out, _, cache = lstm_forward(x, weight_ih, weight_hh, bias, h0, c0, **kw)
+    dx, (dh0, dc0), grads = lstm_backward(r_out, cache, r_h, r_c)
+    if lens is not None:
+        for b, n in enumerate(lens):
+            assert (out[b, n:] == 0).all() and (dx[b, n:] == 0).all()
+    assert_grad_close("dx", dx, numerical_grad(loss, x))
+    assert_grad_close("dh0", dh0, numerical_grad(loss, h0))
+    assert_grad_close("dc0", dc0, numerical_grad(loss, c0))
+    assert_grad_close("weight_ih", grads["weight_ih"], numerical_grad(loss, weight_ih))
+    assert_grad_close("weight_hh", grads["weight_hh"], numerical_grad(loss, weight_hh))
+    assert_grad_close("bias", grads["bias"], numerical_grad(loss, bias))
+
+
+def test_lstm_lengths_equal_rows_run_alone_and_reverse_equals_flipped_rows() -> None:
+    rng = np.random.default_rng(3)
+    batch, steps, n_in, hidden = 4, 6, 2, 3
+    x = rng.standard_normal((batch, steps, n_in))
+    weights = [rng.standard_normal(s) * 0.5 for s in ((12, n_in), (12, hidden), (12,))]
+    h0, c0 = rng.standard_normal((2, batch, hidden)) * 0.5
+    lengths = np.array([6, 1, 4, 3])
+    padded = x.copy()
+    for b, n in enumerate(lengths):
+        padded[b, n:] = np.nan  # padding is never read
+    for reverse in (False, True):
+        out, (h_n, c_n), _ = lstm_forward(
+            padded, *weights, h0, c0, lengths=lengths, reverse=reverse
+        )
+        for b, n in enumerate(lengths):
+            row = x[b : b + 1, :n]
+            if reverse:
+                row = row[:, ::-1]
+            want, (want_h, want_c), _ = lstm_forward(row, *weights, h0[b : b + 1], c0[b : b + 1])
+            if reverse:
+                want = want[:, ::-1]
+            np.testing.assert_allclose(out[b, :n], want[0], rtol=1e-13, atol=1e-15)
+            assert (out[b, n:] == 0).all()
+            np.testing.assert_allclose(h_n[b], want_h[0], rtol=1e-13, atol=1e-15)
+            np.testing.assert_allclose(c_n[b], want_c[0], rtol=1e-13, atol=1e-15)
+
+
+def test_lstm_step_repeated_equals_forward() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 5, 2))
+    weights = [rng.standard_normal(s) * 0.5 for s in ((8, 2), (8, 2), (8,))]
+    out, (h_n, c_n), _ = lstm_forward(x, *weights)
+    h, c = np.zeros((3, 2)), np.zeros((3, 2))
+    for t in range(5):
+        h, c = lstm_step(x[:, t], *weights, h, c)
+        np.testing.assert_array_equal(h, out[:, t])
+    np.testing.assert_array_equal((h, c), (h_n, c_n))
 
 
 def test_lstm_forward_one_step_by_hand() -> None:

@@ -13,11 +13,18 @@ The public API::
 
 ``sincos_rs.reference`` is the NumPy reference every Rust result is checked
 against; ``python -m sincos_rs.train`` runs the seed program, trained for real.
+
+For frameworks that own every buffer (the PyTorch op), ``sincos_rs._core``
+has the layer as two stateless functions, ``lstm_forward`` and
+``lstm_backward``, with the activations in a caller's buffer of
+``_core.lstm_saved_size(...)`` elements; ``sincos_rs._saved_size`` is the same
+size as plain integer arithmetic, for symbolic shapes.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
 from ._core import get_num_threads, set_num_threads, simd_level
+from ._saved import saved_size as _saved_size  # noqa: F401 (for the PyTorch op)
 from .data import SinCosBatches
 from .init import PARAM_NAMES, initial_lstm_params, initial_params
 from .layers import LSTM, Adam

@@ -28,6 +28,7 @@ class SeedNetworkCore:
         self, seq: np.ndarray, res: np.ndarray
     ) -> tuple[float, dict[str, np.ndarray]]: ...
     def predict(self, seq: np.ndarray) -> np.ndarray: ...
+    def predict_step(self, x_t: np.ndarray) -> np.ndarray: ...
     def last_prediction(self) -> np.ndarray | None: ...
     def get_params(self) -> dict[str, np.ndarray]: ...
     def set_params(self, params: dict[str, np.ndarray]) -> None: ...
@@ -59,6 +60,92 @@ class LstmCore:
         grad_bias: np.ndarray,
         d_state: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+def lstm_saved_size(batch: int, steps: int, input_size: int, hidden_size: int, dtype: str) -> int:
+    """Elements of ``dtype`` ("float32" or "float64") the ``saved`` buffer of
+    ``lstm_forward`` needs for x (batch, steps, input_size) and hidden_size
+    units. Any aligned 1-D array of that many elements works (the kernels
+    align inside it). Equals ``sincos_rs._saved_size(batch, steps,
+    input_size, hidden_size, itemsize)``, the same sum in plain Python."""
+
+def lstm_forward(
+    x: np.ndarray,
+    weight_ih: np.ndarray,
+    weight_hh: np.ndarray,
+    bias: np.ndarray,
+    h0: np.ndarray | None,
+    c0: np.ndarray | None,
+    out: np.ndarray,
+    h_n: np.ndarray,
+    c_n: np.ndarray,
+    saved: np.ndarray | None,
+    *,
+    lengths: np.ndarray | None = None,
+    reverse: bool = False,
+) -> None:
+    """Stateless LSTM forward; every output preallocated by the caller.
+
+    x (B, T, I) float32 or float64 (every array the same dtype, C-contiguous,
+    aligned); weight_ih (4H, I), weight_hh (4H, H), bias (4H,), gates
+    (i, f, g, o); h0, c0 (B, H) or None (zeros). Writes out (B, T, H),
+    h_n, c_n (B, H) and, unless None, ``saved``, a 1-D array of
+    ``lstm_saved_size(B, T, I, H, dtype)`` elements that ``lstm_backward``
+    reads (None: inference, nothing kept for backward). Nothing is kept
+    between calls; calls may run on several threads at once; the GIL is
+    released. Every argument is checked (shape, dtype, contiguity,
+    writability, finite inputs, outputs sharing memory with any other
+    argument) and a bad one raises TypeError/ValueError naming it, before
+    anything is written.
+
+    lengths: None, or a 1-D int64 array of B values in 1..T; row b then
+    stops after lengths[b] steps (out is zero past it, h_n, c_n the state
+    after its last real step). reverse: run each row from its last real
+    step to its first.
+    """
+
+def lstm_backward(
+    x: np.ndarray,
+    weight_ih: np.ndarray,
+    weight_hh: np.ndarray,
+    bias: np.ndarray,
+    h0: np.ndarray | None,
+    c0: np.ndarray | None,
+    saved: np.ndarray,
+    d_out: np.ndarray,
+    dh_n: np.ndarray | None,
+    dc_n: np.ndarray | None,
+    dx: np.ndarray | None,
+    dh0: np.ndarray,
+    dc0: np.ndarray,
+    grad_weight_ih: np.ndarray,
+    grad_weight_hh: np.ndarray,
+    grad_bias: np.ndarray,
+    *,
+    lengths: np.ndarray | None = None,
+    reverse: bool = False,
+) -> None:
+    """Stateless backward through time over the ``lstm_forward`` call that
+    wrote ``saved`` (pass it the same x, weights, h0, c0, lengths and
+    reverse). d_out (B, T, H); dh_n, dc_n (B, H) or None (zeros). Overwrites
+    dh0, dc0 (B, H), the three weight gradients (shapes of the weights) and
+    dx (B, T, I) unless None (then not formed). Checks as ``lstm_forward``.
+    """
+
+def lstm_step(
+    x_t: np.ndarray,
+    weight_ih: np.ndarray,
+    weight_hh: np.ndarray,
+    bias: np.ndarray,
+    h: np.ndarray | None,
+    c: np.ndarray | None,
+    h_out: np.ndarray,
+    c_out: np.ndarray,
+) -> None:
+    """One time step, keeping nothing: x_t (B, I) from (h, c), each (B, H),
+    or zeros (None), into h_out and c_out (B, H), which may be h and c
+    themselves (updated in place). The same bits as ``lstm_forward`` over
+    the step. Checks as ``lstm_forward``; runs with the GIL held (a step is
+    shorter than releasing it)."""
 
 def adam_step(
     names: list[str],

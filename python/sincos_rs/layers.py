@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -79,41 +80,134 @@ class LSTM:
         self.grad_weight_ih = np.zeros_like(self.weight_ih)
         self.grad_weight_hh = np.zeros_like(self.weight_hh)
         self.grad_bias = np.zeros_like(self.bias)
-        self._core = _core.LstmCore(self.input_size, self.hidden_size, self.dtype.name)
+        # What backward needs from the last forward (see ``_forward_record``).
+        self._last: _ForwardRecord | None = None
+        self._saved = np.empty(0, self.dtype)  # reused while the size fits
 
-    def forward(self, x: np.ndarray, state: State | None = None) -> tuple[np.ndarray, State]:
+    def forward(
+        self,
+        x: np.ndarray,
+        state: State | None = None,
+        *,
+        lengths: np.ndarray | None = None,
+        reverse: bool = False,
+        store: bool = True,
+    ) -> tuple[np.ndarray, State]:
         """Run the layer over ``x`` (B, T, I) from ``state`` = (h0, c0), each
-        (B, H), or zeros. Returns ``(out (B, T, H), (h_n, c_n))`` and keeps
-        what ``backward`` needs."""
-        out, h_n, c_n = self._core.forward(
-            x, self.weight_ih, self.weight_hh, self.bias, _pair(state, "state")
+        (B, H), or zeros. Returns ``(out (B, T, H), (h_n, c_n))``.
+
+        Args:
+            lengths: None (every row runs all T steps), or B ints in 1..T:
+                row b runs its first ``lengths[b]`` steps of the padded ``x``
+                (as ``torch.nn.utils.rnn.pack_padded_sequence``). Its output
+                past them is zero, ``(h_n, c_n)`` is its state after its last
+                real step, and ``x`` past them is never read (any padding,
+                even NaN, gives the same result). Rows of similar length
+                share SIMD chunks, so a batch costs about its real steps.
+            reverse: run each row from its last real step to its first (the
+                backward direction of a bidirectional layer); ``out[:, t]``
+                is still the output at time t. No reversed copy is made.
+            store: keep what ``backward`` needs (default). ``store=False`` is
+                for inference: the kernels keep only the current step,
+                O(B·H) memory beside the output, and ``backward`` then
+                raises until the next ``forward`` with ``store=True``.
+        """
+        batch, steps = _batch_steps(x)
+        h, d = self.hidden_size, self.dtype
+        lens = _lengths(lengths, batch, steps)
+        h0, c0 = (None, None) if state is None else _pair(state, "state")
+        out = np.empty((batch, steps, h), d)
+        h_n, c_n = np.empty((batch, h), d), np.empty((batch, h), d)
+        saved = None
+        if store:
+            size = _core.lstm_saved_size(batch, steps, self.input_size, h, d.name)
+            if self._saved.size != size:
+                self._saved = np.empty(size, d)
+            saved = self._saved
+        weights = (self.weight_ih, self.weight_hh, self.bias)
+        self._last = None  # a failed call leaves nothing for backward
+        _core.lstm_forward(
+            x, *weights, h0, c0, out, h_n, c_n, saved, lengths=lens, reverse=bool(reverse)
         )
+        if store:
+            # x is copied: backward reads it again, whatever the caller does to it.
+            self._last = _ForwardRecord(np.array(x), h0, c0, lens, bool(reverse))
         return out, (h_n, c_n)
 
     __call__ = forward
 
     def backward(self, d_out: np.ndarray, d_state: State | None = None) -> tuple[np.ndarray, State]:
-        """Backward through time over the last ``forward``.
+        """Backward through time over the last ``forward`` (with its lengths
+        and direction; it must have run with ``store=True``).
 
         Args:
             d_out: (B, T, H), the gradient of the loss by ``out``.
             d_state: (dh_n, dc_n), the gradient by the final state, or None.
 
         Returns:
-            ``(dx (B, T, I), (dh0, dc0))``; the weight gradients are written
-            to ``grad_weight_ih``, ``grad_weight_hh`` and ``grad_bias``.
+            ``(dx (B, T, I), (dh0, dc0))`` (dx is zero past each row's
+            length); the weight gradients are written to ``grad_weight_ih``,
+            ``grad_weight_hh`` and ``grad_bias``.
         """
-        dx, dh0, dc0 = self._core.backward(
-            d_out,
+        last = self._last
+        if last is None:
+            raise RuntimeError(
+                "backward called before forward, or after forward(store=False), "
+                "which keeps nothing for it: run forward(x) first"
+            )
+        x = last.x
+        batch, _, _ = x.shape
+        h, d = self.hidden_size, self.dtype
+        dh_n, dc_n = (None, None) if d_state is None else _pair(d_state, "d_state")
+        dx = np.empty_like(x)
+        dh0, dc0 = np.empty((batch, h), d), np.empty((batch, h), d)
+        _core.lstm_backward(
+            x,
             self.weight_ih,
             self.weight_hh,
             self.bias,
+            last.h0,
+            last.c0,
+            self._saved,
+            d_out,
+            dh_n,
+            dc_n,
+            dx,
+            dh0,
+            dc0,
             self.grad_weight_ih,
             self.grad_weight_hh,
             self.grad_bias,
-            _pair(d_state, "d_state"),
+            lengths=last.lengths,
+            reverse=last.reverse,
         )
         return dx, (dh0, dc0)
+
+    def step(
+        self,
+        x_t: np.ndarray,
+        state: State | None = None,
+        *,
+        out: State | None = None,
+    ) -> tuple[np.ndarray, State]:
+        """One time step, keeping nothing: ``x_t`` (B, I) from ``state`` =
+        (h, c), each (B, H), or zeros. Returns ``(h, (h, c))``, the new state
+        (``h`` is both the output and the state's h).
+
+        ``out=(h_buf, c_buf)`` writes the new state into those arrays instead
+        of new ones (no allocation); they may be ``state``'s own arrays, for
+        an in-place update. ``step`` called T times gives the same bits as
+        ``forward`` over the T steps.
+        """
+        if out is None:
+            batch = len(x_t)
+            h_out = np.empty((batch, self.hidden_size), self.dtype)
+            c_out = np.empty((batch, self.hidden_size), self.dtype)
+        else:
+            h_out, c_out = out
+        h, c = (None, None) if state is None else state
+        _core.lstm_step(x_t, self.weight_ih, self.weight_hh, self.bias, h, c, h_out, c_out)
+        return h_out, (h_out, c_out)
 
     def parameters(self) -> dict[str, np.ndarray]:
         """The parameter arrays themselves (not copies), by name."""
@@ -132,6 +226,48 @@ class LSTM:
             f"LSTM(input_size={self.input_size}, hidden_size={self.hidden_size}, "
             f"dtype={self.dtype.name!r})"
         )
+
+
+class _ForwardRecord(NamedTuple):
+    """What ``LSTM.backward`` needs from the forward pass it follows (the
+    activations themselves are in the layer's saved buffer)."""
+
+    x: np.ndarray
+    h0: np.ndarray | None
+    c0: np.ndarray | None
+    lengths: np.ndarray | None
+    reverse: bool
+
+
+def _batch_steps(x: object) -> tuple[int, int]:
+    """(B, T) of x, or a clear error (the kernel checks the rest)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x: expected a numpy.ndarray (B, T, I), got {type(x).__name__}")
+    if x.ndim != 3:
+        raise ValueError(f"x: expected a 3-d array (B, T, I), got shape {x.shape}")
+    return x.shape[0], x.shape[1]
+
+
+def _lengths(lengths: object, batch: int, steps: int) -> np.ndarray | None:
+    """``lengths`` as the int64 array the kernels take, or a clear error."""
+    if lengths is None:
+        return None
+    values = np.asarray(lengths)
+    if values.dtype.kind not in "iu" or values.ndim != 1:
+        raise ValueError(
+            f"lengths: expected a 1-d array of integers, one per batch row, got "
+            f"dtype {values.dtype} with shape {values.shape}"
+        )
+    if values.shape[0] != batch:
+        raise ValueError(
+            f"lengths: expected {batch} values (the batch size of x), got {values.shape[0]}"
+        )
+    if values.size and (values.min() < 1 or values.max() > steps):
+        raise ValueError(
+            f"lengths: expected values in 1..{steps} (the time steps of x), got "
+            f"{values.min()}..{values.max()}"
+        )
+    return np.ascontiguousarray(values, dtype=np.int64)
 
 
 def _check_updatable(p: np.ndarray, name: str) -> None:

@@ -1,12 +1,14 @@
 """Figures of a training run (matplotlib, imported only when a figure is made).
 
-One figure, two panels:
+One figure, two panels (three with a stream):
 
 1. as the seed tutorial's live plot, the true ``cos(x)`` (solid red) and the
    prediction (dashed blue) for row 0 of each batch, laid end to end along x:
    row 0 of batch k + 1 continues row 0 of batch k, so reading from left to
    right one sees the fit improve iteration by iteration;
-2. the cost of each iteration, on a log scale.
+2. the cost of each iteration, on a log scale;
+3. with ``--stream N``, cos(x) against the prediction streamed one step at
+   a time through ``predict_step`` over x the model never trained on.
 
 ``save_figure`` draws on a bare ``matplotlib.figure.Figure`` and writes a PNG
 with the Agg renderer: no pyplot, no GUI backend, no display needed.
@@ -46,6 +48,12 @@ class Trace(Protocol):
     stride: int
 
 
+class Stream(Protocol):
+    xs: np.ndarray
+    true: np.ndarray
+    pred: np.ndarray
+
+
 def has_display() -> bool:
     """Whether a window can be opened: on Linux and other X11/Wayland systems,
     DISPLAY or WAYLAND_DISPLAY must be set; macOS and Windows always have one."""
@@ -69,8 +77,9 @@ def draw(
     *,
     title: str = "",
     resumed_at: int = 0,
+    stream: Stream | None = None,
 ) -> None:
-    """Draw the two panels on ``fig`` (a matplotlib Figure), replacing what
+    """Draw the panels on ``fig`` (a matplotlib Figure), replacing what
     was there.
 
     Args:
@@ -78,9 +87,20 @@ def draw(
         costs: the cost of every iteration, from the first (resumed ones included).
         resumed_at: iterations done before this run (0 for a fresh run); the
             first batch of ``trace`` is iteration ``resumed_at + 1``.
+        stream: x, cos(x) and the streamed prediction, (N,) each, or None.
     """
     fig.clear()
-    top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
+    if stream is None:
+        top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
+    else:
+        top, bottom, streamed = fig.subplots(3, 1, gridspec_kw={"height_ratios": [3, 2, 3]})
+        streamed.plot(stream.xs, stream.true, "r-", lw=1.0, label="cos(x), the target")
+        streamed.plot(stream.xs, stream.pred, "g--", lw=1.0, label="streamed prediction")
+        streamed.set_xlabel("x, never trained on: sin(x) fed one step at a time (predict_step)")
+        streamed.set_ylabel("cos(x)")
+        streamed.legend(loc="upper right", ncol=2, fontsize="small", framealpha=0.9)
+        if len(stream.xs):
+            streamed.set_xlim(stream.xs[0], stream.xs[-1])
 
     xs = _end_to_end(trace.xs, trace.stride)
     top.plot(xs, _end_to_end(trace.true, trace.stride), "r-", lw=1.0, label="cos(x), the target")
@@ -153,13 +173,15 @@ def save_figure(
     *,
     title: str = "",
     resumed_at: int = 0,
+    stream: Stream | None = None,
 ) -> Path:
     """Draw the figure (see ``draw``) and write it as a PNG to ``path``,
     atomically, with the Agg renderer (no display needed). Returns the path."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    draw(fig, trace, costs, title=title, resumed_at=resumed_at)
+    size = FIGSIZE if stream is None else (FIGSIZE[0], FIGSIZE[1] * 1.5)
+    fig = Figure(figsize=size, dpi=DPI)
+    draw(fig, trace, costs, title=title, resumed_at=resumed_at, stream=stream)
     return write_atomic(path, _png_bytes(fig))
 
 
@@ -198,10 +220,15 @@ class LivePlot:
             return None, f"cannot open a window ({' '.join(str(err).split())})"
 
     def update(
-        self, trace: Trace, costs: Sequence[float], title: str = "", resumed_at: int = 0
+        self,
+        trace: Trace,
+        costs: Sequence[float],
+        title: str = "",
+        resumed_at: int = 0,
+        stream: Stream | None = None,
     ) -> None:
         """Redraw with the run so far and let the window process its events."""
-        draw(self.figure, trace, costs, title=title, resumed_at=resumed_at)
+        draw(self.figure, trace, costs, title=title, resumed_at=resumed_at, stream=stream)
         self.figure.canvas.draw_idle()
         self._plt.pause(0.001)
 

@@ -43,11 +43,14 @@ __all__ = [
     "linear_backward",
     "linear_forward",
     "lstm_backward",
+    "lstm_cell",
     "lstm_forward",
+    "lstm_step",
     "seed_backward",
     "seed_cost",
     "seed_forward",
     "sigmoid",
+    "step_times",
 ]
 
 EPS_STYLES = ("tensorflow", "pytorch")
@@ -109,6 +112,64 @@ def linear_backward(
 # --- LSTM --------------------------------------------------------------------------
 
 
+def step_times(
+    lengths: np.ndarray | None, batch: int, steps: int, reverse: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which time step each row reads at each step of the run.
+
+    Row b runs ``lengths[b]`` steps (all ``steps`` if None): step s of its
+    run reads time ``s``, or ``lengths[b] - 1 - s`` when ``reverse``.
+
+    Returns:
+        times (T, B) int: the time row b reads at run step s (0 once the
+        row has stopped), and active (T, B) bool: whether it still runs.
+    """
+    lengths = np.full(batch, steps) if lengths is None else np.asarray(lengths)
+    s = np.arange(steps)[:, None]
+    active = s < lengths[None, :]
+    times = lengths[None, :] - 1 - s if reverse else np.broadcast_to(s, active.shape)
+    return np.where(active, times, 0), active
+
+
+def lstm_cell(
+    x_t: np.ndarray,
+    weight_ih: np.ndarray,
+    weight_hh: np.ndarray,
+    bias: np.ndarray,
+    h: np.ndarray,
+    c: np.ndarray,
+) -> tuple[np.ndarray, ...]:
+    """One step of the cell for a batch: x_t (B, I), h and c (B, H).
+
+    Returns the gates i, f, g, o, the new c, tanh(c) and the new h, each (B, H).
+    """
+    hidden = weight_hh.shape[1]
+    z = x_t @ weight_ih.T + h @ weight_hh.T + bias  # (B, 4H)
+    i = sigmoid(z[:, :hidden])
+    f = sigmoid(z[:, hidden : 2 * hidden])
+    g = np.tanh(z[:, 2 * hidden : 3 * hidden])
+    o = sigmoid(z[:, 3 * hidden :])
+    c = f * c + i * g
+    tanh_c = np.tanh(c)
+    return i, f, g, o, c, tanh_c, o * tanh_c
+
+
+def lstm_step(
+    x_t: np.ndarray,
+    weight_ih: np.ndarray,
+    weight_hh: np.ndarray,
+    bias: np.ndarray,
+    h: np.ndarray,
+    c: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One time step: x_t (B, I) from the state (h, c), each (B, H).
+
+    Returns the new (h, c).
+    """
+    *_, c, _, h = lstm_cell(x_t, weight_ih, weight_hh, bias, h, c)
+    return h, c
+
+
 def lstm_forward(
     x: np.ndarray,
     weight_ih: np.ndarray,
@@ -116,6 +177,9 @@ def lstm_forward(
     bias: np.ndarray,
     h0: np.ndarray | None = None,
     c0: np.ndarray | None = None,
+    *,
+    lengths: np.ndarray | None = None,
+    reverse: bool = False,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, Any]]:
     """LSTM over a whole sequence.
 
@@ -123,6 +187,12 @@ def lstm_forward(
         x: (B, T, I) inputs.
         weight_ih: (4H, I). weight_hh: (4H, H). bias: (4H,), gates (i, f, g, o).
         h0, c0: (B, H) initial state, zeros if None.
+        lengths: (B,) ints in 1..T, or None for all T. Row b runs its first
+            ``lengths[b]`` steps; x past them is never read, out past them
+            is zero, and (h_n, c_n) is the state after its last real step.
+        reverse: run each row from its last real step to its first (the
+            backward half of a bidirectional layer); out[b, t] is still
+            the output at time t.
 
     Returns:
         out (B, T, H) all hidden states, (h_n, c_n) each (B, H) the final
@@ -133,41 +203,30 @@ def lstm_forward(
     dtype = x.dtype
     h = np.zeros((batch, hidden), dtype) if h0 is None else h0
     c = np.zeros((batch, hidden), dtype) if c0 is None else c0
+    times, active = step_times(lengths, batch, steps, reverse)
+    rows = np.arange(batch)
 
-    gate_i = np.empty((batch, steps, hidden), dtype)
-    gate_f = np.empty((batch, steps, hidden), dtype)
-    gate_g = np.empty((batch, steps, hidden), dtype)
-    gate_o = np.empty((batch, steps, hidden), dtype)
-    cells = np.empty((batch, steps, hidden), dtype)  # c after each step
-    tanh_cells = np.empty((batch, steps, hidden), dtype)
-    out = np.empty((batch, steps, hidden), dtype)  # h after each step
+    # Everything by run step s (time order when not reversed).
+    names = ("i", "f", "g", "o", "c", "tanh_c", "h_prev", "c_prev")
+    cache: dict[str, Any] = {name: np.zeros((batch, steps, hidden), dtype) for name in names}
+    out = np.zeros((batch, steps, hidden), dtype)  # h after each step, by time
+    for s in range(steps):
+        t, on = times[s], active[s]
+        x_t = np.where(on[:, None], x[rows, t], 0)  # stopped rows read nothing
+        i, f, g, o, c_new, tanh_c, h_new = lstm_cell(x_t, weight_ih, weight_hh, bias, h, c)
+        for name, value in zip(names, (i, f, g, o, c_new, tanh_c, h, c), strict=True):
+            cache[name][:, s] = value
+        out[rows[on], t[on]] = h_new[on]
+        h = np.where(on[:, None], h_new, h)  # a stopped row keeps its state
+        c = np.where(on[:, None], c_new, c)
 
-    for t in range(steps):
-        z = x[:, t] @ weight_ih.T + h @ weight_hh.T + bias  # (B, 4H)
-        i = sigmoid(z[:, :hidden])
-        f = sigmoid(z[:, hidden : 2 * hidden])
-        g = np.tanh(z[:, 2 * hidden : 3 * hidden])
-        o = sigmoid(z[:, 3 * hidden :])
-        c = f * c + i * g
-        tanh_c = np.tanh(c)
-        h = o * tanh_c
-        gate_i[:, t], gate_f[:, t], gate_g[:, t], gate_o[:, t] = i, f, g, o
-        cells[:, t], tanh_cells[:, t], out[:, t] = c, tanh_c, h
-
-    cache = {
-        "x": x,
-        "weight_ih": weight_ih,
-        "weight_hh": weight_hh,
-        "h0": np.zeros((batch, hidden), dtype) if h0 is None else h0,
-        "c0": np.zeros((batch, hidden), dtype) if c0 is None else c0,
-        "i": gate_i,
-        "f": gate_f,
-        "g": gate_g,
-        "o": gate_o,
-        "c": cells,
-        "tanh_c": tanh_cells,
-        "h": out,
-    }
+    cache.update(
+        x=x,
+        weight_ih=weight_ih,
+        weight_hh=weight_hh,
+        times=times,
+        active=active,
+    )
     return out, (h, c), cache
 
 
@@ -177,7 +236,8 @@ def lstm_backward(
     dh_n: np.ndarray | None = None,
     dc_n: np.ndarray | None = None,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, np.ndarray]]:
-    """Backpropagation through time over the whole sequence.
+    """Backpropagation through time over the whole sequence (with the
+    lengths and direction of the forward pass that made ``cache``).
 
     Args:
         d_out: (B, T, H) gradient of the loss w.r.t. ``out``.
@@ -185,29 +245,33 @@ def lstm_backward(
         dh_n, dc_n: (B, H) gradients w.r.t. the final state, zeros if None.
 
     Returns:
-        dx (B, T, I), (dh0, dc0) each (B, H), and grads
-        {"weight_ih": (4H, I), "weight_hh": (4H, H), "bias": (4H,)}.
+        dx (B, T, I) (zero past each row's length), (dh0, dc0) each (B, H),
+        and grads {"weight_ih": (4H, I), "weight_hh": (4H, H), "bias": (4H,)}.
     """
     x, weight_ih, weight_hh = cache["x"], cache["weight_ih"], cache["weight_hh"]
+    times, active = cache["times"], cache["active"]
     batch, steps, _ = x.shape
     hidden = weight_hh.shape[1]
     dtype = x.dtype
+    rows = np.arange(batch)
 
     dh_next = np.zeros((batch, hidden), dtype) if dh_n is None else dh_n
     dc_next = np.zeros((batch, hidden), dtype) if dc_n is None else dc_n
-    dx = np.empty_like(x)
+    dx = np.zeros_like(x)
     d_weight_ih = np.zeros_like(weight_ih)
     d_weight_hh = np.zeros_like(weight_hh)
     d_bias = np.zeros(4 * hidden, dtype)
 
-    for t in reversed(range(steps)):
-        i, f = cache["i"][:, t], cache["f"][:, t]
-        g, o = cache["g"][:, t], cache["o"][:, t]
-        tanh_c = cache["tanh_c"][:, t]
-        c_prev = cache["c"][:, t - 1] if t > 0 else cache["c0"]
-        h_prev = cache["h"][:, t - 1] if t > 0 else cache["h0"]
+    for s in reversed(range(steps)):
+        t, on = times[s], active[s]
+        m = on[:, None]
+        i, f = cache["i"][:, s], cache["f"][:, s]
+        g, o = cache["g"][:, s], cache["o"][:, s]
+        tanh_c = cache["tanh_c"][:, s]
+        c_prev, h_prev = cache["c_prev"][:, s], cache["h_prev"][:, s]
+        x_t = np.where(m, x[rows, t], 0)
 
-        dh = d_out[:, t] + dh_next
+        dh = np.where(m, d_out[rows, t], 0) + dh_next
         dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
         d_o = dh * tanh_c
         d_i = dc * g
@@ -223,12 +287,13 @@ def lstm_backward(
             ],
             axis=1,
         )
-        dx[:, t] = dz @ weight_ih
-        d_weight_ih += dz.T @ x[:, t]
+        dz = np.where(m, dz, 0)  # a stopped row adds nothing
+        dx[rows[on], t[on]] = (dz @ weight_ih)[on]
+        d_weight_ih += dz.T @ x_t
         d_weight_hh += dz.T @ h_prev
         d_bias += dz.sum(axis=0)
-        dh_next = dz @ weight_hh
-        dc_next = dc * f
+        dh_next = np.where(m, dz @ weight_hh, dh_next)  # a stopped row passes its
+        dc_next = np.where(m, dc * f, dc_next)  # final-state gradient through
 
     grads = {"weight_ih": d_weight_ih, "weight_hh": d_weight_hh, "bias": d_bias}
     return dx, (dh_next, dc_next), grads
@@ -531,6 +596,22 @@ class ReferenceRegressor:
         state = self._state_for_batch(seq.shape[0])
         pred, _, _ = seed_forward(self._params, seq, state)
         return pred
+
+    def predict_step(self, x_t: np.ndarray) -> np.ndarray:
+        """One time step: predictions (B, O) for ``x_t`` (B, I) from the
+        carried state (or zeros), which the step then advances.
+
+        Args:
+            x_t: (B, I).
+        """
+        x_t = np.asarray(x_t)
+        if x_t.ndim != 2:
+            raise ValueError(f"x_t must have shape (B, {self.input_size}), got {x_t.shape}")
+        seq = self._check_sequence(x_t[:, None, :], "x_t", self.input_size)
+        state = self._state_for_batch(seq.shape[0])
+        pred, (h_n, c_n), _ = seed_forward(self._params, seq, state)
+        self._state = (h_n.copy(), c_n.copy())
+        return pred[:, 0]
 
     def reset_state(self) -> None:
         """Forget the carried state: the next batch starts from zeros."""

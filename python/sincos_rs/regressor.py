@@ -191,6 +191,13 @@ class LSTMRegressor:
         (zeros if there is none). The state is not changed."""
         return self._core.predict(seq)
 
+    def predict_step(self, x_t: np.ndarray) -> np.ndarray:
+        """One time step for streaming: predictions (B, O) for ``x_t`` (B, I)
+        from the carried state (zeros if there is none), which the step then
+        advances, so calls in a row run the network along a live series.
+        Equals ``predict`` over the same steps; ``reset_state()`` starts over."""
+        return self._core.predict_step(x_t)
+
     @property
     def last_prediction(self) -> np.ndarray | None:
         """The prediction (B, T, O) made during the last ``train_step`` (before

@@ -397,6 +397,51 @@ class Checkpoint:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class StreamResult:
+    """What ``stream`` returns: x, cos(x) and the streamed prediction, (N,)
+    each, and the time per step."""
+
+    xs: np.ndarray
+    true: np.ndarray
+    pred: np.ndarray
+    seconds_per_step: float
+
+    @property
+    def mse(self) -> float:
+        return float(np.mean((self.pred.astype(np.float64) - self.true) ** 2))
+
+    def summary(self) -> str:
+        return (
+            f"stream: {len(self.xs)} steps of sin(x) one at a time, x in "
+            f"[{self.xs[0]:.1f}, {self.xs[-1]:.1f}] (never trained on), "
+            f"mse {self.mse:.4f} against cos(x), {self.seconds_per_step * 1e6:.1f} us per step"
+        )
+
+
+def stream(model: Any, batches: SinCosBatches, steps: int) -> StreamResult:
+    """Feed sin(x) through ``model.predict_step`` one step at a time, as a
+    live signal would arrive, for ``steps`` values of x past every x the
+    training batches reached, from a fresh state.
+
+    The model's carried state is left as the stream's last (call
+    ``reset_state`` before training on).
+    """
+    # The training batches covered x = start' .. start' + T·B − 1 (over
+    # 10π) for every batch start' < batches.start: begin past the last.
+    first = batches.start - batches.time_steps + batches.time_steps * batches.batch_size
+    xs = np.arange(first, first + steps) / (10 * math.pi)
+    dtype = model.dtype
+    inputs = np.sin(xs).astype(dtype).reshape(steps, 1, 1)  # (N, B=1, I=1)
+    pred = np.empty(steps, dtype)
+    model.reset_state()
+    started = time.perf_counter()
+    for k in range(steps):
+        pred[k] = model.predict_step(inputs[k])[0, 0]
+    elapsed = time.perf_counter() - started
+    return StreamResult(xs, np.cos(xs), pred, elapsed / max(steps, 1))
+
+
 def save_checkpoint(path: str | os.PathLike[str], result: TrainResult) -> None:
     """Write the model (parameters, Adam state, carried state) and, in its
     metadata, the data position, the costs so far and the settings, to
@@ -582,6 +627,16 @@ def build_parser() -> argparse.ArgumentParser:
         "seed) or pytorch (default: tensorflow)",
     )
 
+    run.add_argument(
+        "--stream",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="after training, feed sin(x) one step at a time through predict_step for N "
+        "steps of x never trained on, and add a panel of cos(x) against the streamed "
+        "prediction to the figure (default: 0, no stream)",
+    )
+
     files = parser.add_argument_group("checkpoints and output")
     files.add_argument(
         "--save",
@@ -753,6 +808,9 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
     print(result.summary(), flush=True)
+    streamed = stream(result.model, result.batches, args.stream) if args.stream else None
+    if streamed is not None:
+        print(streamed.summary(), flush=True)
     path = None if args.no_plot else args.plot
     if path or live is not None:
         from . import plot
@@ -760,12 +818,17 @@ def _run(args: argparse.Namespace) -> int:
         assert result.trace is not None
         title = _figure_title(result)
         if live is not None:
-            live.update(result.trace, result.costs, title, result.resumed_at)
+            live.update(result.trace, result.costs, title, result.resumed_at, streamed)
             if path:
                 live.save(path)
         elif path:
             plot.save_figure(
-                path, result.trace, result.costs, title=title, resumed_at=result.resumed_at
+                path,
+                result.trace,
+                result.costs,
+                title=title,
+                resumed_at=result.resumed_at,
+                stream=streamed,
             )
         if path:
             written.append(f"figure: {path}")

@@ -22,7 +22,7 @@
 
 use super::cell::{cell_backward, cell_state_lane};
 use super::params::Dense;
-use super::params::{LstmGrads, LstmParams, LstmShape};
+use super::params::{LstmGrads, LstmParams, LstmShape, RowSteps, Sequences};
 use crate::simd::activation::sigmoid_lanes;
 use crate::simd::Real;
 use crate::simd::{dispatch, prefetch_part, IsaMarker, Lane, LANES};
@@ -33,18 +33,103 @@ pub(crate) fn chunks(batch: usize) -> usize {
     batch.div_ceil(LANES)
 }
 
-/// Working memory of the lanes kernel; buffers only grow.
-pub(crate) struct LanesWorkspace<T> {
+/// The activations forward saves for backward, carved out of a caller's
+/// buffer of [`saved_len`] elements (see [`saved_view`]); chunk-major:
+struct Saved<X, M> {
     /// (Q, T, I): the input.
-    x: Vec<Lane<T>>,
+    x: X,
     /// (Q, T, 4H): activated gates (i, f, g, o).
-    gates: Vec<Lane<T>>,
+    gates: M,
     /// (Q, T+1, H): cell state before step t (slot 0 is c0, slot T is c_n).
-    c: Vec<Lane<T>>,
+    c: M,
     /// (Q, T, H): tanh of the cell state after step t.
-    tanh_c: Vec<Lane<T>>,
+    tanh_c: M,
     /// (Q, T+1, H): hidden state before step t (slot 0 is h0, slot T is h_n).
-    h: Vec<Lane<T>>,
+    h: M,
+}
+
+type SavedMut<'a, T> = Saved<&'a mut [Lane<T>], &'a mut [Lane<T>]>;
+type SavedRef<'a, T> = Saved<&'a [Lane<T>], &'a [Lane<T>]>;
+
+/// Lane vectors (Q, ·) of the saved buffers, in [`Saved`]'s order.
+fn saved_parts(s: LstmShape) -> [usize; 5] {
+    let (q, t, i, h) = (chunks(s.batch), s.steps, s.input, s.hidden);
+    [q * t * i, q * t * 4 * h, q * (t + 1) * h, q * t * h, q * (t + 1) * h]
+}
+
+/// Elements of `T` a saved buffer needs for shape `s`: the lane vectors,
+/// plus slack so that any `T`-aligned buffer holds them 64-byte aligned.
+pub(crate) fn saved_len<T>(s: LstmShape) -> usize {
+    LANES * saved_parts(s).iter().sum::<usize>() + ALIGN_SLACK / std::mem::size_of::<T>()
+}
+
+/// The alignment of a [`Lane`], in bytes (a cache line).
+const ALIGN_SLACK: usize = 64;
+
+/// The 64-byte aligned lane vectors inside `buf` (after at most
+/// `ALIGN_SLACK` bytes): as many whole ones as fit.
+fn lanes_in<T: Real>(buf: &[T]) -> &[Lane<T>] {
+    let skip = skip_to_aligned(buf.as_ptr());
+    let rest = &buf[skip.min(buf.len())..];
+    // SAFETY: `rest` starts 64-byte aligned (Lane's alignment), holds at
+    // least `len · LANES` values of T, and Lane<T> is `repr(C)` over
+    // [T; LANES] with T = f32 or f64, for which every bit pattern is valid.
+    unsafe { std::slice::from_raw_parts(rest.as_ptr().cast::<Lane<T>>(), rest.len() / LANES) }
+}
+
+/// [`lanes_in`], writable.
+fn lanes_in_mut<T: Real>(buf: &mut [T]) -> &mut [Lane<T>] {
+    let skip = skip_to_aligned(buf.as_ptr()).min(buf.len());
+    let rest = &mut buf[skip..];
+    let len = rest.len() / LANES;
+    // SAFETY: as in `lanes_in`, and `rest` is borrowed uniquely.
+    unsafe { std::slice::from_raw_parts_mut(rest.as_mut_ptr().cast::<Lane<T>>(), len) }
+}
+
+/// Values of T to skip from `ptr` (T-aligned) to a 64-byte boundary.
+fn skip_to_aligned<T>(ptr: *const T) -> usize {
+    let align = std::mem::align_of::<Lane<T>>();
+    debug_assert_eq!(align, ALIGN_SLACK);
+    (align - ptr as usize % align) % align / std::mem::size_of::<T>()
+}
+
+/// The saved buffers inside `buf` (of at least [`saved_len`] elements).
+fn saved_view<T: Real>(buf: &[T], s: LstmShape) -> SavedRef<'_, T> {
+    let lanes = lanes_in(buf);
+    let [nx, ng, nc, nt, nh] = saved_parts(s);
+    let (x, rest) = lanes.split_at(nx);
+    let (gates, rest) = rest.split_at(ng);
+    let (c, rest) = rest.split_at(nc);
+    let (tanh_c, rest) = rest.split_at(nt);
+    Saved {
+        x,
+        gates,
+        c,
+        tanh_c,
+        h: &rest[..nh],
+    }
+}
+
+/// [`saved_view`], writable.
+fn saved_view_mut<T: Real>(buf: &mut [T], s: LstmShape) -> SavedMut<'_, T> {
+    let lanes = lanes_in_mut(buf);
+    let [nx, ng, nc, nt, nh] = saved_parts(s);
+    let (x, rest) = lanes.split_at_mut(nx);
+    let (gates, rest) = rest.split_at_mut(ng);
+    let (c, rest) = rest.split_at_mut(nc);
+    let (tanh_c, rest) = rest.split_at_mut(nt);
+    Saved {
+        x,
+        gates,
+        c,
+        tanh_c,
+        h: &mut rest[..nh],
+    }
+}
+
+/// The lanes kernel's scratch: what a call needs only while it runs.
+/// Buffers only grow, so a steady-state loop does not allocate.
+pub(crate) struct LanesScratch<T> {
     /// (Q, T, H): the incoming gradient by the output.
     d_out: Vec<Lane<T>>,
     /// (Q, 4H/4, T, 4): gradient by the gate pre-activations, gate rows in
@@ -65,16 +150,19 @@ pub(crate) struct LanesWorkspace<T> {
     dense_acc_b: Vec<Lane<T>>,
     /// Packed inputs of the weight-gradient sweep, one per parallel half.
     packs: [Vec<Lane<T>>; 2],
+    /// Which row each lane holds, how far each chunk runs.
+    plan: Plan,
+    /// (Q, H) each: the gradient by (h_n, c_n) in lanes, taken up by each
+    /// lane at its row's last step (rows of different lengths).
+    dh_final: Vec<Lane<T>>,
+    dc_final: Vec<Lane<T>>,
+    /// (Q, I + 11H): the streaming forward's one-step buffers.
+    stream: Vec<Lane<T>>,
 }
 
-impl<T: Real> LanesWorkspace<T> {
+impl<T: Real> LanesScratch<T> {
     pub(crate) fn new() -> Self {
-        LanesWorkspace {
-            x: Vec::new(),
-            gates: Vec::new(),
-            c: Vec::new(),
-            tanh_c: Vec::new(),
-            h: Vec::new(),
+        LanesScratch {
             d_out: Vec::new(),
             dz: Vec::new(),
             dx: Vec::new(),
@@ -85,6 +173,10 @@ impl<T: Real> LanesWorkspace<T> {
             dense_acc_w: Vec::new(),
             dense_acc_b: Vec::new(),
             packs: [Vec::new(), Vec::new()],
+            plan: Plan::new(),
+            dh_final: Vec::new(),
+            dc_final: Vec::new(),
+            stream: Vec::new(),
         }
     }
 }
@@ -188,77 +280,210 @@ fn from_lanes<T: Real>(
     for_each_chunk(dst, LANES * n, 0, copy_tasks(dst.len()), &spill);
 }
 
-/// Forward over x (B, T, I) from (h0, c0) or zeros. Writes out (B, T, H)
-/// when asked and (h_n, c_n), each (B, H), and keeps what backward needs.
+/// Which batch row each lane holds, and how far each chunk runs. With
+/// lengths, rows are sorted longest first, so rows of similar length share
+/// a chunk, and a chunk runs only as long as its longest row: compute goes
+/// where steps are real. A lane whose row has stopped runs on with zero
+/// input; nothing reads what it computes (outputs, final state and
+/// gradients are taken at the row's own length).
+pub(crate) struct Plan {
+    /// (Q·LANES): the batch row in each lane; `NONE` past the batch.
+    row: Vec<usize>,
+    /// (Q·LANES): the steps each lane's row runs (0 past the batch).
+    len: Vec<usize>,
+    /// (Q,): the steps each chunk runs, its longest row's.
+    steps: Vec<usize>,
+    /// (B,): the lane (q·LANES + l) of each batch row.
+    lane_of: Vec<usize>,
+    /// Every row runs all T steps in time order, in lane b: the plain
+    /// rectangle, copied by the fast `to_lanes` and `from_lanes`.
+    whole: bool,
+    reverse: bool,
+}
+
+/// The row of a lane past the batch.
+const NONE: usize = usize::MAX;
+
+impl Plan {
+    pub(crate) fn new() -> Self {
+        Plan {
+            row: Vec::new(),
+            len: Vec::new(),
+            steps: Vec::new(),
+            lane_of: Vec::new(),
+            whole: true,
+            reverse: false,
+        }
+    }
+
+    /// Lays `batch` rows of `t_n` steps into lanes as `seq` says.
+    fn make(&mut self, batch: usize, t_n: usize, seq: Sequences<'_>) {
+        let q_n = chunks(batch);
+        self.whole = seq.is_whole(t_n);
+        self.reverse = seq.reverse;
+        self.row.clear();
+        self.row.extend(0..batch);
+        if seq.lengths.is_some() {
+            // Longest first, ties by row: one order whatever the input order.
+            self.row
+                .sort_unstable_by_key(|&b| (std::cmp::Reverse(seq.len(b, t_n)), b));
+        }
+        self.row.resize(q_n * LANES, NONE);
+        self.len.clear();
+        self.len
+            .extend(self.row.iter().map(|&b| if b == NONE { 0 } else { seq.len(b, t_n) }));
+        self.steps.clear();
+        self.steps.extend(
+            self.len
+                .chunks_exact(LANES)
+                .map(|l| l.iter().copied().max().unwrap_or(0)),
+        );
+        self.lane_of.resize(batch, 0);
+        for (lane, &b) in self.row.iter().enumerate().take(batch) {
+            self.lane_of[b] = lane;
+        }
+    }
+
+    /// Where run step s of lane `lane` reads and writes in its row's (T, F)
+    /// values.
+    fn row_steps(&self, lane: usize, features: usize) -> RowSteps {
+        RowSteps::new(self.len[lane].max(1), features, self.reverse)
+    }
+}
+
+/// Copies (B, T, F) rows into lanes (Q, T, F) as `plan` lays them: run step
+/// s of a lane holds its row at time s (or len−1−s reversed), up to the
+/// chunk's steps; zero where the lane's row has stopped or is padding.
+fn gather_to_lanes<T: Real>(src: &[T], lanes: &mut [Lane<T>], plan: &Plan, t_n: usize, features: usize) {
+    let n = t_n * features;
+    let fill = |q: usize, chunk: &mut [Lane<T>]| {
+        let run = plan.steps[q];
+        chunk[..run * features].fill(Lane::splat(T::ZERO));
+        for l in 0..LANES {
+            let lane = q * LANES + l;
+            let b = plan.row[lane];
+            if b == NONE {
+                continue;
+            }
+            let (row, at) = (&src[b * n..][..n], plan.row_steps(lane, features));
+            for s in 0..plan.len[lane] {
+                let values = &row[at.at(s)..][..features];
+                for (dst, &v) in chunk[s * features..][..features].iter_mut().zip(values) {
+                    dst[l] = v;
+                }
+            }
+        }
+    };
+    for_each_chunk(lanes, n, 0, copy_tasks(src.len()), &fill);
+}
+
+/// Copies lanes (Q, S, F) at run steps `first..` into (B, T, F) rows as
+/// `plan` lays them: a row's time t ← its lane's run step; zero past the
+/// row's length.
+fn scatter_from_lanes<T: Real>(
+    lanes: &[Lane<T>],
+    slots: usize,
+    first: usize,
+    dst: &mut [T],
+    plan: &Plan,
+    t_n: usize,
+    features: usize,
+) {
+    let n = t_n * features;
+    let spill = |b: usize, row: &mut [T]| {
+        let lane = plan.lane_of[b];
+        let (q, l, len) = (lane / LANES, lane % LANES, plan.len[lane]);
+        let at = plan.row_steps(lane, features);
+        let src = &lanes[(q * slots + first) * features..];
+        for s in 0..len {
+            for (dst, v) in row[at.at(s)..][..features]
+                .iter_mut()
+                .zip(&src[s * features..][..features])
+            {
+                *dst = v[l];
+            }
+        }
+        row[len * features..].fill(T::ZERO);
+    };
+    for_each_chunk(dst, n, 0, copy_tasks(dst.len()), &spill);
+}
+
+/// (B, F) rows from lanes (Q, S, F) at each lane's own slot `first + len`
+/// (the state after its row's last step, with `first` = 0) or at `first`
+/// (with `at_len` false).
+fn rows_from_slot<T: Real>(lanes: &[Lane<T>], slots: usize, dst: &mut [T], plan: &Plan, features: usize, at_len: bool) {
+    for (b, row) in dst.chunks_exact_mut(features).enumerate() {
+        let lane = plan.lane_of[b];
+        let (q, l) = (lane / LANES, lane % LANES);
+        let slot = if at_len { plan.len[lane] } else { 0 };
+        for (dst, v) in row.iter_mut().zip(&lanes[(q * slots + slot) * features..][..features]) {
+            *dst = v[l];
+        }
+    }
+}
+
+/// Lanes (Q, S, F) slot 0 from (B, F) rows as `plan` lays them, or zeros.
+fn slot_from_rows<T: Real>(lanes: &mut [Lane<T>], slots: usize, src: Option<&[T]>, plan: &Plan, features: usize) {
+    for chunk in lanes.chunks_exact_mut(slots * features) {
+        chunk[..features].fill(Lane::splat(T::ZERO));
+    }
+    if let Some(src) = src {
+        for (b, row) in src.chunks_exact(features).enumerate() {
+            let lane = plan.lane_of[b];
+            let (q, l) = (lane / LANES, lane % LANES);
+            for (dst, &v) in lanes[q * slots * features..][..features].iter_mut().zip(row) {
+                dst[l] = v;
+            }
+        }
+    }
+}
+
+/// Forward over x (B, T, I) from (h0, c0) or zeros, each row as `seq`
+/// says. Writes out (B, T, H) when asked and (h_n, c_n), each (B, H), and
+/// into `saved` (at least [`saved_len`] elements) what backward needs;
+/// without `saved`, each chunk keeps only its last step (O(B·H) scratch).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Real>(
-    ws: &mut LanesWorkspace<T>,
+    ws: &mut LanesScratch<T>,
     p: LstmParams<'_, T>,
     s: LstmShape,
+    seq: Sequences<'_>,
     x: &[T],
     initial: Option<(&[T], &[T])>,
     out: Option<&mut [T]>,
     h_n: &mut [T],
     c_n: &mut [T],
+    saved: Option<&mut [T]>,
 ) {
     let (q_n, t_n, i_n, h_n_) = (chunks(s.batch), s.steps, s.input, s.hidden);
     let (g4, k_n) = (4 * h_n_, s.input + s.hidden);
-    let zero = Lane::splat(T::ZERO);
-    fit(&mut ws.x, q_n * t_n * i_n, zero);
-    fit(&mut ws.gates, q_n * t_n * g4, zero);
-    fit(&mut ws.c, q_n * (t_n + 1) * h_n_, zero);
-    fit(&mut ws.tanh_c, q_n * t_n * h_n_, zero);
-    fit(&mut ws.h, q_n * (t_n + 1) * h_n_, zero);
-    to_lanes(x, &mut ws.x, s.batch, t_n, i_n);
-
+    ws.plan.make(s.batch, t_n, seq);
+    pack_forward_weights(&mut ws.w_fwd, p, i_n, h_n_);
+    let Some(saved) = saved else {
+        let out = out.expect("a forward pass that saves nothing writes its output");
+        return forward_streaming(ws, p.bias, s, x, initial, out, h_n, c_n);
+    };
+    let plan = &ws.plan;
+    let sv = saved_view_mut(saved, s);
+    if plan.whole {
+        to_lanes(x, sv.x, s.batch, t_n, i_n);
+    } else {
+        gather_to_lanes(x, sv.x, plan, t_n, i_n);
+    }
     // Initial state into slot 0 of each chunk.
-    for (q, (h_q, c_q)) in
-        ws.h.chunks_exact_mut((t_n + 1) * h_n_)
-            .zip(ws.c.chunks_exact_mut((t_n + 1) * h_n_))
-            .enumerate()
-    {
-        h_q[..h_n_].fill(zero);
-        c_q[..h_n_].fill(zero);
-        if let Some((h0, c0)) = initial {
-            for l in 0..(s.batch - q * LANES).min(LANES) {
-                let b = q * LANES + l;
-                for k in 0..h_n_ {
-                    h_q[k][l] = h0[b * h_n_ + k];
-                    c_q[k][l] = c0[b * h_n_ + k];
-                }
-            }
-        }
-    }
+    slot_from_rows(sv.h, t_n + 1, initial.map(|(h0, _)| h0), plan, h_n_);
+    slot_from_rows(sv.c, t_n + 1, initial.map(|(_, c0)| c0), plan, h_n_);
 
-    // [W_ih | W_hh] in panels, one per block of gate rows the projection
-    // takes at once: block g0..g0+n holds, from g0·(I+H), its n weights of
-    // input 0, then of input 1, ... so each block's pass reads one
-    // contiguous run (a strided walk missed the prefetchers at H = 512).
-    fit(&mut ws.w_fwd, k_n * g4, T::ZERO);
-    let mut g0 = 0;
-    while g0 < g4 {
-        let n = gate_block_width::<T>(g0, g4);
-        let panel = &mut ws.w_fwd[g0 * k_n..][..k_n * n];
-        for j in 0..n {
-            let g = g0 + j;
-            for k in 0..i_n {
-                panel[k * n + j] = p.weight_ih[g * i_n + k];
-            }
-            for k in 0..h_n_ {
-                panel[(i_n + k) * n + j] = p.weight_hh[g * h_n_ + k];
-            }
-        }
-        g0 += n;
-    }
-
-    let tasks = tasks_for(q_n, q_n * t_n * g4 * k_n);
+    let tasks = tasks_for(q_n, plan.steps.iter().sum::<usize>() * g4 * k_n);
     let job = ForwardChunks {
         bufs: ForwardChunk {
-            x: &ws.x,
-            gates: &mut ws.gates,
-            c: &mut ws.c,
-            tanh_c: &mut ws.tanh_c,
-            h: &mut ws.h,
+            x: sv.x,
+            gates: sv.gates,
+            c: sv.c,
+            tanh_c: sv.tanh_c,
+            h: sv.h,
         },
+        steps: &plan.steps,
         w_fwd: &ws.w_fwd,
         bias: p.bias,
         q_n,
@@ -268,16 +493,231 @@ pub(crate) fn forward<T: Real>(
     };
     run_split(job, tasks);
 
-    if let Some(out) = out {
-        from_lanes(&ws.h, t_n + 1, 1, out, s.batch, t_n, h_n_);
+    let sv = saved_view(saved, s);
+    if plan.whole {
+        if let Some(out) = out {
+            from_lanes(sv.h, t_n + 1, 1, out, s.batch, t_n, h_n_);
+        }
+        from_lanes(sv.h, t_n + 1, t_n, h_n, s.batch, 1, h_n_);
+        from_lanes(sv.c, t_n + 1, t_n, c_n, s.batch, 1, h_n_);
+    } else {
+        if let Some(out) = out {
+            scatter_from_lanes(sv.h, t_n + 1, 1, out, plan, t_n, h_n_);
+        }
+        rows_from_slot(sv.h, t_n + 1, h_n, plan, h_n_, true);
+        rows_from_slot(sv.c, t_n + 1, c_n, plan, h_n_, true);
     }
-    from_lanes(&ws.h, t_n + 1, t_n, h_n, s.batch, 1, h_n_);
-    from_lanes(&ws.c, t_n + 1, t_n, c_n, s.batch, 1, h_n_);
+}
+
+/// Forward that saves nothing: each chunk runs its steps on one step's
+/// buffers (x, gates, c and h before and after, tanh c), writing each
+/// step's output straight to its rows. The arithmetic is the saving
+/// forward's, so the results are the same bits.
+#[allow(clippy::too_many_arguments)]
+fn forward_streaming<T: Real>(
+    ws: &mut LanesScratch<T>,
+    bias: &[T],
+    s: LstmShape,
+    x: &[T],
+    initial: Option<(&[T], &[T])>,
+    out: &mut [T],
+    h_n: &mut [T],
+    c_n: &mut [T],
+) {
+    let (q_n, t_n, i_n, h) = (chunks(s.batch), s.steps, s.input, s.hidden);
+    let per_chunk = i_n + 11 * h;
+    let zero = Lane::splat(T::ZERO);
+    fit(&mut ws.stream, q_n * per_chunk, zero);
+    let plan = &ws.plan;
+    // Each chunk gets its rows of x and out (a row is in one lane only).
+    let mut out_rows: Vec<Option<&mut [T]>> = out.chunks_exact_mut(t_n * h).map(Some).collect();
+    let mut chunk_out: Vec<[Option<&mut [T]>; LANES]> = Vec::with_capacity(q_n);
+    for q in 0..q_n {
+        chunk_out.push(std::array::from_fn(|l| match plan.row[q * LANES + l] {
+            NONE => None,
+            b => out_rows[b].take(),
+        }));
+    }
+    let job = StreamChunks {
+        stream: &mut ws.stream,
+        out: &mut chunk_out,
+        plan,
+        first_chunk: 0,
+        x,
+        initial,
+        w_fwd: &ws.w_fwd,
+        bias,
+        t_n,
+        i_n,
+        h_n: h,
+    };
+    let tasks = tasks_for(q_n, plan.steps.iter().sum::<usize>() * 4 * h * (i_n + h));
+    run_split(job, tasks);
+    // Each chunk left its rows' final (h, c) in its first two slots.
+    for (b, (h_b, c_b)) in h_n.chunks_exact_mut(h).zip(c_n.chunks_exact_mut(h)).enumerate() {
+        let lane = plan.lane_of[b];
+        let (q, l) = (lane / LANES, lane % LANES);
+        let last = &ws.stream[q * per_chunk..][..2 * h];
+        for k in 0..h {
+            h_b[k] = last[k][l];
+            c_b[k] = last[h + k][l];
+        }
+    }
+}
+
+/// The streaming forward of a run of chunks.
+struct StreamChunks<'a, 'o, T> {
+    /// (Q, I + 11H) lanes: per chunk (h_n, c_n) (2H), then x (I), gates
+    /// (4H), c (2H) and h (2H) before and after the step, tanh c (H).
+    stream: &'a mut [Lane<T>],
+    /// Per chunk, each lane's output row (B's (T, H)).
+    out: &'a mut [[Option<&'o mut [T]>; LANES]],
+    plan: &'a Plan,
+    first_chunk: usize,
+    x: &'a [T],
+    initial: Option<(&'a [T], &'a [T])>,
+    w_fwd: &'a [T],
+    bias: &'a [T],
+    t_n: usize,
+    i_n: usize,
+    h_n: usize,
+}
+
+impl<T: Real> Split for StreamChunks<'_, '_, T> {
+    fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    fn split(self, q: usize) -> (Self, Self) {
+        let (s0, s1) = self.stream.split_at_mut(q * (self.i_n + 11 * self.h_n));
+        let (o0, o1) = self.out.split_at_mut(q);
+        let first_chunk = self.first_chunk;
+        (
+            StreamChunks {
+                stream: s0,
+                out: o0,
+                ..self
+            },
+            StreamChunks {
+                stream: s1,
+                out: o1,
+                first_chunk: first_chunk + q,
+                ..self
+            },
+        )
+    }
+
+    fn run(self) {
+        let (t_n, i_n, h) = (self.t_n, self.i_n, self.h_n);
+        let plan = self.plan;
+        for (k, (buf, out)) in self
+            .stream
+            .chunks_exact_mut(i_n + 11 * h)
+            .zip(self.out.iter_mut())
+            .enumerate()
+        {
+            let q = self.first_chunk + k;
+            let (last, buf) = buf.split_at_mut(2 * h);
+            let (x, buf) = buf.split_at_mut(i_n);
+            let (gates, buf) = buf.split_at_mut(4 * h);
+            let (c, buf) = buf.split_at_mut(2 * h);
+            let (hs, tanh_c) = buf.split_at_mut(2 * h);
+            let lanes = q * LANES..(q + 1) * LANES;
+            slot_from_rows_chunk(hs, self.initial.map(|(h0, _)| h0), &plan.row[lanes.clone()], h);
+            slot_from_rows_chunk(c, self.initial.map(|(_, c0)| c0), &plan.row[lanes.clone()], h);
+            let lens = &plan.len[lanes.clone()];
+            let at: [RowSteps; LANES] = std::array::from_fn(|l| plan.row_steps(q * LANES + l, 1));
+            for step in 0..plan.steps[q] {
+                // x at this step, by lane (zero once a lane's row has stopped).
+                for (l, &b) in plan.row[lanes.clone()].iter().enumerate() {
+                    let t = if step < lens[l] { at[l].at(step) } else { NONE };
+                    for (k, xk) in x.iter_mut().enumerate() {
+                        xk[l] = if t == NONE {
+                            T::ZERO
+                        } else {
+                            self.x[(b * t_n + t) * i_n + k]
+                        };
+                    }
+                }
+                let mut chunk = ForwardChunk {
+                    x: &*x,
+                    gates: &mut *gates,
+                    c: &mut *c,
+                    tanh_c: &mut *tanh_c,
+                    h: &mut *hs,
+                };
+                forward_chunk(&mut chunk, self.w_fwd, self.bias, 1, 1, i_n, h);
+                for (l, row) in out.iter_mut().enumerate() {
+                    let Some(row) = row else { continue };
+                    if step < lens[l] {
+                        let at_t = at[l].at(step) * h;
+                        for k in 0..h {
+                            row[at_t + k] = hs[h + k][l];
+                        }
+                    }
+                    if step + 1 == lens[l] {
+                        for k in 0..h {
+                            last[k][l] = hs[h + k][l];
+                            last[h + k][l] = c[h + k][l];
+                        }
+                    }
+                }
+                c.copy_within(h..2 * h, 0);
+                hs.copy_within(h..2 * h, 0);
+            }
+            // Rows past their length output zeros.
+            for (l, row) in out.iter_mut().enumerate() {
+                if let Some(row) = row {
+                    row[lens[l] * h..].fill(T::ZERO);
+                }
+            }
+        }
+    }
+}
+
+/// One chunk's slot 0 (of H lanes) from the (B, H) rows of its lanes, or zeros.
+fn slot_from_rows_chunk<T: Real>(lanes: &mut [Lane<T>], src: Option<&[T]>, rows: &[usize], h: usize) {
+    lanes[..h].fill(Lane::splat(T::ZERO));
+    if let Some(src) = src {
+        for (l, &b) in rows.iter().enumerate() {
+            if b != NONE {
+                for (dst, &v) in lanes[..h].iter_mut().zip(&src[b * h..][..h]) {
+                    dst[l] = v;
+                }
+            }
+        }
+    }
+}
+
+/// [W_ih | W_hh] in panels, one per block of gate rows the projection
+/// takes at once: block g0..g0+n holds, from g0·(I+H), its n weights of
+/// input 0, then of input 1, ... so each block's pass reads one
+/// contiguous run (a strided walk missed the prefetchers at H = 512).
+fn pack_forward_weights<T: Real>(w_fwd: &mut Vec<T>, p: LstmParams<'_, T>, i_n: usize, h_n: usize) {
+    let (g4, k_n) = (4 * h_n, i_n + h_n);
+    fit(w_fwd, k_n * g4, T::ZERO);
+    let mut g0 = 0;
+    while g0 < g4 {
+        let n = gate_block_width::<T>(g0, g4);
+        let panel = &mut w_fwd[g0 * k_n..][..k_n * n];
+        for j in 0..n {
+            let g = g0 + j;
+            for k in 0..i_n {
+                panel[k * n + j] = p.weight_ih[g * i_n + k];
+            }
+            for k in 0..h_n {
+                panel[(i_n + k) * n + j] = p.weight_hh[g * h_n + k];
+            }
+        }
+        g0 += n;
+    }
 }
 
 /// The forward work of chunks `0..q_n` (a contiguous run of chunks).
 struct ForwardChunks<'a, T> {
     bufs: ForwardChunk<'a, T>,
+    /// (Q,): the steps each chunk runs.
+    steps: &'a [usize],
     w_fwd: &'a [T],
     bias: &'a [T],
     q_n: usize,
@@ -293,15 +733,18 @@ impl<T: Real> Split for ForwardChunks<'_, T> {
 
     fn split(self, q: usize) -> (Self, Self) {
         let (first, rest) = self.bufs.split_at(q, self.t_n, self.i_n, self.h_n);
+        let (steps0, steps1) = self.steps.split_at(q);
         let q_n = self.q_n;
         (
             ForwardChunks {
                 bufs: first,
+                steps: steps0,
                 q_n: q,
                 ..self
             },
             ForwardChunks {
                 bufs: rest,
+                steps: steps1,
                 q_n: q_n - q,
                 ..self
             },
@@ -311,9 +754,9 @@ impl<T: Real> Split for ForwardChunks<'_, T> {
     fn run(self) {
         let (t, i, h) = (self.t_n, self.i_n, self.h_n);
         let mut rest = self.bufs;
-        for _ in 0..self.q_n {
+        for &run in self.steps {
             let (mut chunk, after) = rest.split_at(1, t, i, h);
-            forward_chunk(&mut chunk, self.w_fwd, self.bias, t, i, h);
+            forward_chunk(&mut chunk, self.w_fwd, self.bias, run, t, i, h);
             rest = after;
         }
     }
@@ -355,7 +798,7 @@ fn tasks_for(q_n: usize, macs: usize) -> usize {
 }
 
 /// The forward buffers of one chunk or a run of chunks, chunk-major
-/// (layouts as in [`LanesWorkspace`]); per chunk:
+/// (layouts as in [`Saved`] and [`LanesScratch`]); per chunk:
 pub(crate) struct ForwardChunk<'a, T> {
     /// (T, I)
     x: &'a [Lane<T>],
@@ -400,23 +843,26 @@ dispatch!(fn forward_chunk<T: Real, S: IsaMarker>(
     a: &mut ForwardChunk<'_, T>,
     w_fwd: &[T],
     bias: &[T],
+    run: usize,
     t_n: usize,
     i_n: usize,
     h_n: usize,
 ) => forward_chunk_impl);
 
-/// Forward over the T steps of one chunk.
+/// Forward over the first `run` of the T steps of one chunk.
 #[inline(always)]
 fn forward_chunk_impl<T: Real, S: IsaMarker>(
     a: &mut ForwardChunk<'_, T>,
     w_fwd: &[T],
     bias: &[T],
+    run: usize,
     t_n: usize,
     i_n: usize,
     h_n: usize,
 ) {
     let g4 = 4 * h_n;
-    for t in 0..t_n {
+    debug_assert!(run <= t_n);
+    for t in 0..run {
         let z = &mut a.gates[t * g4..][..g4];
         project(z, bias, w_fwd, &a.x[t * i_n..][..i_n], &a.h[t * h_n..][..h_n]);
         activate::<T, S>(a, t, h_n);
@@ -527,9 +973,11 @@ fn project_block<T: Real, const N: usize>(z: &mut [Lane<T>], bias: &[T], panel: 
 /// (B, T, I) when asked, and dh0, dc0 (B, H).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<T: Real>(
-    ws: &mut LanesWorkspace<T>,
+    ws: &mut LanesScratch<T>,
     p: LstmParams<'_, T>,
     s: LstmShape,
+    seq: Sequences<'_>,
+    saved: &[T],
     d_out: &[T],
     d_final: Option<(&[T], &[T])>,
     dx: Option<&mut [T]>,
@@ -542,16 +990,22 @@ pub(crate) fn backward<T: Real>(
         chunks(s.batch) * s.steps * s.hidden,
         Lane::splat(T::ZERO),
     );
-    to_lanes(d_out, &mut ws.d_out, s.batch, s.steps, s.hidden);
-    backward_from_lanes(ws, p, s, d_final, dx, grads, dh0, dc0);
+    ws.plan.make(s.batch, s.steps, seq);
+    if ws.plan.whole {
+        to_lanes(d_out, &mut ws.d_out, s.batch, s.steps, s.hidden);
+    } else {
+        gather_to_lanes(d_out, &mut ws.d_out, &ws.plan, s.steps, s.hidden);
+    }
+    backward_from_lanes(ws, p, s, saved_view(saved, s), d_final, dx, grads, dh0, dc0);
 }
 
 /// [`backward`] with the gradient by the output already in `ws.d_out`.
 #[allow(clippy::too_many_arguments)]
 fn backward_from_lanes<T: Real>(
-    ws: &mut LanesWorkspace<T>,
+    ws: &mut LanesScratch<T>,
     p: LstmParams<'_, T>,
     s: LstmShape,
+    sv: SavedRef<'_, T>,
     d_final: Option<(&[T], &[T])>,
     dx: Option<&mut [T]>,
     grads: LstmGrads<'_, T>,
@@ -566,15 +1020,26 @@ fn backward_from_lanes<T: Real>(
     fit(&mut ws.dx, q_n * t_n * i_n, zero);
     fit(&mut ws.dh, q_n * h_n, zero);
     fit(&mut ws.dc, q_n * h_n, zero);
+    let plan = &ws.plan;
+    // Rows of one length start at the last step with the gradient by the
+    // final state; rows of several take it up at their own last step (until
+    // then a lane's gradients are zero: its stopped steps add nothing).
+    let take_up = !plan.whole && d_final.is_some();
     match d_final {
-        Some((dh_n, dc_n)) => {
+        Some((dh_n, dc_n)) if plan.whole => {
             to_lanes(dh_n, &mut ws.dh, s.batch, 1, h_n);
             to_lanes(dc_n, &mut ws.dc, s.batch, 1, h_n);
         }
-        None => {
+        _ => {
             ws.dh.fill(zero);
             ws.dc.fill(zero);
         }
+    }
+    if let (true, Some((dh_n, dc_n))) = (take_up, d_final) {
+        fit(&mut ws.dh_final, q_n * h_n, zero);
+        fit(&mut ws.dc_final, q_n * h_n, zero);
+        slot_from_rows(&mut ws.dh_final, 1, Some(dh_n), plan, h_n);
+        slot_from_rows(&mut ws.dc_final, 1, Some(dc_n), plan, h_n);
     }
     // [W_ih | W_hh] in panels, one per block of columns the back-projection
     // takes at once: block k0..k0+n holds, from k0·4H, the n weights of gate
@@ -596,15 +1061,17 @@ fn backward_from_lanes<T: Real>(
 
     let job = BackwardChunks {
         bufs: BackwardChunk {
-            gates: &ws.gates,
-            c: &ws.c,
-            tanh_c: &ws.tanh_c,
+            gates: sv.gates,
+            c: sv.c,
+            tanh_c: sv.tanh_c,
             d_out: &ws.d_out,
             dz: &mut ws.dz,
             dx: &mut ws.dx,
             dh: &mut ws.dh,
             dc: &mut ws.dc,
         },
+        steps: &plan.steps,
+        take_up: take_up.then_some((&plan.len[..], &ws.dh_final[..], &ws.dc_final[..])),
         w: &ws.w_bwd,
         need_dx: dx.is_some(),
         q_n,
@@ -612,47 +1079,97 @@ fn backward_from_lanes<T: Real>(
         i_n,
         h_n,
     };
-    run_split(job, tasks_for(q_n, q_n * t_n * g4 * k_n));
+    let chunk_steps = ChunkSteps::new(t_n, &plan.steps);
+    run_split(job, tasks_for(q_n, chunk_steps.total * g4 * k_n));
 
     // Weight gradients: sums over every chunk, step and lane; the bias
     // gradient (the sum of dz) rides along with the first columns of W_hh's.
     weight_grads(
         &mut ws.packs,
         &ws.dz,
-        &ws.x,
+        sv.x,
         t_n * i_n,
         i_n,
         grads.weight_ih,
         None,
-        q_n,
-        t_n,
+        chunk_steps,
         g4,
         i_n,
     );
     weight_grads(
         &mut ws.packs,
         &ws.dz,
-        &ws.h,
+        sv.h,
         (t_n + 1) * h_n,
         h_n,
         grads.weight_hh,
         Some(grads.bias),
-        q_n,
-        t_n,
+        chunk_steps,
         g4,
         h_n,
     );
 
-    if let Some(dx) = dx {
-        from_lanes(&ws.dx, t_n, 0, dx, s.batch, t_n, i_n);
+    if plan.whole {
+        if let Some(dx) = dx {
+            from_lanes(&ws.dx, t_n, 0, dx, s.batch, t_n, i_n);
+        }
+        from_lanes(&ws.dh, 1, 0, dh0, s.batch, 1, h_n);
+        from_lanes(&ws.dc, 1, 0, dc0, s.batch, 1, h_n);
+    } else {
+        if let Some(dx) = dx {
+            scatter_from_lanes(&ws.dx, t_n, 0, dx, plan, t_n, i_n);
+        }
+        rows_from_slot(&ws.dh, 1, dh0, plan, h_n, false);
+        rows_from_slot(&ws.dc, 1, dc0, plan, h_n, false);
     }
-    from_lanes(&ws.dh, 1, 0, dh0, s.batch, 1, h_n);
-    from_lanes(&ws.dc, 1, 0, dc0, s.batch, 1, h_n);
+}
+
+/// The steps the chunks run, each chunk's laid out T apart: "chunk-steps"
+/// counted chunk after chunk, `total` in all, for the weight-gradient sweep.
+#[derive(Clone, Copy)]
+pub(crate) struct ChunkSteps<'a> {
+    t_n: usize,
+    steps: &'a [usize],
+    total: usize,
+    /// Every chunk runs all T steps (then a chunk-step is q·T + t).
+    full: bool,
+}
+
+impl<'a> ChunkSteps<'a> {
+    fn new(t_n: usize, steps: &'a [usize]) -> Self {
+        ChunkSteps {
+            t_n,
+            steps,
+            total: steps.iter().sum(),
+            full: steps.iter().all(|&n| n == t_n),
+        }
+    }
+
+    /// The chunk and step of chunk-step `i`.
+    #[inline]
+    fn locate(&self, mut i: usize) -> (usize, usize) {
+        if self.full {
+            return (i / self.t_n, i % self.t_n);
+        }
+        for (q, &n) in self.steps.iter().enumerate() {
+            if i < n {
+                return (q, i);
+            }
+            i -= n;
+        }
+        unreachable!("chunk-step past the last chunk's steps")
+    }
 }
 
 /// The backward work of a contiguous run of chunks.
 struct BackwardChunks<'a, T> {
     bufs: BackwardChunk<'a, T>,
+    /// (Q,): the steps each chunk runs.
+    steps: &'a [usize],
+    /// With rows of several lengths: each lane's length (Q·LANES) and the
+    /// gradients by the final state in lanes (Q, H) each, taken up by a
+    /// lane at its last step.
+    take_up: TakeUp<'a, T>,
     w: &'a [T],
     /// Whether to compute dx (the seed network has no use for it).
     need_dx: bool,
@@ -669,15 +1186,30 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
 
     fn split(self, q: usize) -> (Self, Self) {
         let (first, rest) = self.bufs.split_at(q, self.t_n, self.i_n, self.h_n);
+        let (steps0, steps1) = self.steps.split_at(q);
+        let h = self.h_n;
+        let (take0, take1) = match self.take_up {
+            Some((lens, dh, dc)) => {
+                let (l0, l1) = lens.split_at(q * LANES);
+                let (dh0, dh1) = dh.split_at(q * h);
+                let (dc0, dc1) = dc.split_at(q * h);
+                (Some((l0, dh0, dc0)), Some((l1, dh1, dc1)))
+            }
+            None => (None, None),
+        };
         let q_n = self.q_n;
         (
             BackwardChunks {
                 bufs: first,
+                steps: steps0,
+                take_up: take0,
                 q_n: q,
                 ..self
             },
             BackwardChunks {
                 bufs: rest,
+                steps: steps1,
+                take_up: take1,
                 q_n: q_n - q,
                 ..self
             },
@@ -687,16 +1219,19 @@ impl<T: Real> Split for BackwardChunks<'_, T> {
     fn run(self) {
         let (t, i, h) = (self.t_n, self.i_n, self.h_n);
         let mut rest = self.bufs;
-        for _ in 0..self.q_n {
+        for (q, &run) in self.steps.iter().enumerate() {
             let (mut chunk, after) = rest.split_at(1, t, i, h);
-            backward_chunk(&mut chunk, self.w, self.need_dx, t, i, h);
+            let take_up = self
+                .take_up
+                .map(|(lens, dh, dc)| (&lens[q * LANES..][..LANES], &dh[q * h..][..h], &dc[q * h..][..h]));
+            backward_chunk(&mut chunk, self.w, self.need_dx, take_up, run, t, i, h);
             rest = after;
         }
     }
 }
 
 /// The backward buffers of one chunk or a run of chunks, chunk-major
-/// (layouts as in [`LanesWorkspace`]); per chunk:
+/// (layouts as in [`Saved`] and [`LanesScratch`]); per chunk:
 pub(crate) struct BackwardChunk<'a, T> {
     /// (T, 4H), activated
     gates: &'a [Lane<T>],
@@ -747,17 +1282,26 @@ dispatch!(fn backward_chunk<T: Real, S: IsaMarker>(
     b: &mut BackwardChunk<'_, T>,
     w: &[T],
     need_dx: bool,
+    take_up: TakeUp<'_, T>,
+    run: usize,
     t_n: usize,
     i_n: usize,
     h_n: usize,
 ) => backward_chunk_impl);
 
-/// Backward over the T steps of one chunk, last step first.
+/// A chunk's lane lengths (LANES) and gradients by the final state (H
+/// lanes each), for rows of several lengths.
+type TakeUp<'a, T> = Option<(&'a [usize], &'a [Lane<T>], &'a [Lane<T>])>;
+
+/// Backward over the first `run` of the T steps of one chunk, last first.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn backward_chunk_impl<T: Real, S: IsaMarker>(
     b: &mut BackwardChunk<'_, T>,
     w: &[T],
     need_dx: bool,
+    take_up: TakeUp<'_, T>,
+    run: usize,
     t_n: usize,
     i_n: usize,
     h_n: usize,
@@ -773,7 +1317,16 @@ fn backward_chunk_impl<T: Real, S: IsaMarker>(
         dc,
     } = b;
     let g4 = 4 * h_n;
-    for t in (0..t_n).rev() {
+    for t in (0..run).rev() {
+        if let Some((lens, dh_n, dc_n)) = take_up {
+            // A lane whose row ends here starts from the final-state gradient.
+            for (l, _) in lens.iter().enumerate().filter(|&(_, &n)| n == t + 1) {
+                for k in 0..h_n {
+                    dh[k][l] = dh_n[k][l];
+                    dc[k][l] = dc_n[k][l];
+                }
+            }
+        }
         let gate = &gates[t * g4..][..g4];
         let c_prev = &c[t * h_n..][..h_n];
         let tc = &tanh_c[t * h_n..][..h_n];
@@ -921,8 +1474,7 @@ fn weight_grads<T: Real>(
     v_ts: usize,
     out: &mut [T],
     bias: Option<&mut [T]>,
-    q_n: usize,
-    t_n: usize,
+    cs: ChunkSteps<'_>,
     g_n: usize,
     k_n: usize,
 ) {
@@ -931,7 +1483,7 @@ fn weight_grads<T: Real>(
         pack.resize(STEP_BLOCK * k_n, Lane::splat(T::ZERO));
     }
     let [pack0, pack1] = packs;
-    let parallel = threads::num_threads() > 1 && q_n * t_n * g_n * k_n >= PARALLEL_MIN_LANE_MACS;
+    let parallel = threads::num_threads() > 1 && cs.total * g_n * k_n >= PARALLEL_MIN_LANE_MACS;
     if parallel {
         // Two halves of whole 4-row blocks; each output is summed the same way.
         let mid = (g_n / 8) * 4;
@@ -944,11 +1496,11 @@ fn weight_grads<T: Real>(
             None => (None, None),
         };
         pool::join(
-            || weight_grads_rows(pack0, dz, v, v_qs, v_ts, top, bias_top, 0, q_n, t_n, g_n, k_n),
-            || weight_grads_rows(pack1, dz, v, v_qs, v_ts, bottom, bias_bottom, mid, q_n, t_n, g_n, k_n),
+            || weight_grads_rows(pack0, dz, v, v_qs, v_ts, top, bias_top, 0, cs, g_n, k_n),
+            || weight_grads_rows(pack1, dz, v, v_qs, v_ts, bottom, bias_bottom, mid, cs, g_n, k_n),
         );
     } else {
-        weight_grads_rows(pack0, dz, v, v_qs, v_ts, out, bias, 0, q_n, t_n, g_n, k_n);
+        weight_grads_rows(pack0, dz, v, v_qs, v_ts, out, bias, 0, cs, g_n, k_n);
     }
 }
 
@@ -961,8 +1513,7 @@ dispatch!(fn weight_grads_rows<T: Real, S: IsaMarker>(
     rows: &mut [T],
     bias: Option<&mut [T]>,
     g0: usize,
-    q_n: usize,
-    t_n: usize,
+    cs: ChunkSteps<'_>,
     g_n: usize,
     k_n: usize,
 ) => weight_grads_rows_impl);
@@ -985,17 +1536,16 @@ fn weight_grads_rows_impl<T: Real, S: IsaMarker>(
     rows: &mut [T],
     mut bias: Option<&mut [T]>,
     g0: usize,
-    q_n: usize,
-    t_n: usize,
+    cs: ChunkSteps<'_>,
     g_n: usize,
     k_n: usize,
 ) {
-    let s_n = q_n * t_n;
+    let s_n = cs.total;
     for s0 in (0..s_n).step_by(STEP_BLOCK) {
         let sb = STEP_BLOCK.min(s_n - s0);
         // pack_v[k·sb + s] = v at step s0 + s, feature k.
         for s in 0..sb {
-            let (q, t) = ((s0 + s) / t_n, (s0 + s) % t_n);
+            let (q, t) = cs.locate(s0 + s);
             let row = &v[q * v_qs + t * v_ts..][..k_n];
             for (k, &lane) in row.iter().enumerate() {
                 pack_v[k * sb + s] = lane;
@@ -1019,7 +1569,7 @@ fn weight_grads_rows_impl<T: Real, S: IsaMarker>(
                         dz,
                         block: g0 / 4 + rg * row_group + blk,
                         g_n,
-                        t_n,
+                        cs,
                         s0,
                         sb,
                         v: &pack_v[..k_n * sb],
@@ -1085,7 +1635,7 @@ struct Tile<'a, T> {
     dz: &'a [Lane<T>],
     block: usize,
     g_n: usize,
-    t_n: usize,
+    cs: ChunkSteps<'a>,
     s0: usize,
     sb: usize,
     v: &'a [Lane<T>],
@@ -1102,9 +1652,10 @@ impl<'a, T> Tile<'a, T> {
             if s >= end {
                 return None;
             }
-            let (q, t) = (s / self.t_n, s % self.t_n);
-            let run = (self.t_n - t).min(end - s);
-            let dz = &self.dz[q * self.g_n * self.t_n + (self.block * self.t_n + t) * 4..][..4 * run];
+            let (q, t) = self.cs.locate(s);
+            let t_n = self.cs.t_n;
+            let run = (self.cs.steps[q] - t).min(end - s);
+            let dz = &self.dz[q * self.g_n * t_n + (self.block * t_n + t) * 4..][..4 * run];
             let first = s - self.s0;
             s += run;
             Some((first, dz))
@@ -1207,8 +1758,17 @@ fn lane_sum<T: Real>(v: &Lane<T>) -> T {
 }
 
 /// pred (B, T, O) = h·Wᵀ + b for every step of the last forward.
-pub(crate) fn dense_forward<T: Real>(ws: &LanesWorkspace<T>, s: LstmShape, head: Dense<'_, T>, pred: &mut [T]) {
-    dense_forward_kernel(&ws.h, s.batch, s.steps, s.hidden, head.weight, head.bias, pred);
+/// `saved` is that forward's.
+pub(crate) fn dense_forward<T: Real>(saved: &[T], s: LstmShape, head: Dense<'_, T>, pred: &mut [T]) {
+    dense_forward_kernel(
+        saved_view(saved, s).h,
+        s.batch,
+        s.steps,
+        s.hidden,
+        head.weight,
+        head.bias,
+        pred,
+    );
 }
 
 dispatch!(fn dense_forward_kernel<T: Real, S: IsaMarker>(
@@ -1271,9 +1831,10 @@ fn dense_row<T: Real>(h: &[Lane<T>], w: &[T], b: T) -> Lane<T> {
 /// BPTT as [`backward`] with d_out = d_pred·W (formed in lanes).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dense_backward<T: Real>(
-    ws: &mut LanesWorkspace<T>,
+    ws: &mut LanesScratch<T>,
     p: LstmParams<'_, T>,
     s: LstmShape,
+    saved: &[T],
     head: Dense<'_, T>,
     d_pred: &[T],
     d_weight: &mut [T],
@@ -1287,8 +1848,10 @@ pub(crate) fn dense_backward<T: Real>(
     fit(&mut ws.d_out, q_n * t_n * h_n, zero);
     fit(&mut ws.dense_acc_w, head.weight.len(), zero);
     fit(&mut ws.dense_acc_b, head.bias.len(), zero);
+    let sv = saved_view(saved, s);
+    ws.plan.make(s.batch, s.steps, Sequences::WHOLE);
     dense_grads(
-        &ws.h,
+        sv.h,
         &mut ws.d_out,
         (&mut ws.dense_acc_w, &mut ws.dense_acc_b),
         s.batch,
@@ -1300,7 +1863,7 @@ pub(crate) fn dense_backward<T: Real>(
         d_weight,
         d_bias,
     );
-    backward_from_lanes(ws, p, s, None, None, grads, dh0, dc0);
+    backward_from_lanes(ws, p, s, sv, None, None, grads, dh0, dc0);
 }
 
 dispatch!(fn dense_grads<T: Real, S: IsaMarker>(

@@ -22,15 +22,16 @@ use crate::linear::{linear_backward, linear_forward, LinearShape};
 use crate::simd::Real;
 
 mod cell;
+pub mod functional;
 mod gemm;
 mod lanes;
 mod params;
 mod rows;
 
-use gemm::GemmWorkspace;
-use lanes::LanesWorkspace;
-pub use params::{Dense, LstmGrads, LstmParams, LstmShape};
-use rows::RowsWorkspace;
+use gemm::GemmScratch;
+use lanes::LanesScratch;
+pub use params::{Dense, LstmGrads, LstmParams, LstmShape, Sequences};
+use rows::RowsScratch;
 pub use rows::{ROWS_MAX_BATCH, ROWS_MAX_HIDDEN};
 
 /// Which kernel computes the layer. Both compute the same function (checked
@@ -50,14 +51,153 @@ pub enum Kernel {
     Rows,
 }
 
+impl Kernel {
+    /// The kernel that computes `batch` rows of `hidden` units when this one
+    /// is asked for: a pure function of the shape, so a forward pass and
+    /// the backward pass that reads its saved activations always agree.
+    pub fn resolve(self, batch: usize, hidden: usize) -> Kernel {
+        match self {
+            Kernel::Auto if batch <= ROWS_MAX_BATCH && hidden <= ROWS_MAX_HIDDEN => Kernel::Rows,
+            Kernel::Auto if hidden <= LANES_MAX_HIDDEN => Kernel::Lanes,
+            Kernel::Auto => Kernel::Gemm,
+            // The rows kernel's per-row scratch holds at most ROWS_MAX_HIDDEN units.
+            Kernel::Rows if hidden > ROWS_MAX_HIDDEN => Kernel::Lanes,
+            chosen => chosen,
+        }
+    }
+
+    /// Elements of `T` the activations saved by a forward pass of shape
+    /// `s` take with this kernel (any `T`-aligned buffer of this many works).
+    pub fn saved_len<T: Real>(self, s: LstmShape) -> usize {
+        match self.resolve(s.batch, s.hidden) {
+            Kernel::Lanes => lanes::saved_len::<T>(s),
+            Kernel::Rows => rows::saved_len(s),
+            _ => gemm::saved_len(s),
+        }
+    }
+}
+
 /// The largest hidden size [`Kernel::Auto`] gives to the lanes kernel. It
 /// beats the GEMM kernel at every size measured on the development machine
 /// (up to H = 512, `cargo bench`); beyond, its weights no longer fit in L2.
 pub const LANES_MAX_HIDDEN: usize = 1024;
 
+/// Every kernel's scratch: what a call needs only while it runs (packed
+/// weights, backward's gate gradients, ...), as opposed to the activations
+/// a forward pass saves for its backward pass. Buffers only grow.
+pub struct Scratch<T> {
+    lanes: LanesScratch<T>,
+    rows: RowsScratch<T>,
+    gemm: GemmScratch<T>,
+}
+
+impl<T: Real> Scratch<T> {
+    pub fn new() -> Self {
+        Scratch {
+            lanes: LanesScratch::new(),
+            rows: RowsScratch::new(),
+            gemm: GemmScratch::new(),
+        }
+    }
+}
+
+impl<T: Real> Default for Scratch<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs forward with `kernel` (resolved) over `x` (B, T, I): out (B, T, H)
+/// when given (the lanes kernel can skip it when a dense head is fused),
+/// (h_n, c_n) and `saved` (`kernel.saved_len(s)` elements). No checks.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_forward<T: Real>(
+    kernel: Kernel,
+    scratch: &mut Scratch<T>,
+    p: LstmParams<'_, T>,
+    s: LstmShape,
+    seq: Sequences<'_>,
+    x: &[T],
+    initial: Option<(&[T], &[T])>,
+    out: Option<&mut [T]>,
+    (h_n, c_n): (&mut [T], &mut [T]),
+    saved: Option<&mut [T]>,
+) {
+    debug_assert_eq!(x.len(), s.batch * s.steps * s.input);
+    debug_assert!(saved.as_ref().is_none_or(|v| v.len() >= kernel.saved_len::<T>(s)));
+    match (kernel, out) {
+        (Kernel::Lanes, out) => lanes::forward(&mut scratch.lanes, p, s, seq, x, initial, out, h_n, c_n, saved),
+        (Kernel::Rows, Some(out)) => rows::forward(&mut scratch.rows, p, s, seq, x, initial, out, h_n, c_n, saved),
+        (_, Some(out)) => gemm::forward(&mut scratch.gemm, p, s, seq, x, initial, out, h_n, c_n, saved),
+        (_, None) => unreachable!("only the lanes kernel runs without an output"),
+    }
+}
+
+/// Backward with `kernel` (resolved) over the forward pass that read `x`
+/// and wrote `saved`. No checks.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_backward<T: Real>(
+    kernel: Kernel,
+    scratch: &mut Scratch<T>,
+    p: LstmParams<'_, T>,
+    s: LstmShape,
+    seq: Sequences<'_>,
+    x: &[T],
+    saved: &[T],
+    d_out: &[T],
+    d_final: Option<(&[T], &[T])>,
+    dx: Option<&mut [T]>,
+    grads: LstmGrads<'_, T>,
+    (dh0, dc0): (&mut [T], &mut [T]),
+) {
+    match kernel {
+        Kernel::Lanes => lanes::backward(
+            &mut scratch.lanes,
+            p,
+            s,
+            seq,
+            saved,
+            d_out,
+            d_final,
+            dx,
+            grads,
+            dh0,
+            dc0,
+        ),
+        Kernel::Rows => rows::backward(
+            &mut scratch.rows,
+            p,
+            s,
+            seq,
+            saved,
+            x,
+            d_out,
+            d_final,
+            dx,
+            grads,
+            dh0,
+            dc0,
+        ),
+        Kernel::Gemm | Kernel::Auto => gemm::backward(
+            &mut scratch.gemm,
+            p,
+            s,
+            seq,
+            saved,
+            x,
+            d_out,
+            d_final,
+            dx,
+            grads,
+            dh0,
+            dc0,
+        ),
+    }
+}
+
 /// An LSTM layer's working memory: the activations forward saves for
-/// backward, and backward's scratch. Buffers are kept between calls and only
-/// grow, so a steady-state training loop does not allocate.
+/// backward, and the kernels' scratch. Buffers are kept between calls and
+/// only grow, so a steady-state training loop does not allocate.
 pub struct Lstm<T> {
     input_size: usize,
     hidden_size: usize,
@@ -66,7 +206,7 @@ pub struct Lstm<T> {
     /// The shape and kernel of the last forward pass, if any.
     last: Option<(LstmShape, Kernel)>,
     /// x (B, T, I), the input of the last forward pass, for the kernels
-    /// whose backward reads it (rows, GEMM); the lanes kernel keeps its own.
+    /// whose backward reads it (rows, GEMM); the lanes kernel saves its own.
     x: Vec<T>,
     /// (B, T, H): h after each step, the output of the last [`Self::forward`]
     /// (empty after [`Self::forward_into`], which wrote the caller's buffer).
@@ -79,9 +219,9 @@ pub struct Lstm<T> {
     /// (B, H): after backward, the gradients by h0 and c0.
     dh0: Vec<T>,
     dc0: Vec<T>,
-    lanes: LanesWorkspace<T>,
-    gemm: GemmWorkspace<T>,
-    rows: RowsWorkspace<T>,
+    /// The activations the last forward pass saved for backward.
+    saved: Vec<T>,
+    scratch: Scratch<T>,
 }
 
 impl<T: Real> Lstm<T> {
@@ -101,9 +241,8 @@ impl<T: Real> Lstm<T> {
             c_n: Vec::new(),
             dh0: Vec::new(),
             dc0: Vec::new(),
-            lanes: LanesWorkspace::new(),
-            gemm: GemmWorkspace::new(),
-            rows: RowsWorkspace::new(),
+            saved: Vec::new(),
+            scratch: Scratch::new(),
         })
     }
 
@@ -124,15 +263,7 @@ impl<T: Real> Lstm<T> {
 
     /// The kernel a forward pass over `batch` rows will use.
     fn kernel_for(&self, batch: usize) -> Kernel {
-        let h = self.hidden_size;
-        match self.kernel {
-            Kernel::Auto if batch <= ROWS_MAX_BATCH && h <= ROWS_MAX_HIDDEN => Kernel::Rows,
-            Kernel::Auto if h <= LANES_MAX_HIDDEN => Kernel::Lanes,
-            Kernel::Auto => Kernel::Gemm,
-            // The rows kernel's per-row scratch holds at most ROWS_MAX_HIDDEN units.
-            Kernel::Rows if h > ROWS_MAX_HIDDEN => Kernel::Lanes,
-            chosen => chosen,
-        }
+        self.kernel.resolve(batch, self.hidden_size)
     }
 
     /// The shape of the last forward pass.
@@ -257,14 +388,21 @@ impl<T: Real> Lstm<T> {
             }
             None => &self.x,
         };
-        debug_assert_eq!(x.len(), batch * steps * s.input);
-        let (h_n, c_n) = (&mut self.h_n, &mut self.c_n);
-        match (kernel, out) {
-            (Kernel::Lanes, out) => lanes::forward(&mut self.lanes, p, s, x, initial, out, h_n, c_n),
-            (Kernel::Rows, Some(out)) => rows::forward(&mut self.rows, p, s, x, initial, out, h_n, c_n),
-            (_, Some(out)) => gemm::forward(&mut self.gemm, p, s, x, initial, out, h_n, c_n),
-            (_, None) => unreachable!("only the lanes kernel runs without an output"),
-        }
+        self.saved.resize(kernel.saved_len::<T>(s), T::ZERO);
+        let state = (&mut self.h_n[..], &mut self.c_n[..]);
+        let saved = Some(&mut self.saved[..]);
+        run_forward(
+            kernel,
+            &mut self.scratch,
+            p,
+            s,
+            Sequences::WHOLE,
+            x,
+            initial,
+            out,
+            state,
+            saved,
+        );
         self.last = Some((s, kernel));
         kernel
     }
@@ -296,7 +434,7 @@ impl<T: Real> Lstm<T> {
         }
         let s = self.shape().expect("forward ran");
         if fused {
-            lanes::dense_forward(&self.lanes, s, head, pred);
+            lanes::dense_forward(&self.saved, s, head, pred);
             Ok(())
         } else {
             let o = head.bias.len();
@@ -329,9 +467,10 @@ impl<T: Real> Lstm<T> {
         self.dc0.resize(s.batch * s.hidden, T::ZERO);
         if Self::fuses(kernel) {
             lanes::dense_backward(
-                &mut self.lanes,
+                &mut self.scratch.lanes,
                 p,
                 s,
+                &self.saved,
                 head,
                 d_pred,
                 d_weight,
@@ -422,43 +561,20 @@ impl<T: Real> Lstm<T> {
         let (s, kernel) = self.last.expect("forward ran");
         self.dh0.resize(s.batch * s.hidden, T::ZERO);
         self.dc0.resize(s.batch * s.hidden, T::ZERO);
-        match kernel {
-            Kernel::Lanes => lanes::backward(
-                &mut self.lanes,
-                p,
-                s,
-                d_out,
-                d_final,
-                dx,
-                grads,
-                &mut self.dh0,
-                &mut self.dc0,
-            ),
-            Kernel::Rows => rows::backward(
-                &mut self.rows,
-                p,
-                s,
-                &self.x,
-                d_out,
-                d_final,
-                dx,
-                grads,
-                &mut self.dh0,
-                &mut self.dc0,
-            ),
-            Kernel::Gemm | Kernel::Auto => gemm::backward(
-                &mut self.gemm,
-                p,
-                s,
-                &self.x,
-                d_out,
-                d_final,
-                dx,
-                grads,
-                &mut self.dh0,
-                &mut self.dc0,
-            ),
-        }
+        run_backward(
+            kernel,
+            &mut self.scratch,
+            p,
+            s,
+            Sequences::WHOLE,
+            &self.x,
+            &self.saved,
+            d_out,
+            d_final,
+            dx,
+            grads,
+            (&mut self.dh0, &mut self.dc0),
+        );
     }
 
     /// The gradient by the initial state (dh0, dc0), each (B, H), after

@@ -2,7 +2,7 @@
 //! calls them: the sizes of a sequence, borrowed weights and gradients, and
 //! the dense head the seed network puts on the layer's output.
 
-use crate::error::{check_len, Result};
+use crate::error::{check_len, Error, Result};
 
 /// The sizes of one sequence: B rows of T steps of I features, H hidden units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,4 +51,96 @@ impl<T> LstmGrads<'_, T> {
 pub struct Dense<'a, T> {
     pub weight: &'a [T],
     pub bias: &'a [T],
+}
+
+/// How the rows of a batch run: each to its own length or all T steps,
+/// forwards in time or backwards.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sequences<'a> {
+    /// (B,): the steps row b runs, each in 1..=T; None: every row runs T.
+    /// A row's output past its length is zero, its final state the state
+    /// after its last real step, and its input there is never read.
+    pub lengths: Option<&'a [usize]>,
+    /// Run each row from its last real step to its first (the backward
+    /// half of a bidirectional layer); out[b, t] is still time t's output.
+    pub reverse: bool,
+}
+
+impl Sequences<'_> {
+    /// Whole rows in time order: the plain rectangle.
+    pub const WHOLE: Sequences<'static> = Sequences {
+        lengths: None,
+        reverse: false,
+    };
+
+    /// Checks the lengths: B values, each in 1..=T.
+    pub(crate) fn check(&self, batch: usize, steps: usize) -> Result<()> {
+        if let Some(lengths) = self.lengths {
+            if lengths.len() != batch {
+                return Err(Error::Shape {
+                    arg: "lengths",
+                    expected: format!("({batch},), one length per batch row"),
+                    got: format!("{} values", lengths.len()),
+                });
+            }
+            if let Some((b, &n)) = lengths.iter().enumerate().find(|(_, &n)| n == 0 || n > steps) {
+                return Err(Error::Config {
+                    arg: "lengths",
+                    expected: format!("values in 1..={steps} (the time steps of x)"),
+                    got: format!("{n} at index {b}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The steps row b runs.
+    #[inline]
+    pub(crate) fn len(&self, b: usize, steps: usize) -> usize {
+        self.lengths.map_or(steps, |l| l[b])
+    }
+
+    /// Whether every row runs all `steps` in time order.
+    pub(crate) fn is_whole(&self, steps: usize) -> bool {
+        !self.reverse && self.lengths.is_none_or(|l| l.iter().all(|&n| n == steps))
+    }
+
+    /// Where run step s of a row of `len` steps reads and writes in a
+    /// (T, F) time-major row: see [`RowSteps`].
+    #[inline]
+    pub(crate) fn row_steps(&self, len: usize, features: usize) -> RowSteps {
+        RowSteps::new(len, features, self.reverse)
+    }
+}
+
+/// The offset of run step s in a row's (T, F) time-major values:
+/// `s·F`, or `(len − 1 − s)·F` when reversed; computed as
+/// `first + s·stride` in wrapping arithmetic (the stride is −F reversed),
+/// so the forward case costs what a plain index does.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowSteps {
+    first: usize,
+    stride: usize,
+}
+
+impl RowSteps {
+    pub(crate) fn new(len: usize, features: usize, reverse: bool) -> Self {
+        if reverse {
+            RowSteps {
+                first: (len - 1) * features,
+                stride: features.wrapping_neg(),
+            }
+        } else {
+            RowSteps {
+                first: 0,
+                stride: features,
+            }
+        }
+    }
+
+    /// The offset of run step s's F values.
+    #[inline(always)]
+    pub(crate) fn at(self, s: usize) -> usize {
+        self.first.wrapping_add(s.wrapping_mul(self.stride))
+    }
 }

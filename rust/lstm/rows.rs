@@ -17,7 +17,7 @@
 //! multiple of LANES; padded units stay exactly zero.
 
 use super::cell::{cell_backward, cell_forward_lane};
-use super::params::{LstmGrads, LstmParams, LstmShape};
+use super::params::{LstmGrads, LstmParams, LstmShape, RowSteps, Sequences};
 use crate::simd::activation::{sigmoid_lane, sigmoid_lanes};
 use crate::simd::Real;
 use crate::simd::{dispatch, IsaMarker, Lane, LANES};
@@ -34,16 +34,59 @@ fn padded(n: usize) -> usize {
     n.div_ceil(LANES) * LANES
 }
 
-/// Working memory of the rows kernel; buffers only grow.
-pub(crate) struct RowsWorkspace<T> {
+/// The activations forward saves for backward, cut from a caller's buffer
+/// of [`saved_len`] elements (see [`saved_view`]); per row, flat:
+struct Saved<M> {
     /// (B, T, G4p): activated gates (i, f, g, o) laid out as 4H values.
-    gates: Vec<T>,
+    gates: M,
     /// (B, T+1, Hp): cell state before step t (slot 0: c0).
-    c: Vec<T>,
+    c: M,
     /// (B, T, Hp): tanh of the cell state after step t.
-    tanh_c: Vec<T>,
+    tanh_c: M,
     /// (B, T+1, Hp): hidden state before step t (slot 0: h0).
-    h: Vec<T>,
+    h: M,
+}
+
+/// Elements of the saved buffers, in [`Saved`]'s order.
+fn saved_parts(s: LstmShape) -> [usize; 4] {
+    let (b, t, hp) = (s.batch, s.steps, padded(s.hidden));
+    [b * t * 4 * hp, b * (t + 1) * hp, b * t * hp, b * (t + 1) * hp]
+}
+
+/// Elements a saved buffer needs for shape `s`.
+pub(crate) fn saved_len(s: LstmShape) -> usize {
+    saved_parts(s).iter().sum()
+}
+
+fn saved_view<T>(buf: &[T], s: LstmShape) -> Saved<&[T]> {
+    let [ng, nc, nt, nh] = saved_parts(s);
+    let (gates, rest) = buf.split_at(ng);
+    let (c, rest) = rest.split_at(nc);
+    let (tanh_c, rest) = rest.split_at(nt);
+    Saved {
+        gates,
+        c,
+        tanh_c,
+        h: &rest[..nh],
+    }
+}
+
+fn saved_view_mut<T>(buf: &mut [T], s: LstmShape) -> Saved<&mut [T]> {
+    let [ng, nc, nt, nh] = saved_parts(s);
+    let (gates, rest) = buf.split_at_mut(ng);
+    let (c, rest) = rest.split_at_mut(nc);
+    let (tanh_c, rest) = rest.split_at_mut(nt);
+    Saved {
+        gates,
+        c,
+        tanh_c,
+        h: &mut rest[..nh],
+    }
+}
+
+/// The rows kernel's scratch: what a call needs only while it runs.
+/// Buffers only grow.
+pub(crate) struct RowsScratch<T> {
     /// (B, T, G4p): gradient by the gate pre-activations.
     dz: Vec<T>,
     /// (I+H, G4p): [W_ih | W_hh]ᵀ, one gate vector per input feature.
@@ -61,15 +104,13 @@ pub(crate) struct RowsWorkspace<T> {
     acc: Vec<T>,
     /// (Kp,): backward's gradient by [x_t; h_{t-1}] at one step.
     d_in: Vec<T>,
+    /// (4Hp + 5Hp): one step's buffers for a forward pass that saves nothing.
+    step: Vec<T>,
 }
 
-impl<T: Real> RowsWorkspace<T> {
+impl<T: Real> RowsScratch<T> {
     pub(crate) fn new() -> Self {
-        RowsWorkspace {
-            gates: Vec::new(),
-            c: Vec::new(),
-            tanh_c: Vec::new(),
-            h: Vec::new(),
+        RowsScratch {
             dz: Vec::new(),
             w_t: Vec::new(),
             w: Vec::new(),
@@ -79,6 +120,7 @@ impl<T: Real> RowsWorkspace<T> {
             bias: Vec::new(),
             acc: Vec::new(),
             d_in: Vec::new(),
+            step: Vec::new(),
         }
     }
 }
@@ -87,26 +129,26 @@ fn fit<T: Real>(v: &mut Vec<T>, n: usize) {
     v.resize(n, T::ZERO);
 }
 
-/// Forward over x (B, T, I) from (h0, c0) or zeros; writes out (B, T, H)
-/// and (h_n, c_n), each (B, H).
+/// Forward over x (B, T, I) from (h0, c0) or zeros, each row as `seq`
+/// says; writes out (B, T, H), (h_n, c_n), each (B, H), and, when given,
+/// `saved` ([`saved_len`] elements). Without it each row keeps only its
+/// last step (O(H) scratch).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Real>(
-    ws: &mut RowsWorkspace<T>,
+    ws: &mut RowsScratch<T>,
     p: LstmParams<'_, T>,
     s: LstmShape,
+    seq: Sequences<'_>,
     x: &[T],
     initial: Option<(&[T], &[T])>,
     out: &mut [T],
     h_n: &mut [T],
     c_n: &mut [T],
+    mut saved: Option<&mut [T]>,
 ) {
     let (b_n, t_n, i_n, h) = (s.batch, s.steps, s.input, s.hidden);
     let hp = padded(h);
     let gp = 4 * hp;
-    fit(&mut ws.gates, b_n * t_n * gp);
-    fit(&mut ws.c, b_n * (t_n + 1) * hp);
-    fit(&mut ws.tanh_c, b_n * t_n * hp);
-    fit(&mut ws.h, b_n * (t_n + 1) * hp);
     fit(&mut ws.w_t, (i_n + h) * gp);
     fit(&mut ws.bias, gp);
     for q in 0..4 {
@@ -132,42 +174,90 @@ pub(crate) fn forward<T: Real>(
         v.resize(gp, off_g);
         v[2 * hp..3 * hp].fill(on_g);
     }
+    // One step's buffers, for a run that saves nothing: gates, c and h
+    // before and after the step, tanh c.
+    fit(&mut ws.step, gp + 5 * hp);
+    let consts = Consts {
+        w_t: &ws.w_t,
+        bias: &ws.bias,
+        scale_in: &ws.scale_in,
+        scale_out: &ws.scale_out,
+        offset_out: &ws.offset_out,
+    };
 
     for b in 0..b_n {
-        let c_b = &mut ws.c[b * (t_n + 1) * hp..][..(t_n + 1) * hp];
-        let h_b = &mut ws.h[b * (t_n + 1) * hp..][..(t_n + 1) * hp];
-        c_b[..hp].fill(T::ZERO);
-        h_b[..hp].fill(T::ZERO);
-        if let Some((h0, c0)) = initial {
-            h_b[..h].copy_from_slice(&h0[b * h..][..h]);
-            c_b[..h].copy_from_slice(&c0[b * h..][..h]);
-        }
-        let row = Row {
-            x: &x[b * t_n * i_n..][..t_n * i_n],
-            gates: &mut ws.gates[b * t_n * gp..][..t_n * gp],
-            c: c_b,
-            tanh_c: &mut ws.tanh_c[b * t_n * hp..][..t_n * hp],
-            h: h_b,
+        let len = seq.len(b, t_n);
+        let x_b = &x[b * t_n * i_n..][..t_n * i_n];
+        let x_steps = seq.row_steps(len, i_n);
+        let out_b = &mut out[b * t_n * h..][..t_n * h];
+        let out_steps = seq.row_steps(len, h);
+        // Past its length a row's output is zero (a reversed row's too:
+        // its run covers times 0..len).
+        out_b[len * h..].fill(T::ZERO);
+        let (h_last, c_last) = match saved.as_deref_mut() {
+            Some(saved) => {
+                let sv = saved_view_mut(saved, s);
+                let c_b = &mut sv.c[b * (t_n + 1) * hp..][..(t_n + 1) * hp];
+                let h_b = &mut sv.h[b * (t_n + 1) * hp..][..(t_n + 1) * hp];
+                set_initial(h_b, c_b, initial, b, h);
+                let row = Row {
+                    x: x_b,
+                    x_steps,
+                    gates: &mut sv.gates[b * t_n * gp..][..t_n * gp],
+                    c: c_b,
+                    tanh_c: &mut sv.tanh_c[b * t_n * hp..][..t_n * hp],
+                    h: h_b,
+                };
+                forward_row(row, &consts, len, i_n, h);
+                for t in 0..len {
+                    out_b[out_steps.at(t)..][..h].copy_from_slice(&h_b[(t + 1) * hp..][..h]);
+                }
+                (&h_b[len * hp..][..h], &c_b[len * hp..][..h])
+            }
+            None => {
+                let (gates, rest) = ws.step.split_at_mut(gp);
+                let (c, rest) = rest.split_at_mut(2 * hp);
+                let (tanh_c, h_b) = rest.split_at_mut(hp);
+                set_initial(h_b, c, initial, b, h);
+                for t in 0..len {
+                    let at = x_steps.at(t);
+                    let row = Row {
+                        x: &x_b[at..at + i_n],
+                        x_steps: RowSteps::new(1, i_n, false),
+                        gates: &mut *gates,
+                        c: &mut *c,
+                        tanh_c: &mut *tanh_c,
+                        h: &mut *h_b,
+                    };
+                    forward_row(row, &consts, 1, i_n, h);
+                    out_b[out_steps.at(t)..][..h].copy_from_slice(&h_b[hp..][..h]);
+                    c.copy_within(hp..2 * hp, 0);
+                    h_b.copy_within(hp..2 * hp, 0);
+                }
+                (&h_b[..h], &c[..h])
+            }
         };
-        let consts = Consts {
-            w_t: &ws.w_t,
-            bias: &ws.bias,
-            scale_in: &ws.scale_in,
-            scale_out: &ws.scale_out,
-            offset_out: &ws.offset_out,
-        };
-        forward_row(row, &consts, t_n, i_n, h);
-        for t in 0..t_n {
-            out[(b * t_n + t) * h..][..h].copy_from_slice(&ws.h[(b * (t_n + 1) + t + 1) * hp..][..h]);
-        }
-        h_n[b * h..][..h].copy_from_slice(&ws.h[(b * (t_n + 1) + t_n) * hp..][..h]);
-        c_n[b * h..][..h].copy_from_slice(&ws.c[(b * (t_n + 1) + t_n) * hp..][..h]);
+        h_n[b * h..][..h].copy_from_slice(h_last);
+        c_n[b * h..][..h].copy_from_slice(c_last);
+    }
+}
+
+/// Slot 0 of a row's h and c: its initial state, or zeros (padding too).
+fn set_initial<T: Real>(h_b: &mut [T], c_b: &mut [T], initial: Option<(&[T], &[T])>, b: usize, h: usize) {
+    let hp = padded(h);
+    h_b[..hp].fill(T::ZERO);
+    c_b[..hp].fill(T::ZERO);
+    if let Some((h0, c0)) = initial {
+        h_b[..h].copy_from_slice(&h0[b * h..][..h]);
+        c_b[..h].copy_from_slice(&c0[b * h..][..h]);
     }
 }
 
 /// One batch row's forward buffers.
 pub(crate) struct Row<'a, T> {
+    /// (T, I), read at `x_steps`.
     x: &'a [T],
+    x_steps: RowSteps,
     gates: &'a mut [T],
     c: &'a mut [T],
     tanh_c: &'a mut [T],
@@ -217,7 +307,7 @@ fn forward_row_impl<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_, T>, t
     for t in 0..t_n {
         let gates = &mut row.gates[t * gp..][..gp];
         // z = bias + Σ_f input_f · (column f of [W_ih | W_hh]), along the gate lanes.
-        let inputs = (&row.x[t * i_n..][..i_n], &row.h[t * hp..][..h]);
+        let inputs = (&row.x[row.x_steps.at(t)..][..i_n], &row.h[t * hp..][..h]);
         match gp / LANES {
             4 => project::<T, 4>(gates, k, inputs, gp),
             8 => project::<T, 8>(gates, k, inputs, gp),
@@ -276,8 +366,9 @@ fn forward_row_one_vector<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_,
                 }
             }
         };
-        for f in 0..i_n {
-            add(&mut even, f, row.x[t * i_n + f]);
+        let x_t = &row.x[row.x_steps.at(t)..][..i_n];
+        for (f, &x_f) in x_t.iter().enumerate() {
+            add(&mut even, f, x_f);
         }
         let h_t = &row.h[t * hp..][..h];
         for (pair, hs) in h_t.chunks(2).enumerate() {
@@ -328,6 +419,10 @@ fn project<T: Real, const N: usize>(gates: &mut [T], k: &Consts<'_, T>, (x, h): 
     }
 }
 
+/// One input feature of the weight-gradient sums: (values, first, stride),
+/// its value at step t being `values[first + t·stride]` (wrapping).
+type Feature<'a, T> = (&'a [T], usize, usize);
+
 /// acc[m·gp..][..N·LANES] += Σ_t input_m(t) · dz[t·gp..][..N·LANES] for the
 /// F features m, input_m(t) = source[t · stride] (`inputs[m]`): F × N gate
 /// vectors summed over the steps in registers, dz read once for all F.
@@ -337,14 +432,14 @@ fn outer<T: Real, const N: usize, const F: usize>(
     acc: &mut [T],
     dz: &[T],
     gp: usize,
-    inputs: [(&[T], usize); F],
+    inputs: [Feature<'_, T>; F],
     t_n: usize,
 ) -> usize {
     let mut sums: [[Lane<T>; N]; F] = std::array::from_fn(|m| std::array::from_fn(|j| load(acc, m * gp + j * LANES)));
     for t in 0..t_n {
         let d: [Lane<T>; N] = std::array::from_fn(|j| load(dz, t * gp + j * LANES));
-        for (sum, &(source, stride)) in sums.iter_mut().zip(&inputs) {
-            let x = source[t * stride];
+        for (sum, &(source, first, stride)) in sums.iter_mut().zip(&inputs) {
+            let x = source[first.wrapping_add(t.wrapping_mul(stride))];
             for l in 0..LANES {
                 for j in 0..N {
                     sum[j][l] = d[j][l].mul_add(x, sum[j][l]);
@@ -360,13 +455,16 @@ fn outer<T: Real, const N: usize, const F: usize>(
     F
 }
 
-/// Backward through time over the last forward; `x` is its input. Writes
-/// the weight gradients (overwriting), dx (B, T, I) when asked, dh0 and dc0.
+/// Backward through time over the forward that wrote `saved`; `x` is its
+/// input. Writes the weight gradients (overwriting), dx (B, T, I) when
+/// asked, dh0 and dc0.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<T: Real>(
-    ws: &mut RowsWorkspace<T>,
+    ws: &mut RowsScratch<T>,
     p: LstmParams<'_, T>,
     s: LstmShape,
+    seq: Sequences<'_>,
+    saved: &[T],
     x: &[T],
     d_out: &[T],
     d_final: Option<(&[T], &[T])>,
@@ -393,22 +491,30 @@ pub(crate) fn backward<T: Real>(
     ws.acc.clear();
     ws.acc.resize((k_n + 1) * gp, T::ZERO);
     fit(&mut ws.d_in, kp);
+    let sv = saved_view(saved, s);
     for b in 0..b_n {
         let d_final_b = d_final.map(|(dh, dc)| (&dh[b * h..][..h], &dc[b * h..][..h]));
-        let dx_b = dx.as_deref_mut().map(|d| &mut d[b * t_n * i_n..][..t_n * i_n]);
+        let len = seq.len(b, t_n);
+        let dx_b = dx.as_deref_mut().map(|d| {
+            let d = &mut d[b * t_n * i_n..][..t_n * i_n];
+            d[len * i_n..].fill(T::ZERO); // no input past the length
+            d
+        });
         let row = BackRow {
             x: &x[b * t_n * i_n..][..t_n * i_n],
-            gates: &ws.gates[b * t_n * gp..][..t_n * gp],
-            c: &ws.c[b * (t_n + 1) * hp..][..(t_n + 1) * hp],
-            tanh_c: &ws.tanh_c[b * t_n * hp..][..t_n * hp],
-            h: &ws.h[b * (t_n + 1) * hp..][..(t_n + 1) * hp],
+            x_steps: seq.row_steps(len, i_n),
+            d_out_steps: seq.row_steps(len, h),
+            gates: &sv.gates[b * t_n * gp..][..t_n * gp],
+            c: &sv.c[b * (t_n + 1) * hp..][..(t_n + 1) * hp],
+            tanh_c: &sv.tanh_c[b * t_n * hp..][..t_n * hp],
+            h: &sv.h[b * (t_n + 1) * hp..][..(t_n + 1) * hp],
             d_out: &d_out[b * t_n * h..][..t_n * h],
             dz: &mut ws.dz[b * t_n * gp..][..t_n * gp],
             acc: &mut ws.acc,
             d_in: &mut ws.d_in,
         };
         let (dh0_b, dc0_b) = (&mut dh0[b * h..][..h], &mut dc0[b * h..][..h]);
-        backward_row(row, &ws.w, d_final_b, dx_b, (dh0_b, dc0_b), t_n, i_n, h);
+        backward_row(row, &ws.w, d_final_b, dx_b, (dh0_b, dc0_b), len, i_n, h);
     }
     // acc[k][q·Hp + u] holds Σ dz·input_k for gate row (q, u); write it out
     // as (4H, I) and (4H, H), and the bias gradient as Σ dz.
@@ -452,9 +558,12 @@ fn back_columns(i_n: usize, h: usize) -> (usize, usize) {
     }
 }
 
-/// One batch row's backward buffers.
+/// One batch row's backward buffers. x, d_out and dx are (T, ·) in time
+/// order, read at their `RowSteps`; the rest is in run order.
 pub(crate) struct BackRow<'a, T> {
     x: &'a [T],
+    x_steps: RowSteps,
+    d_out_steps: RowSteps,
     gates: &'a [T],
     c: &'a [T],
     tanh_c: &'a [T],
@@ -515,7 +624,8 @@ fn backward_row_impl<T: Real, S: IsaMarker>(
             let (g, o) = (load(gates, 2 * hp + u), load(gates, 3 * hp + u));
             let tc = load(row.tanh_c, t * hp + u);
             let c_prev = load(row.c, t * hp + u);
-            let d_out = load_part(row.d_out, t * h + u, (t + 1) * h);
+            let d0 = row.d_out_steps.at(t);
+            let d_out = load_part(row.d_out, d0 + u, d0 + h);
             let (dh_u, dc_u) = (load(&dh, u), load(&dc, u));
             let zero = Lane::splat(T::ZERO);
             let (mut di, mut df, mut dg, mut d_o, mut dc_prev) = (zero, zero, zero, zero, zero);
@@ -551,7 +661,7 @@ fn backward_row_impl<T: Real, S: IsaMarker>(
             store(d_in, v, sum);
         }
         if let Some(dx) = dx.as_deref_mut() {
-            dx[t * i_n..][..i_n].copy_from_slice(&d_in[..i_n]);
+            dx[row.x_steps.at(t)..][..i_n].copy_from_slice(&d_in[..i_n]);
         }
         dh[..hp].copy_from_slice(&d_in[ip..ip + hp]);
     }
@@ -568,14 +678,16 @@ fn weight_sums<T: Real>(row: &mut BackRow<'_, T>, t_n: usize, i_n: usize, h: usi
     let (hp, k_n) = (padded(h), i_n + h);
     let gp = 4 * hp;
     let (x, hs, one) = (row.x, row.h, [T::ONE]);
-    // Feature f at step t is source[t · stride]: x_t[f], h_{t-1}[f − I], or 1.
-    let input = |f: usize| -> (&[T], usize) {
+    // Feature f at step t is source[first + t · stride] (in wrapping
+    // arithmetic: a reversed row's x runs backwards): x_t[f], h_{t-1}[f − I], or 1.
+    let x_steps = row.x_steps;
+    let input = |f: usize| -> Feature<'_, T> {
         if f < i_n {
-            (&x[f..], i_n)
+            (x, x_steps.at(0) + f, x_steps.at(1).wrapping_sub(x_steps.at(0)))
         } else if f < k_n {
-            (&hs[f - i_n..], hp)
+            (hs, f - i_n, hp)
         } else {
-            (&one[..], 0)
+            (&one[..], 0, 0)
         }
     };
     // As many features per pass as keep 24 running sums in the 32 vector
@@ -660,14 +772,15 @@ fn back_steps_one_vector<T: Real, S: IsaMarker>(
         // Step t's H values of d_out: a whole vector read, the lanes past H
         // masked off, while one fits before the end (a lane-by-lane read
         // with a variable count cost more than the step's arithmetic).
-        let d_out = if t * h + LANES <= row.d_out.len() {
-            let mut d = load(row.d_out, t * h);
+        let d0 = row.d_out_steps.at(t);
+        let d_out = if d0 + LANES <= row.d_out.len() {
+            let mut d = load(row.d_out, d0);
             for l in 0..LANES {
                 d[l] *= hidden[l];
             }
             d
         } else {
-            load_part(row.d_out, t * h, (t + 1) * h)
+            load_part(row.d_out, d0, d0 + h)
         };
         let mut dz4 = [zero; GATES];
         for l in 0..LANES {
@@ -712,7 +825,7 @@ fn back_steps_one_vector<T: Real, S: IsaMarker>(
         }
         if let Some(dx) = dx.as_deref_mut() {
             for k in 0..i_n {
-                dx[t * i_n + k] = sum[h + k];
+                dx[row.x_steps.at(t) + k] = sum[h + k];
             }
         }
         for l in 0..LANES {
