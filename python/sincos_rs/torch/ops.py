@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import _standin_functional as _kernel
+from .. import _core as _kernel
+from .._saved import saved_size
 
 __all__ = ["lstm", "lstm_backward", "lstm_forward"]
 
@@ -63,7 +64,7 @@ def _saved_numel(x: Tensor, hidden: int, store: bool) -> int:
     if not store:
         return 0
     batch, steps, features = x.shape
-    return _kernel._saved_size(batch, steps, features, hidden, x.element_size())
+    return saved_size(batch, steps, features, hidden, x.element_size())
 
 
 # --- the two kernels, on tensors -----------------------------------------------------------
@@ -85,13 +86,14 @@ def _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths) -> Array
 
 
 def _run_forward(
-    arrays: Arrays, x: Tensor, hidden: int, reverse: bool, store: bool
+    arrays: Arrays, x: Tensor, hidden: int, reverse: bool, store: bool, zero_saved: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     batch, steps, _ = x.shape
     out = x.new_empty((batch, steps, hidden))
     h_n = x.new_empty((batch, hidden))
     c_n = x.new_empty((batch, hidden))
-    saved = x.new_empty((_saved_numel(x, hidden, store),))
+    numel = _saved_numel(x, hidden, store)
+    saved = x.new_zeros((numel,)) if zero_saved else x.new_empty((numel,))
     *inputs, lengths = arrays
     _kernel.lstm_forward(
         *inputs,
@@ -154,9 +156,15 @@ def _forward(
     reverse: bool,
     store: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One LSTM direction over x (B, T, I): (out, h_n, c_n, saved)."""
+    """One LSTM direction over x (B, T, I): (out, h_n, c_n, saved).
+
+    ``saved`` is zero-filled first: the kernels leave parts of it unwritten
+    (the lanes kernel's alignment slack, steps past a row's length) that
+    backward never reads, and an operator's outputs must be a function of
+    its inputs (``torch.library.opcheck`` compares them between eager mode
+    and compiled graphs). The eager path (``_EagerLstm``) skips the fill."""
     arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
-    return _run_forward(arrays, x, weight_hh.shape[1], reverse, store)
+    return _run_forward(arrays, x, weight_hh.shape[1], reverse, store, zero_saved=True)
 
 
 def _backward(
@@ -279,7 +287,7 @@ class _EagerLstm(torch.autograd.Function):
     def forward(ctx, *inputs):
         x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, store = inputs
         arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
-        output = _run_forward(arrays, x, weight_hh.shape[1], reverse, store)
+        output = _run_forward(arrays, x, weight_hh.shape[1], reverse, store, zero_saved=False)
         _save(ctx, inputs, output)
         ctx.arrays = arrays
         ctx.saved_array = output[3].numpy()
