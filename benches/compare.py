@@ -35,6 +35,7 @@ Usage::
     python benches/compare.py --isa avx2,baseline --rounds 3 --out benches/results
     python benches/compare.py --rounds 3 --out benches/results  # the full run, to files
     python benches/compare.py --shapes seed,long --frameworks sincos_rs,torch
+    python benches/compare.py --torch-cases              # + PyTorch training loops (torch_cases.py)
 
 Torch and TensorFlow are optional: without them their columns stay empty.
 """
@@ -1166,6 +1167,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time the real-sequence cases (benches/sequences_cases.py)",
     )
     p.add_argument(
+        "--torch-cases",
+        action="store_true",
+        help="also time PyTorch training iterations with torch.nn.LSTM, sincos_rs.torch.LSTM "
+        "and no LSTM (benches/torch_cases.py)",
+    )
+    p.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -1279,6 +1286,11 @@ def measure_all(
         lines += ["", "## Real sequences (lengths, store=False, step)", ""]
         timed = sequences_cases.measure(args.quick, max(1, args.rounds), log)
         lines += sequences_cases.report(timed)
+    if args.torch_cases:
+        import torch_cases  # beside this file, on sys.path when run as a script
+
+        lines += ["", "## PyTorch: torch.nn.LSTM vs sincos_rs.torch.LSTM in a training loop", ""]
+        lines += torch_cases.run(list(torch_cases.CASES), args.quick, None, log)
     return lines, configs, results
 
 

@@ -38,7 +38,7 @@ def test_python_sources_pass_ruff(args: list[str]) -> None:
     if importlib.util.find_spec("ruff") is None:
         pytest.fail('ruff is not installed: pip install ".[test]"')
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", *args, "python", "tests", "benches"],
+        [sys.executable, "-m", "ruff", *args, "python", "tests", "benches", "examples"],
         cwd=ROOT,
         capture_output=True,
         text=True,

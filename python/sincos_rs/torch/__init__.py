@@ -1,0 +1,24 @@
+"""sincos_rs for PyTorch: ``sincos_rs.torch.LSTM``, a drop-in for
+``torch.nn.LSTM`` on the CPU that runs on the Rust kernels.
+
+Needs PyTorch, which ``import sincos_rs`` never imports: install it with
+``pip install "sincos_rs[torch]"`` (from a source tree: ``pip install ".[torch]"``).
+
+Example::
+
+    from sincos_rs.torch import LSTM       # instead of torch.nn.LSTM
+    lstm = LSTM(input_size=32, hidden_size=128, num_layers=2, batch_first=True)
+    out, (h_n, c_n) = lstm(torch.randn(64, 100, 32))
+"""
+
+try:
+    import torch  # noqa: F401 - fail here, with the install hint, if it is missing
+except ImportError as err:
+    raise ImportError(
+        "sincos_rs.torch needs PyTorch, which is not installed: "
+        'pip install "sincos_rs[torch]" (or, from a source tree, pip install ".[torch]")'
+    ) from err
+
+from .lstm import LSTM
+
+__all__ = ["LSTM"]

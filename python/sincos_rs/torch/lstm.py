@@ -1,0 +1,230 @@
+"""``sincos_rs.torch.LSTM``: ``torch.nn.LSTM`` on the CPU, run by the Rust
+kernels through the custom operators of ``ops.py``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from . import ops
+
+__all__ = ["LSTM"]
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+class LSTM(torch.nn.RNNBase):
+    """A drop-in for ``torch.nn.LSTM`` on the CPU, on sincos_rs's Rust kernels.
+
+    The constructor, parameters (``weight_ih_l{k}``, ``weight_hh_l{k}``,
+    ``bias_ih_l{k}``, ``bias_hh_l{k}``, with ``_reverse`` for the second
+    direction), their initialisation (the same draws for the same seed),
+    ``state_dict`` and ``forward(input, hx=None) -> (output, (h_n, c_n))``
+    are ``torch.nn.LSTM``'s: batched and unbatched input, ``batch_first``,
+    ``PackedSequence``, stacked and bidirectional layers, dropout between
+    layers (the same random draws as torch's), float32 and float64.
+
+    Gradients flow through ``torch.ops.sincos_rs.lstm_forward`` and
+    ``lstm_backward``, so autograd, ``torch.compile`` and
+    ``DistributedDataParallel`` work as with any operator.
+
+    Not supported, each a clear error rather than a fallback: devices other
+    than the CPU, ``proj_size > 0``, dtypes other than float32 and float64,
+    and double backward. ``bias=False`` runs the kernel with a zero bias.
+
+    Like ``torch.nn.LSTM`` it is a ``torch.nn.RNNBase``, but not a
+    ``torch.nn.LSTM``: ``torch.compile`` breaks its graph at every
+    ``torch.nn.LSTM`` instance, and traces this module through. Without
+    ``batch_first`` the input is copied once to batch-major (the kernels'
+    layout) and the output back; with ``batch_first=True`` the output is
+    contiguous (torch's is a transposed view).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+    ) -> None:
+        if proj_size:
+            raise ValueError(
+                f"sincos_rs.torch.LSTM: proj_size > 0 is not supported (got {proj_size}); "
+                "use torch.nn.LSTM for projections"
+            )
+        super().__init__(
+            "LSTM",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device,
+            dtype,
+        )
+        param = self.weight_ih_l0
+        if param.dtype not in _DTYPES:
+            raise TypeError(_dtype_message(param.dtype))
+        if param.device.type not in ("cpu", "meta"):
+            raise ValueError(_device_message(param.device))
+
+    def forward(self, input, hx=None):  # noqa: A002 - torch.nn.LSTM's argument names
+        packed = isinstance(input, PackedSequence)
+        lengths = None
+        if packed:
+            x, lengths = pad_packed_sequence(input, batch_first=True)
+            batched = True
+        else:
+            if input.dim() not in (2, 3):
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            batched = input.dim() == 3
+            x = input if batched else input.unsqueeze(0 if self.batch_first else 1)
+            if not self.batch_first:
+                x = x.transpose(0, 1)
+        self._check_input(x)
+        state = self._initial_state(x, hx, batched)
+        output, h_n, c_n = self._run(x.contiguous(), state, lengths, input if packed else None)
+
+        if packed:
+            return _pack_like(output, lengths, input), (h_n, c_n)
+        if not self.batch_first:
+            output = output.transpose(0, 1).contiguous()
+        if not batched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        return output, (h_n, c_n)
+
+    def _check_input(self, x: Tensor) -> None:
+        """x (B, T, I) batch-major: dtype, device and size as the kernels need."""
+        weight = self.weight_ih_l0
+        if x.device.type != "cpu" or weight.device.type != "cpu":
+            raise ValueError(_device_message(x.device if x.device.type != "cpu" else weight.device))
+        if x.dtype != weight.dtype:
+            raise ValueError(
+                f"RNN input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). "
+                f"Convert input: input.to({weight.dtype}), or convert model: model.to({x.dtype})"
+            )
+        if x.dtype not in _DTYPES:
+            raise TypeError(_dtype_message(x.dtype))
+        if x.size(-1) != self.input_size:
+            raise RuntimeError(
+                "input.size(-1) must be equal to input_size. "
+                f"Expected {self.input_size}, got {x.size(-1)}"
+            )
+
+    def _initial_state(
+        self, x: Tensor, hx: tuple[Tensor, Tensor] | None, batched: bool
+    ) -> tuple[Tensor, Tensor] | None:
+        """hx as (L * D, B, H) tensors, checked as torch checks it, or None."""
+        if hx is None:
+            return None
+        h0, c0 = hx
+        dims = 3 if batched else 2
+        if h0.dim() != dims or c0.dim() != dims:
+            kind = "batched 3-D" if batched else "unbatched 2-D"
+            raise RuntimeError(
+                f"For {kind} input, hx and cx should also be {dims}-D but got "
+                f"({h0.dim()}-D, {c0.dim()}-D) tensors"
+            )
+        if not batched:
+            h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+        expected = (self.num_layers * (2 if self.bidirectional else 1), x.size(0), self.hidden_size)
+        for i, t in enumerate((h0, c0)):
+            if t.shape != expected:
+                raise RuntimeError(f"Expected hidden[{i}] size {expected}, got {list(t.shape)}")
+            if t.dtype != x.dtype or t.device.type != "cpu":
+                raise ValueError(
+                    f"hx[{i}]: expected a CPU tensor of {x.dtype}, got {t.dtype} on {t.device}"
+                )
+        return h0, c0
+
+    def _run(
+        self,
+        x: Tensor,
+        state: tuple[Tensor, Tensor] | None,
+        lengths: Tensor | None,
+        packed: PackedSequence | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The layers over batch-major x (B, T, I): output (B, T, D*H), h_n, c_n."""
+        directions = 2 if self.bidirectional else 1
+        # Read by name on each call (not the cached self._flat_weights), so
+        # reassigned parameters and torch.func.functional_call are seen.
+        weights = [getattr(self, name) for name in self._flat_weights_names]
+        per_direction = 4 if self.bias else 2
+        store = torch.is_grad_enabled() and (
+            x.requires_grad
+            or any(w.requires_grad for w in weights)
+            or (state is not None and (state[0].requires_grad or state[1].requires_grad))
+        )
+        hs, cs = [], []
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(directions):
+                k = layer * directions + direction
+                w = weights[k * per_direction : (k + 1) * per_direction]
+                bias_ih, bias_hh = (w[2], w[3]) if self.bias else (None, None)
+                h0, c0 = (None, None) if state is None else (state[0][k], state[1][k])
+                out, h, c, _ = ops.lstm(
+                    layer_input, w[0], w[1], bias_ih, bias_hh, h0, c0, lengths,
+                    direction == 1, store,
+                )  # fmt: skip
+                outputs.append(out)
+                hs.append(h)
+                cs.append(c)
+            layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
+            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
+                layer_input = _dropout_as_torch(layer_input, self.dropout, packed)
+        if len(hs) == 1:  # a view, cheaper than stack's copy
+            return layer_input, hs[0].unsqueeze(0), cs[0].unsqueeze(0)
+        return layer_input, torch.stack(hs), torch.stack(cs)
+
+
+def _dropout_as_torch(x: Tensor, p: float, packed: PackedSequence | None) -> Tensor:
+    """Dropout on batch-major x (B, T, F) with the mask drawn as torch's LSTM
+    draws it, so the same seed drops the same units: over its time-major
+    (T, B, F) layer output, or over the packed data (N, F) for packed input."""
+    if p == 1:
+        return x * torch.zeros((), dtype=x.dtype)
+    batch, steps, features = x.shape
+    if packed is None:
+        noise = torch.empty((steps, batch, features), dtype=x.dtype)
+        return x * noise.bernoulli_(1 - p).div_(1 - p).transpose(0, 1)
+    noise = torch.empty((packed.data.shape[0], features), dtype=x.dtype)
+    noise.bernoulli_(1 - p).div_(1 - p)
+    like = PackedSequence(noise, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+    return x * pad_packed_sequence(like, batch_first=True, total_length=steps)[0]
+
+
+def _pack_like(output: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
+    """``output`` (B, T, F), rows in the caller's order, packed as ``like``."""
+    if like.sorted_indices is not None:
+        output = output.index_select(0, like.sorted_indices)
+        lengths = lengths.index_select(0, like.sorted_indices)
+    packed = pack_padded_sequence(output, lengths, batch_first=True, enforce_sorted=True)
+    return PackedSequence(
+        packed.data, packed.batch_sizes, like.sorted_indices, like.unsorted_indices
+    )
+
+
+def _dtype_message(dtype: torch.dtype) -> str:
+    return (
+        f"sincos_rs.torch.LSTM: dtype {dtype} is not supported; the kernels run float32 and float64"
+    )
+
+
+def _device_message(device: torch.device) -> str:
+    return (
+        f"sincos_rs.torch.LSTM runs on the CPU only; got a tensor on {device} "
+        "(use torch.nn.LSTM there, or move the model and data to the CPU)"
+    )
