@@ -17,6 +17,7 @@
 //! | `lstm_B64_T100_I128_H512`  | LSTM layer: `forward`, `backward`, `step`          |
 //! | `lstm_B1_T1000_I1_H10`     | LSTM layer (one long series): `forward`, `backward`, `step` |
 //! | `adam_1M`                  | `Adam::update` of 2^20 parameters                  |
+//! | `sequences_B64_T100_I32_H128` | functional API, f32: padded vs lengths uniform in 1..T (fwd+bwd), reversed, `store=False` vs training forward |
 //!
 //! each in `float32` and `float64` (the bench id's last part).
 //!
@@ -47,8 +48,9 @@ use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
+use sincos_rs::lstm::{functional, Sequences};
 use sincos_rs::model::{demo_params, SplitMix64};
-use sincos_rs::{Adam, AdamConfig, Lstm, LstmGrads, LstmParams, Real, SeedConfig, SeedNetwork};
+use sincos_rs::{Adam, AdamConfig, Lstm, LstmGrads, LstmParams, LstmShape, Real, SeedConfig, SeedNetwork};
 
 /// One benchmark shape of the LSTM layer.
 #[derive(Clone, Copy)]
@@ -327,5 +329,86 @@ fn adam(c: &mut Criterion) {
     bench_adam::<f64>(c);
 }
 
-criterion_group!(benches, seed, layers, adam);
+/// Real sequences on the functional API, B64 T100 I32 H128 float32: the
+/// padded batch against lengths uniform in 1..T (fwd+bwd each), reversed
+/// rows, and the forward that saves nothing against the training forward.
+fn sequences(c: &mut Criterion) {
+    let s = LstmShape {
+        batch: 64,
+        steps: 100,
+        input: 32,
+        hidden: 128,
+    };
+    let mut group = c.benchmark_group("sequences_B64_T100_I32_H128");
+    configure(&mut group, Size::Medium);
+    let params: Vec<f32> = random(
+        4 * s.hidden * (s.input + s.hidden + 1),
+        1.0 / (s.hidden as f64).sqrt(),
+        1,
+    );
+    let (weight_ih, weight_hh, bias) = split_at(&params, s.input, s.hidden);
+    let p = LstmParams {
+        weight_ih,
+        weight_hh,
+        bias,
+    };
+    let x: Vec<f32> = random(s.batch * s.steps * s.input, 1.0, 2);
+    let d_out: Vec<f32> = random(s.batch * s.steps * s.hidden, 1.0, 3);
+    let mut rng = SplitMix64(4);
+    let lengths: Vec<usize> = (0..s.batch)
+        .map(|_| 1 + (rng.next_u64() % s.steps as u64) as usize)
+        .collect();
+    let mut out = vec![0.0f32; s.batch * s.steps * s.hidden];
+    let (mut h_n, mut c_n) = (vec![0.0f32; s.batch * s.hidden], vec![0.0f32; s.batch * s.hidden]);
+    let mut saved = vec![0.0f32; functional::saved_len::<f32>(s)];
+    let mut grads = vec![0.0f32; params.len()];
+    let mut dx = vec![0.0f32; x.len()];
+    let (mut dh0, mut dc0) = (h_n.clone(), c_n.clone());
+    let mut run = |seq: Sequences<'_>, backward: bool, store: bool| {
+        let saved_arg = store.then_some(&mut saved[..]);
+        functional::forward(p, s, seq, &x, None, &mut out, &mut h_n, &mut c_n, saved_arg).expect("forward");
+        if backward {
+            let (g_ih, g_hh, g_b) = split_at_mut(&mut grads, s.input, s.hidden);
+            let g = LstmGrads {
+                weight_ih: g_ih,
+                weight_hh: g_hh,
+                bias: g_b,
+            };
+            functional::backward(
+                p,
+                s,
+                seq,
+                &x,
+                None,
+                &saved,
+                &d_out,
+                None,
+                Some(&mut dx),
+                g,
+                &mut dh0,
+                &mut dc0,
+            )
+            .expect("backward");
+        }
+        black_box(&out);
+    };
+    let with_lengths = Sequences {
+        lengths: Some(&lengths),
+        reverse: false,
+    };
+    let reversed = Sequences {
+        lengths: Some(&lengths),
+        reverse: true,
+    };
+    group.bench_function("padded_fwd_bwd", |b| b.iter(|| run(Sequences::WHOLE, true, true)));
+    group.bench_function("lengths_fwd_bwd", |b| b.iter(|| run(with_lengths, true, true)));
+    group.bench_function("lengths_reverse_fwd_bwd", |b| b.iter(|| run(reversed, true, true)));
+    group.bench_function("training_forward", |b| b.iter(|| run(Sequences::WHOLE, false, true)));
+    group.bench_function("store_false_forward", |b| {
+        b.iter(|| run(Sequences::WHOLE, false, false))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, seed, layers, adam, sequences);
 criterion_main!(benches);

@@ -403,3 +403,25 @@ def test_store_false_memory_over_a_million_steps() -> None:
     before_kb, after_kb = map(int, run.stdout.split())
     grown_mb = (after_kb - before_kb) / 1024
     assert grown_mb < 20, f"peak RSS grew {grown_mb:.1f} MB beyond input + output"
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1, 10), (20, 3, 2, 6)])
+def test_step_follows_weights_changed_in_place(shape: tuple[int, int, int, int]) -> None:
+    """The kernels may keep weights packed between calls: a change made in
+    place (an optimiser step) must still be seen by the next call."""
+    data = Data(shape, "float32", seed=9)
+    layer = data.layer
+    x_t = np.ascontiguousarray(data.x[:, 0])
+    layer.step(x_t)
+    for array in (layer.weight_ih, layer.weight_hh, layer.bias):
+        array += np.float32(0.25)
+        got, _ = layer.step(x_t)
+        want, _ = layer.forward(np.ascontiguousarray(data.x[:, :1]))
+        assert np.array_equal(got, want[:, 0])
+        # Flipping one weight's sign bit only (0.0 -> -0.0) is a change too.
+        array.flat[0] = np.float32(0.0)
+        layer.step(x_t)
+        array.flat[0] = np.float32(-0.0)
+        got, _ = layer.step(x_t)
+        want, _ = layer.forward(np.ascontiguousarray(data.x[:, :1]))
+        assert np.array_equal(got, want[:, 0])

@@ -30,6 +30,7 @@ from sincos_rs.train import (
     load_checkpoint,
     main,
     save_checkpoint,
+    stream,
     train,
 )
 
@@ -454,3 +455,28 @@ def test_trace_of_a_long_run_is_bounded() -> None:
     assert trace.stride == 4
     assert len(trace) <= MAX_TRACE_BATCHES
     assert trace.xs.shape == (len(trace), 4)
+
+
+# --- --stream: the trained model one step at a time -------------------------------------
+
+
+def test_stream_flag_prints_and_adds_a_panel(tmp_path: Path) -> None:
+    result = run_cli("--iterations", "30", "--stream", "200", "--plot", "s.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("stream: "))
+    assert line.startswith("stream: 200 steps of sin(x) one at a time"), line
+    assert "never trained on" in line and "mse" in line
+    assert png_size(tmp_path / "s.png") == (1000, 900)  # a third panel, half as tall again
+    assert 10_000 < (tmp_path / "s.png").stat().st_size < 1_000_000
+
+
+@pytest.mark.parametrize("backend", ["rust", "numpy"])
+def test_stream_equals_predict_over_the_same_steps(backend: str) -> None:
+    result = train(TrainConfig(iterations=5, dtype="float64", backend=backend))
+    first_unseen = result.batches.start - 20 + 20 * 50
+    streamed = stream(result.model, result.batches, 30)
+    assert streamed.xs[0] * 10 * math.pi == pytest.approx(first_unseen)
+    result.model.reset_state()
+    want = result.model.predict(np.sin(streamed.xs).reshape(1, 30, 1))
+    np.testing.assert_allclose(streamed.pred, want[0, :, 0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(streamed.true, np.cos(streamed.xs))

@@ -809,7 +809,7 @@ def _run(args: argparse.Namespace) -> int:
 
     print(result.summary(), flush=True)
     streamed = stream(result.model, result.batches, args.stream) if args.stream else None
-    if streamed is not None:
+    if streamed is not None and not quiet:
         print(streamed.summary(), flush=True)
     path = None if args.no_plot else args.plot
     if path or live is not None:

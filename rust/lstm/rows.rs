@@ -93,7 +93,6 @@ pub(crate) struct RowsScratch<T> {
     w_t: Vec<T>,
     /// (4H, Kp): [W_ih | W_hh] rows padded to Kp = I+H rounded up.
     w: Vec<T>,
-    /// (G4p,) each: σ's input scale, and the output's scale and offset, per gate.
     /// (G4p,): the bias, padded.
     bias: Vec<T>,
     /// (I+H+1, 4Hp): weight-gradient sums, one gate vector per input feature
@@ -103,6 +102,8 @@ pub(crate) struct RowsScratch<T> {
     d_in: Vec<T>,
     /// (4Hp + 5Hp): one step's buffers for a forward pass that saves nothing.
     step: Vec<T>,
+    /// The weights `w_t`, `bias` and the scales were packed from.
+    packed_from: PackedFrom<T>,
 }
 
 impl<T: Real> RowsScratch<T> {
@@ -115,6 +116,7 @@ impl<T: Real> RowsScratch<T> {
             acc: Vec::new(),
             d_in: Vec::new(),
             step: Vec::new(),
+            packed_from: PackedFrom { weights: Vec::new() },
         }
     }
 }
@@ -143,23 +145,12 @@ pub(crate) fn forward<T: Real>(
     let (b_n, t_n, i_n, h) = (s.batch, s.steps, s.input, s.hidden);
     let hp = padded(h);
     let gp = 4 * hp;
-    fit(&mut ws.w_t, (i_n + h) * gp);
-    fit(&mut ws.bias, gp);
-    for q in 0..4 {
-        for u in 0..h {
-            let (g, at) = (q * h + u, q * hp + u);
-            for k in 0..i_n {
-                ws.w_t[k * gp + at] = p.weight_ih[g * i_n + k];
-            }
-            for k in 0..h {
-                ws.w_t[(i_n + k) * gp + at] = p.weight_hh[g * h + k];
-            }
-            ws.bias[at] = p.bias[g];
-        }
-    }
     // One step's buffers, for a run that saves nothing: gates, c and h
     // before and after the step, tanh c.
     fit(&mut ws.step, gp + 5 * hp);
+    if !ws.packed_from.same_as(p) {
+        pack_weights(ws, p, i_n, h);
+    }
     let consts = Consts {
         w_t: &ws.w_t,
         bias: &ws.bias,
@@ -219,6 +210,60 @@ pub(crate) fn forward<T: Real>(
         };
         h_n[b * h..][..h].copy_from_slice(h_last);
         c_n[b * h..][..h].copy_from_slice(c_last);
+    }
+}
+
+/// [W_ih | W_hh]ᵀ one gate vector per input feature, and the bias, padded
+/// to whole vectors.
+fn pack_weights<T: Real>(ws: &mut RowsScratch<T>, p: LstmParams<'_, T>, i_n: usize, h: usize) {
+    let hp = padded(h);
+    let gp = 4 * hp;
+    // Cleared first: the padding units' weights must be zero, whatever
+    // shape the scratch served before.
+    for (v, n) in [(&mut ws.w_t, (i_n + h) * gp), (&mut ws.bias, gp)] {
+        v.clear();
+        v.resize(n, T::ZERO);
+    }
+    for q in 0..4 {
+        for u in 0..h {
+            let (g, at) = (q * h + u, q * hp + u);
+            for k in 0..i_n {
+                ws.w_t[k * gp + at] = p.weight_ih[g * i_n + k];
+            }
+            for k in 0..h {
+                ws.w_t[(i_n + k) * gp + at] = p.weight_hh[g * h + k];
+            }
+            ws.bias[at] = p.bias[g];
+        }
+    }
+    ws.packed_from.remember(p);
+}
+
+/// A copy of the weights the forward constants were packed from, so a
+/// stream of one-step calls with the same weights packs them once
+/// (compared bit for bit: the same bits, the same packing).
+pub(crate) struct PackedFrom<T> {
+    weights: Vec<T>,
+}
+
+impl<T: Real> PackedFrom<T> {
+    fn same_as(&self, p: LstmParams<'_, T>) -> bool {
+        let n = p.weight_ih.len() + p.weight_hh.len() + p.bias.len();
+        let same = |a: &[T], b: &[T]| {
+            a.iter()
+                .zip(b)
+                .all(|(x, y)| x.to_f64().to_bits() == y.to_f64().to_bits())
+        };
+        let (ih, rest) = self.weights.split_at(p.weight_ih.len().min(self.weights.len()));
+        let (hh, bias) = rest.split_at(p.weight_hh.len().min(rest.len()));
+        self.weights.len() == n && same(ih, p.weight_ih) && same(hh, p.weight_hh) && same(bias, p.bias)
+    }
+
+    fn remember(&mut self, p: LstmParams<'_, T>) {
+        self.weights.clear();
+        self.weights.extend_from_slice(p.weight_ih);
+        self.weights.extend_from_slice(p.weight_hh);
+        self.weights.extend_from_slice(p.bias);
     }
 }
 
