@@ -150,15 +150,18 @@ pub(crate) fn register_lanes<T, S: IsaMarker>() -> usize {
 }
 
 /// The AVX-512 instance (see [`IsaMarker`]).
+#[cfg(target_arch = "x86_64")]
 pub struct Avx512Isa;
 
 /// The AVX2 + FMA instance.
+#[cfg(target_arch = "x86_64")]
 pub struct Avx2Isa;
 
 /// The instance compiled for the target's baseline: SSE2 on x86-64
 /// (no FMA), NEON on aarch64 (with FMA).
 pub struct BaselineIsa;
 
+#[cfg(target_arch = "x86_64")]
 impl IsaMarker for Avx512Isa {
     const AVX512: bool = true;
     const FMA: bool = true;
@@ -166,6 +169,7 @@ impl IsaMarker for Avx512Isa {
     const REGISTERS: usize = 32;
 }
 
+#[cfg(target_arch = "x86_64")]
 impl IsaMarker for Avx2Isa {
     const AVX512: bool = false;
     const FMA: bool = true;
