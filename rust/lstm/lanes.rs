@@ -25,7 +25,7 @@ use super::params::Dense;
 use super::params::{LstmGrads, LstmParams, LstmShape, RowSteps, Sequences};
 use crate::simd::activation::{sigmoid_tanh_lanes, tanh_lane};
 use crate::simd::Real;
-use crate::simd::{dispatch, mul_add, prefetch_part, IsaMarker, Lane, LANES};
+use crate::simd::{array, dispatch, mul_add, prefetch_part, register_lanes, IsaMarker, Lane, LANES};
 use crate::threads::{self, pool};
 
 /// Number of lane chunks for a batch of `batch` rows.
@@ -952,26 +952,58 @@ fn project_block<T: Real, S: IsaMarker, const N: usize>(
     x: &[Lane<T>],
     h: &[Lane<T>],
 ) {
-    let mut acc: [Lane<T>; N] = std::array::from_fn(|j| Lane::splat(bias[j]));
-    // Input k's weights times its lanes; x then h in two loops, so no
-    // per-k branch keeps the weight loads from folding into the FMAs.
-    let mut add_input = |k: usize, v: Lane<T>| {
-        let w: [T; N] = panel[k * N..][..N].try_into().unwrap();
-        // Lanes outermost: the compiler vectorises along them (contiguous)
-        // and unrolls the short loop over j.
-        for l in 0..LANES {
-            for j in 0..N {
-                acc[j][l] = mul_add::<T, S>(v[l], w[j], acc[j][l]);
-            }
+    // A register's width of lanes at a time (W), so the N accumulators
+    // are N registers: a whole Lane<f32> is two AVX2 registers, and eight
+    // gate rows of them spilled. AVX-512 takes the whole lane, as before.
+    match register_lanes::<T, S>() {
+        _ if S::AVX512 => project_part::<T, S, N, LANES>(z, bias, panel, x, h),
+        8 => project_part::<T, S, N, 8>(z, bias, panel, x, h),
+        4 => project_part::<T, S, N, 4>(z, bias, panel, x, h),
+        _ => project_part::<T, S, N, 2>(z, bias, panel, x, h),
+    }
+}
+
+/// [`project_block`] W lanes at a time.
+#[inline(always)]
+fn project_part<T: Real, S: IsaMarker, const N: usize, const W: usize>(
+    z: &mut [Lane<T>],
+    bias: &[T],
+    panel: &[T],
+    x: &[Lane<T>],
+    h: &[Lane<T>],
+) {
+    for from in (0..LANES).step_by(W) {
+        let mut acc: [[T; W]; N] = array(|j| [bias[j]; W]);
+        // Input k's weights times its lanes; x then h in two loops, so no
+        // per-k branch keeps the weight loads from folding into the FMAs.
+        for (k, v) in x.iter().enumerate() {
+            add_input::<T, S, N, W>(&mut acc, &panel[k * N..][..N], v, from);
         }
-    };
-    for (k, &v) in x.iter().enumerate() {
-        add_input(k, v);
+        for (k, v) in h.iter().enumerate() {
+            add_input::<T, S, N, W>(&mut acc, &panel[(x.len() + k) * N..][..N], v, from);
+        }
+        for (zj, a) in z.iter_mut().zip(&acc) {
+            zj.0[from..from + W].copy_from_slice(a);
+        }
     }
-    for (k, &v) in h.iter().enumerate() {
-        add_input(x.len() + k, v);
+}
+
+/// acc[j] += v[from..from + W] · w[j] for the N gate rows j.
+#[inline(always)]
+fn add_input<T: Real, S: IsaMarker, const N: usize, const W: usize>(
+    acc: &mut [[T; W]; N],
+    w: &[T],
+    v: &Lane<T>,
+    from: usize,
+) {
+    let w: [T; N] = w.try_into().unwrap();
+    // Lanes outermost: the compiler vectorises along them (contiguous)
+    // and unrolls the short loop over j.
+    for l in 0..W {
+        for j in 0..N {
+            acc[j][l] = mul_add::<T, S>(v[from + l], w[j], acc[j][l]);
+        }
     }
-    z.copy_from_slice(&acc);
 }
 
 /// Backward through time over the last forward. `d_out` (B, T, H); `d_final`
@@ -1364,10 +1396,11 @@ fn backward_chunk_impl<T: Real, S: IsaMarker>(
         let dx_t = &mut dx[t * i_n..][..i_n];
         for (k0, width) in column_blocks(if need_dx { 0 } else { i_n }, i_n + h_n) {
             let panel = &w[k0 * g4..][..g4 * width];
-            if std::mem::size_of::<T>() == 4 {
-                back_block_width::<T, S, LANES>(width, &dz_t, panel, k0, dx_t, dh);
-            } else {
-                back_block_width::<T, S, { LANES / 2 }>(width, &dz_t, panel, k0, dx_t, dh);
+            match register_lanes::<T, S>() {
+                16 => back_block_width::<T, S, 16>(width, &dz_t, panel, k0, dx_t, dh),
+                8 => back_block_width::<T, S, 8>(width, &dz_t, panel, k0, dx_t, dh),
+                4 => back_block_width::<T, S, 4>(width, &dz_t, panel, k0, dx_t, dh),
+                _ => back_block_width::<T, S, 2>(width, &dz_t, panel, k0, dx_t, dh),
             }
         }
     }
@@ -1602,22 +1635,28 @@ fn weight_grads_rows_impl<T: Real, S: IsaMarker>(
                                 prefetch_part(dz, (k0 - k_first) / 4, tiles);
                             }
                         }
-                        // 4 x 4 tiles, accumulators one register wide.
-                        let f32 = std::mem::size_of::<T>() == 4;
+                        // 4 x 4 tiles, accumulators one register wide: 16
+                        // of them, so 4 x 2 where there are 16 registers.
                         // A remainder of 2 or 3 columns as 4 x 2 (the seed's
                         // 10 = 4 + 4 + 2): half the dz loads of two 4 x 1.
                         let n = match k_end - k0 {
-                            4.. => 4,
-                            2 | 3 => 2,
+                            4.. if S::REGISTERS >= 32 => 4,
+                            2.. => 2,
                             _ => 1,
                         };
-                        match (n, f32) {
-                            (4, true) => outer_block::<T, S, 4, LANES>(&tile, block, k0, k_n),
-                            (4, false) => outer_block::<T, S, 4, { LANES / 2 }>(&tile, block, k0, k_n),
-                            (2, true) => outer_block::<T, S, 2, LANES>(&tile, block, k0, k_n),
-                            (2, false) => outer_block::<T, S, 2, { LANES / 2 }>(&tile, block, k0, k_n),
-                            (_, true) => outer_block::<T, S, 1, LANES>(&tile, block, k0, k_n),
-                            (_, false) => outer_block::<T, S, 1, { LANES / 2 }>(&tile, block, k0, k_n),
+                        match (n, register_lanes::<T, S>()) {
+                            (4, 16) => outer_block::<T, S, 4, 16>(&tile, block, k0, k_n),
+                            (4, 8) => outer_block::<T, S, 4, 8>(&tile, block, k0, k_n),
+                            (4, 4) => outer_block::<T, S, 4, 4>(&tile, block, k0, k_n),
+                            (4, _) => outer_block::<T, S, 4, 2>(&tile, block, k0, k_n),
+                            (2, 16) => outer_block::<T, S, 2, 16>(&tile, block, k0, k_n),
+                            (2, 8) => outer_block::<T, S, 2, 8>(&tile, block, k0, k_n),
+                            (2, 4) => outer_block::<T, S, 2, 4>(&tile, block, k0, k_n),
+                            (2, _) => outer_block::<T, S, 2, 2>(&tile, block, k0, k_n),
+                            (_, 16) => outer_block::<T, S, 1, 16>(&tile, block, k0, k_n),
+                            (_, 8) => outer_block::<T, S, 1, 8>(&tile, block, k0, k_n),
+                            (_, 4) => outer_block::<T, S, 1, 4>(&tile, block, k0, k_n),
+                            (_, _) => outer_block::<T, S, 1, 2>(&tile, block, k0, k_n),
                         }
                         k0 += n;
                     }
@@ -1712,16 +1751,16 @@ fn outer_block<T: Real, S: IsaMarker, const N: usize, const W: usize>(
     k_n: usize,
 ) {
     let sb = tile.sb;
-    let columns: [&[Lane<T>]; N] = std::array::from_fn(|m| &tile.v[(k0 + m) * sb..][..sb]);
+    let columns: [&[Lane<T>]; N] = array(|m| &tile.v[(k0 + m) * sb..][..sb]);
     // One array per row, not one 4 x N array: the compiler keeps small
     // arrays in registers but left a 4 x 4 one in memory (measured).
     let zero = [[T::ZERO; W]; N];
     let (mut acc0, mut acc1, mut acc2, mut acc3) = (zero, zero, zero, zero);
     // One run of steps per chunk the block spans.
     for (first, dz) in tile.runs() {
-        let cols: [&[Lane<T>]; N] = std::array::from_fn(|m| &columns[m][first..][..dz.len() / 4]);
+        let cols: [&[Lane<T>]; N] = array(|m| &columns[m][first..][..dz.len() / 4]);
         for (i, a) in dz.chunks_exact(4).enumerate() {
-            let b: [Lane<T>; N] = std::array::from_fn(|m| cols[m][i]);
+            let b: [Lane<T>; N] = array(|m| cols[m][i]);
             for half in 0..LANES / W {
                 for m in 0..N {
                     fma_part::<T, S, W>(&a[0], &b[m], half * W, &mut acc0[m]);

@@ -20,7 +20,7 @@ use super::cell::{cell_backward, cell_forward_lane};
 use super::params::{LstmGrads, LstmParams, LstmShape, RowSteps, Sequences};
 use crate::simd::activation::{sigmoid_lane, sigmoid_tanh_lanes, tanh_lane};
 use crate::simd::Real;
-use crate::simd::{dispatch, mul_add, IsaMarker, Lane, LANES};
+use crate::simd::{array, dispatch, mul_add, IsaMarker, Lane, LANES};
 
 /// The largest batch [`crate::lstm::Kernel::Auto`] gives to this kernel:
 /// from about 4 rows on, the lanes kernel's 16-row vectors are less wasted
@@ -444,9 +444,9 @@ fn project<T: Real, S: IsaMarker, const N: usize>(
 ) {
     let gp = k.bias.len();
     let first = gp - stride;
-    let mut acc: [Lane<T>; N] = std::array::from_fn(|j| load(k.bias, first + j * LANES));
+    let mut acc: [Lane<T>; N] = array(|j| load(k.bias, first + j * LANES));
     for (f, &input) in x.iter().chain(h).enumerate() {
-        let w: [Lane<T>; N] = std::array::from_fn(|j| load(k.w_t, f * gp + first + j * LANES));
+        let w: [Lane<T>; N] = array(|j| load(k.w_t, f * gp + first + j * LANES));
         for l in 0..LANES {
             for j in 0..N {
                 acc[j][l] = mul_add::<T, S>(w[j][l], input, acc[j][l]);
@@ -474,9 +474,9 @@ fn outer<T: Real, S: IsaMarker, const N: usize, const F: usize>(
     inputs: [Feature<'_, T>; F],
     t_n: usize,
 ) -> usize {
-    let mut sums: [[Lane<T>; N]; F] = std::array::from_fn(|m| std::array::from_fn(|j| load(acc, m * gp + j * LANES)));
+    let mut sums: [[Lane<T>; N]; F] = array(|m| array(|j| load(acc, m * gp + j * LANES)));
     for t in 0..t_n {
-        let d: [Lane<T>; N] = std::array::from_fn(|j| load(dz, t * gp + j * LANES));
+        let d: [Lane<T>; N] = array(|j| load(dz, t * gp + j * LANES));
         for (sum, &(source, first, stride)) in sums.iter_mut().zip(&inputs) {
             let x = source[first.wrapping_add(t.wrapping_mul(stride))];
             for l in 0..LANES {
@@ -686,8 +686,8 @@ fn backward_row_impl<T: Real, S: IsaMarker>(
         for v in (0..kp).step_by(LANES) {
             let mut acc = [Lane::splat(T::ZERO); 4];
             for u in 0..h {
-                let w4: [Lane<T>; 4] = std::array::from_fn(|q| load(w, (q * hp + u) * kp + v));
-                let d4: [T; 4] = std::array::from_fn(|q| dz[q * hp + u]);
+                let w4: [Lane<T>; 4] = array(|q| load(w, (q * hp + u) * kp + v));
+                let d4: [T; 4] = array(|q| dz[q * hp + u]);
                 for l in 0..LANES {
                     for q in 0..4 {
                         acc[q][l] = mul_add::<T, S>(w4[q][l], d4[q], acc[q][l]);
@@ -740,14 +740,14 @@ fn weight_sums<T: Real, S: IsaMarker>(row: &mut BackRow<'_, T>, t_n: usize, i_n:
         let acc = &mut row.acc[f0 * gp..];
         let group = |m: usize| input(f0 + m);
         let n = match (gp / LANES, (k_n + 1 - f0).min(most)) {
-            (4, 6) => outer::<T, S, 4, 6>(acc, row.dz, gp, std::array::from_fn(group), t_n),
-            (4, 5) => outer::<T, S, 4, 5>(acc, row.dz, gp, std::array::from_fn(group), t_n),
-            (4, 4) => outer::<T, S, 4, 4>(acc, row.dz, gp, std::array::from_fn(group), t_n),
-            (4, 3) => outer::<T, S, 4, 3>(acc, row.dz, gp, std::array::from_fn(group), t_n),
-            (4, 2) => outer::<T, S, 4, 2>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (4, 6) => outer::<T, S, 4, 6>(acc, row.dz, gp, array(group), t_n),
+            (4, 5) => outer::<T, S, 4, 5>(acc, row.dz, gp, array(group), t_n),
+            (4, 4) => outer::<T, S, 4, 4>(acc, row.dz, gp, array(group), t_n),
+            (4, 3) => outer::<T, S, 4, 3>(acc, row.dz, gp, array(group), t_n),
+            (4, 2) => outer::<T, S, 4, 2>(acc, row.dz, gp, array(group), t_n),
             (4, _) => outer::<T, S, 4, 1>(acc, row.dz, gp, [group(0)], t_n),
-            (8, 3) => outer::<T, S, 8, 3>(acc, row.dz, gp, std::array::from_fn(group), t_n),
-            (8, 2) => outer::<T, S, 8, 2>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (8, 3) => outer::<T, S, 8, 3>(acc, row.dz, gp, array(group), t_n),
+            (8, 2) => outer::<T, S, 8, 2>(acc, row.dz, gp, array(group), t_n),
             (8, _) => outer::<T, S, 8, 1>(acc, row.dz, gp, [group(0)], t_n),
             _ => {
                 for v in (0..gp).step_by(LANES) {
@@ -765,8 +765,8 @@ fn weight_sums<T: Real, S: IsaMarker>(row: &mut BackRow<'_, T>, t_n: usize, i_n:
 /// leaves out of line is compiled without AVX-512 (measured 15× slower).
 #[inline(always)]
 fn back_row_add<T: Real, S: IsaMarker>(acc: &mut [Lane<T>; 4], w: &[T], dz: &[T], u: usize) {
-    let rows: [Lane<T>; 4] = std::array::from_fn(|q| load(w, (q * LANES + u) * LANES));
-    let d: [T; 4] = std::array::from_fn(|q| dz[q * LANES + u]);
+    let rows: [Lane<T>; 4] = array(|q| load(w, (q * LANES + u) * LANES));
+    let d: [T; 4] = array(|q| dz[q * LANES + u]);
     for l in 0..LANES {
         for q in 0..4 {
             acc[q][l] = mul_add::<T, S>(rows[q][l], d[q], acc[q][l]);

@@ -134,31 +134,54 @@ pub trait IsaMarker {
     /// `f32::mul_add` is a call to the software `fmaf`, so [`mul_add`]
     /// multiplies and adds instead.
     const FMA: bool;
+    /// Bytes in one vector register: 64 (AVX-512), 32 (AVX2), 16 (SSE2,
+    /// NEON). A `Lane` of f64 is two AVX-512 registers but four AVX2 ones
+    /// and eight SSE2 ones, so register-blocked loops go a register's width
+    /// of lanes at a time ([`register_lanes`]).
+    const VECTOR_BYTES: usize;
+    /// Vector registers: 32 (AVX-512, NEON) or 16 (AVX2, SSE2).
+    const REGISTERS: usize;
+}
+
+/// Elements of `T` in one vector register of the instance `S`.
+#[inline(always)]
+pub(crate) fn register_lanes<T, S: IsaMarker>() -> usize {
+    (S::VECTOR_BYTES / std::mem::size_of::<T>()).clamp(1, LANES)
 }
 
 /// The AVX-512 instance (see [`IsaMarker`]).
+#[cfg(target_arch = "x86_64")]
 pub struct Avx512Isa;
 
 /// The AVX2 + FMA instance.
+#[cfg(target_arch = "x86_64")]
 pub struct Avx2Isa;
 
 /// The instance compiled for the target's baseline: SSE2 on x86-64
 /// (no FMA), NEON on aarch64 (with FMA).
 pub struct BaselineIsa;
 
+#[cfg(target_arch = "x86_64")]
 impl IsaMarker for Avx512Isa {
     const AVX512: bool = true;
     const FMA: bool = true;
+    const VECTOR_BYTES: usize = 64;
+    const REGISTERS: usize = 32;
 }
 
+#[cfg(target_arch = "x86_64")]
 impl IsaMarker for Avx2Isa {
     const AVX512: bool = false;
     const FMA: bool = true;
+    const VECTOR_BYTES: usize = 32;
+    const REGISTERS: usize = 16;
 }
 
 impl IsaMarker for BaselineIsa {
     const AVX512: bool = false;
     const FMA: bool = cfg!(target_arch = "aarch64");
+    const VECTOR_BYTES: usize = 16;
+    const REGISTERS: usize = if cfg!(target_arch = "aarch64") { 32 } else { 16 };
 }
 
 /// `a·b + c`: one fused instruction where the instance `S` has one, else a
@@ -171,6 +194,20 @@ pub(crate) fn mul_add<T: Real, S: IsaMarker>(a: T, b: T, c: T) -> T {
     } else {
         a * b + c
     }
+}
+
+/// `[f(0), f(1), …, f(N − 1)]`, for N ≥ 1: `std::array::from_fn` without
+/// its machinery, which the compiler left out of line inside kernel
+/// instances (compiled without the instance's features, and called per
+/// element in the innermost loops).
+#[inline(always)]
+pub(crate) fn array<E: Copy, const N: usize>(f: impl Fn(usize) -> E) -> [E; N] {
+    const { assert!(N > 0) };
+    let mut out = [f(0); N];
+    for (i, e) in out.iter_mut().enumerate().skip(1) {
+        *e = f(i);
+    }
+    out
 }
 
 /// Defines `pub(crate) fn $name` that runs the `#[inline(always)]` generic
