@@ -21,9 +21,18 @@ its best median is used; it uses ``torch.optim.Adam`` fused (else foreach),
 anomaly detection. Peak RSS is measured per framework in a fresh subprocess
 (``--rss-worker``).
 
+Instruction sets: ``--isa avx2,baseline`` (any of avx512, avx2, baseline this
+CPU has) runs each in a fresh process with sincos_rs's kernel instance
+(``SINCOS_RS_SIMD``) and PyTorch's (``ATEN_CPU_CAPABILITY``,
+``ONEDNN_MAX_CPU_ISA``) capped to it, since both are read once per process;
+the report then has a table of ratios per set (naming the CPU model), and a
+section and a chart per set. Without ``--isa`` one process runs, uncapped,
+and its section names the set it ran.
+
 Usage::
 
     python benches/compare.py --quick                   # smoke test, a minute
+    python benches/compare.py --isa avx2,baseline --rounds 3 --out benches/results
     python benches/compare.py --rounds 3 --out benches/results  # the full run, to files
     python benches/compare.py --shapes seed,long --frameworks sincos_rs,torch
 
@@ -121,14 +130,48 @@ SHAPES = {
     "long": Shape("long", "LSTM B1 T1000 I1 H10", 1, 1000, 1, 10),
 }
 
-#: The issue's targets: PyTorch CPU median / sincos_rs median, same dtype.
-TARGETS = {
-    ("seed", "float32"): 30.0,
-    ("long", "float32"): 30.0,
-    ("h128", "float32"): 1.5,
-    ("h512", "float32"): 1.2,
-    ("seed", "float64"): 3.0,
-    ("h128", "float64"): 3.0,
+#: The targets, per instruction set: PyTorch CPU median / sincos_rs median,
+#: same dtype, PyTorch capped to the same instruction set in that process.
+TARGETS_BY_ISA = {
+    "avx512": {
+        ("seed", "float32"): 30.0,
+        ("long", "float32"): 30.0,
+        ("h128", "float32"): 1.5,
+        ("h512", "float32"): 1.2,
+        ("seed", "float64"): 3.0,
+        ("h128", "float64"): 3.0,
+    },
+    "avx2": {
+        ("seed", "float32"): 20.0,
+        ("seed", "float64"): 10.0,
+        ("long", "float32"): 15.0,
+        ("h128", "float32"): 1.8,
+        ("h128", "float64"): 2.5,
+        ("h512", "float32"): 1.2,
+    },
+    # Never slower than PyTorch capped to its baseline, at any shape.
+    "baseline": {
+        (key, dtype): 1.0
+        for key in ("seed", "h128", "h512", "long")
+        for dtype in ("float32", "float64")
+    },
+}
+
+#: How each instruction set is selected, in a fresh process (both
+#: SINCOS_RS_SIMD and PyTorch's caps are read once per process): sincos_rs's
+#: kernel instance, ATen's kernels, oneDNN's (PyTorch's LSTM and matmuls).
+ISA_ENV = {
+    "avx512": {
+        "SINCOS_RS_SIMD": "avx512",
+        "ATEN_CPU_CAPABILITY": "avx512",
+        "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+    },
+    "avx2": {"SINCOS_RS_SIMD": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "baseline": {
+        "SINCOS_RS_SIMD": "baseline",
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+    },
 }
 
 #: The NumPy reference is a readable Python loop; on the big shapes it gets
@@ -819,7 +862,9 @@ def pool_rounds(rounds: list[Results]) -> Results:
     return pooled
 
 
-def rounds_table(configs: list[tuple[Shape, str]], rounds: list[Results]) -> list[str]:
+def rounds_table(
+    configs: list[tuple[Shape, str]], rounds: list[Results], targets: dict[tuple[str, str], float]
+) -> list[str]:
     """PyTorch / sincos_rs per round (each from that round's medians), the
     median of the rounds, and the target."""
     headers = ["shape", "dtype"] + [f"round {i + 1}" for i in range(len(rounds))]
@@ -833,16 +878,21 @@ def rounds_table(configs: list[tuple[Shape, str]], rounds: list[Results]) -> lis
             ratios.append(torch_best.median / ours.median if ours and torch_best else None)
         known = [r for r in ratios if r is not None]
         middle = statistics.median(known) if known else None
-        target = TARGETS.get((shape.key, dtype))
+        target = targets.get((shape.key, dtype))
         row = [shape.label, dtype] + [fmt_ratio(r) for r in ratios]
         row += [fmt_ratio(middle), f"≥ {target:g}×" if target else "–"]
         rows.append(row)
     return markdown_table(headers, rows)
 
 
-def summary_table(configs: list[tuple[Shape, str]], results: Results) -> list[str]:
+def summary_table(
+    configs: list[tuple[Shape, str]],
+    results: Results,
+    targets: dict[tuple[str, str], float],
+    isa: str,
+) -> list[str]:
     with_tf = any(results[(s.key, d)].get("tensorflow") for s, d in configs)
-    headers = ["shape", "dtype", "sincos_rs", "NumPy ref", "PyTorch (threads)"]
+    headers = ["ISA", "shape", "dtype", "sincos_rs", "NumPy ref", "PyTorch (threads)"]
     if with_tf:
         headers.append("TensorFlow")
     headers += ["PyTorch / sincos_rs", "NumPy / sincos_rs"]
@@ -863,7 +913,7 @@ def summary_table(configs: list[tuple[Shape, str]], results: Results) -> list[st
         torch_cell = "–"
         if torch_best:
             torch_cell = f"{fmt_time(torch_best.median)} ({torch_best.threads})"
-        row = [shape.label, dtype, fmt_time(ours.median if ours else None)]
+        row = [isa, shape.label, dtype, fmt_time(ours.median if ours else None)]
         row.append(fmt_time(ref.median if ref else None) + (" ¹" if ref and ref.note else ""))
         row.append(torch_cell)
         if with_tf:
@@ -873,7 +923,7 @@ def summary_table(configs: list[tuple[Shape, str]], results: Results) -> list[st
             row.append(fmt_ratio(ratio(tf_best)))
         row.append(gflops(shape, ours.median) if ours else "–")
         row.append(gflops(shape, torch_best.median) if torch_best else "–")
-        target = TARGETS.get((shape.key, dtype))
+        target = targets.get((shape.key, dtype))
         row.append(f"≥ {target:g}× PyTorch" if target else "–")
         achieved = ratio(torch_best)
         if target is None or achieved is None:
@@ -1128,6 +1178,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "criterion",
         help="where `cargo bench` wrote its results (default: target/criterion)",
     )
+    p.add_argument(
+        "--isa",
+        type=comma_list(tuple(ISA_ENV)),
+        help="comma-separated instruction sets, e.g. avx2,baseline: each runs in a fresh "
+        "process with sincos_rs (SINCOS_RS_SIMD) and PyTorch (ATEN_CPU_CAPABILITY, "
+        "ONEDNN_MAX_CPU_ISA) capped to it; one report with a section and a chart per set "
+        "(default: this process's, uncapped)",
+    )
+    # Internal: one instruction set in a fresh process (--isa).
+    p.add_argument("--isa-worker", choices=tuple(ISA_ENV), help=argparse.SUPPRESS)
+    p.add_argument("--worker-json", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--worker-chart", type=Path, help=argparse.SUPPRESS)
     # Internal: one configuration in a fresh process, for peak RSS.
     p.add_argument(
         "--rss-worker", nargs=3, metavar=("FRAMEWORK", "SHAPE", "DTYPE"), help=argparse.SUPPRESS
@@ -1142,29 +1204,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.rss_worker:
-        framework, shape_key, dtype = args.rss_worker
-        rss_worker(framework, shape_key, dtype, args.threads, args.rss_reps)
-        return 0
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    when = dt.datetime.now().astimezone()
-    frameworks = []
-    for framework in args.frameworks:
-        version = importable(framework)
-        if version is None:
-            if framework in ("sincos_rs", "numpy"):
-                log(f"cannot import sincos_rs (needed for {framework}): skipped")
-            continue  # torch / tensorflow: optional, skipped silently
-        frameworks.append(framework)
-    if not frameworks:
-        log("nothing to run")
-        return 1
-
+def measure_all(
+    args: argparse.Namespace, frameworks: list[str], isa: str, log: Callable[[str], None]
+) -> tuple[list[str], list[tuple[Shape, str]], Results]:
+    """Times every configuration (and peak RSS, call overhead, sequences);
+    returns the report's body, the configurations and the pooled results."""
     settings = Settings(
         warmup_time=0.02 if args.quick else 0.3,
         warmup_reps=1 if args.quick else 3,
@@ -1179,7 +1223,7 @@ def main(argv: list[str] | None = None) -> int:
         for dtype in SHAPES[key].dtypes
         if dtype in args.dtypes
     ]
-    log(f"timing {len(configs)} configurations × {', '.join(frameworks)}")
+    log(f"timing {len(configs)} configurations × {', '.join(frameworks)} ({isa})")
     rounds: list[Results] = []
     for number in range(max(1, args.rounds)):
         if args.rounds > 1:
@@ -1207,12 +1251,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 log(f"  {framework:10s} {shape.key:5s} {dtype}: {r}")
 
-    lines = header(args, frameworks, when)
-    lines += ["## One training iteration, median", ""]
-    lines += summary_table(configs, results)
+    targets = TARGETS_BY_ISA.get(isa, {})
+    lines = ["## One training iteration, median", ""]
+    lines += summary_table(configs, results, targets, isa)
     if len(rounds) > 1:
         lines += ["", "## Ratio to PyTorch in each round", ""]
-        lines += rounds_table(configs, rounds)
+        lines += rounds_table(configs, rounds, targets)
     lines += ["", "## All timings", ""]
     lines += detail_table(configs, results)
     if rss:
@@ -1235,23 +1279,214 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "## Real sequences (lengths, store=False, step)", ""]
         timed = sequences_cases.measure(args.quick, max(1, args.rounds), log)
         lines += sequences_cases.report(timed)
+    return lines, configs, results
 
+
+def torch_capability() -> str:
+    """The instruction set PyTorch's ATen kernels run with in this process."""
+    try:
+        import torch
+
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # noqa: BLE001 - no torch, or an old one
+        return "–"
+
+
+def isa_note(isa: str) -> str:
+    """How the instruction set of a report section was selected."""
+    caps = ", ".join(f"{k}={v}" for k, v in ISA_ENV.get(isa, {}).items())
+    return (
+        f"CPU {cpu_model()}; sincos_rs `simd_level()` = {isa}; "
+        f"PyTorch's CPU capability {torch_capability()}"
+        + (f" (environment: {caps})" if caps and any(k in os.environ for k in ISA_ENV[isa]) else "")
+    )
+
+
+def without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """argv without the options `names` and their values (`--x v` or `--x=v`)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in names:
+            skip = True
+            continue
+        if any(arg.startswith(name + "=") for name in names):
+            continue
+        out.append(arg)
+    return out
+
+
+def run_isas(
+    args: argparse.Namespace,
+    argv: list[str],
+    frameworks: list[str],
+    when: dt.datetime,
+    log: Callable[[str], None],
+) -> int:
+    """One fresh process per instruction set, each with sincos_rs and PyTorch
+    capped to it; one report with a section (and a chart) per set."""
+    import tempfile
+
+    base = without_options(argv, ("--isa", "--out"))
+    stem = f"compare-{when.strftime('%Y-%m-%d')}"
+    sections: list[tuple[str, dict[str, Any] | None]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for isa in args.isa:
+            env = {**os.environ, **ISA_ENV[isa]}
+            json_path = Path(tmp) / f"{isa}.json"
+            cmd = [sys.executable, str(Path(__file__).resolve()), *base]
+            cmd += ["--isa-worker", isa, "--worker-json", str(json_path)]
+            if args.out:
+                args.out.mkdir(parents=True, exist_ok=True)
+                cmd += ["--worker-chart", str(args.out / f"{stem}-{isa}.png")]
+            log(f"== {isa}: " + " ".join(f"{k}={v}" for k, v in ISA_ENV[isa].items()))
+            proc = subprocess.run(cmd, env=env, check=False)
+            data = None
+            if proc.returncode == 0 and json_path.exists():
+                data = json.loads(json_path.read_text(encoding="utf-8"))
+            else:
+                log(f"{isa}: the worker failed (exit {proc.returncode})")
+            sections.append((isa, data))
+
+    lines = header(args, frameworks, when)
+    lines += [
+        "Each instruction set ran in a fresh process with sincos_rs's kernels "
+        "(`SINCOS_RS_SIMD`) and PyTorch's (`ATEN_CPU_CAPABILITY`, `ONEDNN_MAX_CPU_ISA`) "
+        "capped to it.",
+        "",
+        "## PyTorch / sincos_rs per instruction set",
+        "",
+    ]
+    rows = []
+    for isa, data in sections:
+        for row in (data or {}).get("ratios", []):
+            rows.append([data["cpu"], isa, *row])
+    lines += markdown_table(
+        ["CPU", "ISA", "shape", "dtype", "sincos_rs", "PyTorch", "PyTorch / sincos_rs", "target"],
+        rows,
+    )
+    charts = []
+    for isa, data in sections:
+        lines += ["", f"# Instruction set {isa}", ""]
+        if data is None:
+            lines += [f"The {isa} run failed: see the log."]
+            continue
+        lines += [f"- {data['note']}", ""]
+        if data.get("chart"):
+            charts.append(data["chart"])
+            lines += [f"![median time per iteration, {isa}]({Path(data['chart']).name})", ""]
+        lines += ["#" + line if line.startswith("#") else line for line in data["lines"]]
+    print("\n".join(lines))
+    if args.out:
+        md_path = args.out / f"{stem}.md"
+        md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        latest = "\n".join(lines) + "\n"
+        for chart in charts:
+            name = Path(chart).name
+            latest_name = name.replace(stem, "latest")
+            shutil.copyfile(chart, args.out / latest_name)
+            latest = latest.replace(name, latest_name)
+        (args.out / "latest.md").write_text(latest, encoding="utf-8")
+        log(f"wrote {md_path}, its charts and latest.*")
+    return 0 if all(data is not None for _, data in sections) else 1
+
+
+def ratio_rows(configs: list[tuple[Shape, str]], results: Results, isa: str) -> list[list[str]]:
+    """shape, dtype, sincos_rs, PyTorch, ratio, target: the cross-ISA summary."""
+    rows = []
+    for shape, dtype in configs:
+        res = results[(shape.key, dtype)]
+        ours, torch_best = best(res.get("sincos_rs", [])), best(res.get("torch", []))
+        ratio = torch_best.median / ours.median if ours and torch_best else None
+        target = TARGETS_BY_ISA.get(isa, {}).get((shape.key, dtype))
+        met = "" if target is None or ratio is None else (" ✓" if ratio >= target else " ✗")
+        rows.append(
+            [
+                shape.label,
+                dtype,
+                fmt_time(ours.median if ours else None),
+                fmt_time(torch_best.median if torch_best else None),
+                fmt_ratio(ratio) + met,
+                f"≥ {target:g}×" if target else "–",
+            ]
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.rss_worker:
+        framework, shape_key, dtype = args.rss_worker
+        rss_worker(framework, shape_key, dtype, args.threads, args.rss_reps)
+        return 0
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    when = dt.datetime.now().astimezone()
+    frameworks = []
+    for framework in args.frameworks:
+        version = importable(framework)
+        if version is None:
+            if framework in ("sincos_rs", "numpy"):
+                log(f"cannot import sincos_rs (needed for {framework}): skipped")
+            continue  # torch / tensorflow: optional, skipped silently
+        frameworks.append(framework)
+    if not frameworks:
+        log("nothing to run")
+        return 1
+    if args.isa and not args.isa_worker:
+        return run_isas(args, sys.argv[1:] if argv is None else argv, frameworks, when, log)
+
+    import sincos_rs
+
+    isa = sincos_rs.simd_level()
+    if args.isa_worker and isa != args.isa_worker:
+        log(f"asked for {args.isa_worker}, but this CPU runs {isa}: not measured")
+        return 1
+    body, configs, results = measure_all(args, frameworks, isa, log)
+
+    if args.isa_worker:
+        chart = None
+        if args.worker_chart:
+            day = when.strftime("%Y-%m-%d")
+            title = f"one LSTM training iteration — {cpu_model()}, {isa}, {day}"
+            problem = bar_chart(configs, results, args.worker_chart, title)
+            if problem:
+                log(problem)
+            else:
+                chart = str(args.worker_chart)
+        data = {
+            "isa": isa,
+            "cpu": cpu_model(),
+            "note": isa_note(isa),
+            "lines": body,
+            "ratios": ratio_rows(configs, results, isa),
+            "chart": chart,
+        }
+        args.worker_json.write_text(json.dumps(data), encoding="utf-8")
+        return 0
+
+    lines = header(args, frameworks, when) + [f"- {isa_note(isa)}", ""] + body
     chart_name = None
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         stem = f"compare-{when.strftime('%Y-%m-%d')}"
         chart_name = f"{stem}.png"
-        title = f"one LSTM training iteration — {cpu_model()}, {when.strftime('%Y-%m-%d')}"
+        day = when.strftime("%Y-%m-%d")
+        title = f"one LSTM training iteration — {cpu_model()}, {isa}, {day}"
         problem = bar_chart(configs, results, args.out / chart_name, title)
         if problem:
             log(problem)
             chart_name = None
-        body = list(lines)
+        report = list(lines)
         if chart_name:
-            body[1:1] = ["", f"![median time per iteration]({chart_name})"]
+            report[1:1] = ["", f"![median time per iteration]({chart_name})"]
         md_path = args.out / f"{stem}.md"
-        md_path.write_text("\n".join(body) + "\n", encoding="utf-8")
-        latest = [line.replace(chart_name, "latest.png") if chart_name else line for line in body]
+        md_path.write_text("\n".join(report) + "\n", encoding="utf-8")
+        latest = [line.replace(chart_name, "latest.png") if chart_name else line for line in report]
         (args.out / "latest.md").write_text("\n".join(latest) + "\n", encoding="utf-8")
         if chart_name:
             shutil.copyfile(args.out / chart_name, args.out / "latest.png")

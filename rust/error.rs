@@ -1,5 +1,7 @@
 //! The one error type of the core. It knows nothing of Python: the binding
-//! maps [`Error::Shape`] and [`Error::NonFinite`] to `ValueError`.
+//! maps [`Error::Order`] to `RuntimeError`, [`Error::Diverged`] to
+//! `FloatingPointError`, [`Error::TooLarge`] to `MemoryError` and the others
+//! to `ValueError`.
 
 use std::fmt;
 
@@ -23,6 +25,11 @@ pub enum Error {
     /// The operation needs something that is not there yet (e.g. backward
     /// before forward).
     Order(String),
+    /// A result that is not finite (a cost, gradient or update of NaN or
+    /// inf) from finite inputs: the step was not taken, nothing changed.
+    Diverged(String),
+    /// The sizes asked for need more memory than can be had.
+    TooLarge(String),
 }
 
 impl fmt::Display for Error {
@@ -38,7 +45,7 @@ impl fmt::Display for Error {
                 )
             }
             Error::Config { arg, expected, got } => write!(f, "{arg}: expected {expected}, got {got}"),
-            Error::Order(msg) => f.write_str(msg),
+            Error::Order(msg) | Error::Diverged(msg) | Error::TooLarge(msg) => f.write_str(msg),
         }
     }
 }

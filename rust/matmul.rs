@@ -112,11 +112,10 @@ pub fn matmul<T: Real>(dst: MatMut<'_, T>, accumulate: bool, a: Mat<'_, T>, b: M
         }
         return;
     }
-    let parallelism = threads::gemm_parallelism(m * n * k);
     // SAFETY: every view was bounds-checked when it was made, `dst` is a
     // unique borrow so it aliases neither input, and `T` is f32 or f64, both
     // supported by `gemm`.
-    unsafe {
+    threads::run_gemm(m * n * k, |parallelism| unsafe {
         gemm::gemm(
             m,
             n,
@@ -137,8 +136,8 @@ pub fn matmul<T: Real>(dst: MatMut<'_, T>, accumulate: bool, a: Mat<'_, T>, b: M
             false,
             false,
             parallelism,
-        );
-    }
+        )
+    })
 }
 
 /// `sums[j] = Σ_r m[r, j]` for a row-major matrix with `cols` columns, summed

@@ -14,6 +14,13 @@
 //! and PyTorch layouts, so Adam is one fused pass and a state dict is a set
 //! of slices. Cost: `Σ (pred − y)² / B` over all B·T·O elements (the seed's
 //! `sum(losses) / batch_size`, i.e. T × the mean squared error).
+//!
+//! A step from finite inputs can still overflow (a huge learning rate or
+//! target): the cost, every gradient, the Adam update and the new carried
+//! state are checked, and if one is not finite the step returns
+//! [`Error::Diverged`] with the parameters, moments, step count and carried
+//! state as they were. Everything a network holds is thus always finite, so
+//! whatever is saved can be loaded.
 
 use crate::adam::{Adam, AdamConfig};
 use crate::error::{check_finite, check_len, check_positive, Error, Result};
@@ -83,10 +90,31 @@ impl SeedConfig {
         out
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks the sizes: each positive, and the parameters (with Adam's two
+    /// moments) addressable. Call it before [`Self::num_params`] or
+    /// [`Self::param_shapes`], whose arithmetic it guards.
+    pub fn validate(&self) -> Result<()> {
         check_positive("input_size", self.input_size)?;
         check_positive("hidden_size", self.hidden_size)?;
-        check_positive("output_size", self.output_size)
+        check_positive("output_size", self.output_size)?;
+        let (i, h, o) = (self.input_size, self.hidden_size, self.output_size);
+        let count = (|| {
+            let lstm = h.checked_mul(8)?.checked_mul(h)?.checked_add(h.checked_mul(4)?)?;
+            let linear = h
+                .checked_mul(i)?
+                .checked_add(h)?
+                .checked_add(o.checked_mul(h)?)?
+                .checked_add(o)?;
+            lstm.checked_add(linear)?.checked_mul(3 * 8)
+        })();
+        if count.is_none_or(|bytes| bytes > isize::MAX as usize) {
+            return Err(Error::Config {
+                arg: "sizes",
+                expected: "sizes whose parameters fit in memory's address range".into(),
+                got: format!("{i} -> {h} -> {o}"),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -329,6 +357,7 @@ impl<T: Real> SeedNetwork<T> {
     /// zeros); the carried state is left as it was.
     pub fn predict(&mut self, seq: &[T], batch: usize, steps: usize) -> Result<&[T]> {
         self.check_inputs(seq, batch, steps)?;
+        self.lstm.check_memory(batch, steps)?;
         self.run_forward(seq, batch, steps)?;
         Ok(&self.pred)
     }
@@ -348,15 +377,51 @@ impl<T: Real> SeedNetwork<T> {
     }
 
     /// Cost and gradients for one batch, without updating anything but the
-    /// gradients and the workspaces. Returns the cost.
+    /// gradients and the workspaces. Returns the cost; [`Error::Diverged`]
+    /// if the cost or a gradient is not finite.
     pub fn loss_and_grads(&mut self, seq: &[T], target: &[T], batch: usize, steps: usize) -> Result<f64> {
+        let cost = self.cost_and_grads(seq, target, batch, steps)?;
+        self.check_grads()?;
+        Ok(cost)
+    }
+
+    /// [`Self::loss_and_grads`] without the gradients' finiteness check
+    /// (train_step's Adam check covers them: a non-finite gradient makes a
+    /// non-finite moment).
+    fn cost_and_grads(&mut self, seq: &[T], target: &[T], batch: usize, steps: usize) -> Result<f64> {
         self.check_inputs(seq, batch, steps)?;
         check_len("res", target, &[batch, steps, self.config.output_size])?;
         check_finite("res", target)?;
+        self.lstm.check_memory(batch, steps)?;
         self.run_forward(seq, batch, steps)?;
         let cost = self.cost_and_grad(target, batch);
+        if !cost.is_finite() {
+            return Err(Error::Diverged(format!(
+                "the cost is not finite ({cost}): predictions and targets too far apart \
+                 for {} (the learning rate may be too large)",
+                T::NAME
+            )));
+        }
         self.run_backward()?;
         Ok(cost)
+    }
+
+    /// [`Error::Diverged`] naming the first gradient that is not finite.
+    fn check_grads(&self) -> Result<()> {
+        match check_finite("", &self.grads) {
+            Err(Error::NonFinite { index, .. }) => Err(Error::Diverged(format!(
+                "the gradient of {} is not finite",
+                self.param_at(index)
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Names flat parameter index `index`: `'lstm.bias'[3]`.
+    fn param_at(&self, index: usize) -> String {
+        let ranges = self.config.param_ranges();
+        let k = ranges.iter().rposition(|&(offset, _)| offset <= index).unwrap_or(0);
+        format!("'{}'[{}]", PARAM_NAMES[k], index - ranges[k].0)
     }
 
     fn run_backward(&mut self) -> Result<()> {
@@ -408,10 +473,22 @@ impl<T: Real> SeedNetwork<T> {
     /// One training step on `seq` (B, T, I) → `target` (B, T, O): forward
     /// from the carried state, cost, backward through time (truncated at
     /// the batch), one Adam update, and the final (h, c) carried to the next
-    /// step. Returns the cost before the update. On error nothing changes.
+    /// step. Returns the cost before the update. On error nothing changes:
+    /// bad input is [`Error::Shape`] / [`Error::NonFinite`], a cost,
+    /// gradient, update or state that would not be finite is
+    /// [`Error::Diverged`].
     pub fn train_step(&mut self, seq: &[T], target: &[T], batch: usize, steps: usize) -> Result<f64> {
-        let cost = self.loss_and_grads(seq, target, batch, steps)?;
-        self.adam.update(&mut self.params, &self.grads)?;
+        let cost = self.cost_and_grads(seq, target, batch, steps)?;
+        self.check_final_state()?;
+        if let Some(index) = self.adam.update_if_finite(&mut self.params, &self.grads)? {
+            self.check_grads()?; // the cause, if it is a gradient
+            return Err(Error::Diverged(format!(
+                "the Adam update of {} (or its moments) would not be finite in {} \
+                 (the learning rate may be too large)",
+                self.param_at(index),
+                T::NAME
+            )));
+        }
         // Keep this step's prediction; swapping buffers copies nothing.
         std::mem::swap(&mut self.pred, &mut self.train_pred);
         self.train_shape = Some((batch, steps));
@@ -424,9 +501,21 @@ impl<T: Real> SeedNetwork<T> {
     /// next call (and to a training step). On error nothing changes.
     pub fn predict_step(&mut self, x_t: &[T], batch: usize) -> Result<&[T]> {
         self.check_inputs(x_t, batch, 1)?;
+        self.lstm.check_memory(batch, 1)?;
         self.run_forward(x_t, batch, 1)?;
+        self.check_final_state()?;
         self.carry_final_state();
         Ok(&self.pred)
+    }
+
+    /// [`Error::Diverged`] if the LSTM's final (h, c) is not finite: it
+    /// would become a carried state that no checkpoint could hold.
+    fn check_final_state(&self) -> Result<()> {
+        let (h_n, c_n) = self.lstm.final_state();
+        if check_finite("", h_n).and(check_finite("", c_n)).is_err() {
+            return Err(Error::Diverged("the new LSTM state (h, c) is not finite".into()));
+        }
+        Ok(())
     }
 
     /// The LSTM's final (h, c) becomes the carried state.

@@ -1,19 +1,31 @@
 //! The Python binding, `sincos_rs._core`: the only file that knows Python.
 //!
 //! NumPy arrays in and out; every argument is checked (type, dtype, ndim,
-//! shape, C-contiguity, finiteness) with an exception that names it; core
-//! errors become `ValueError`; the GIL is released around every kernel.
+//! shape, C-contiguity, alignment, finiteness) with an exception that names
+//! it; core errors become `ValueError` (bad input), `FloatingPointError` (a
+//! step that would not be finite), `MemoryError` or `RuntimeError` (calls
+//! out of order); the GIL is released around every kernel.
+//!
+//! Nothing here may panic on any input: a panic would reach Python as
+//! `PanicException`, which `except Exception` does not catch. So no
+//! `unwrap`/`expect`, arrays are borrowed with `try_readonly` /
+//! `try_readwrite`, new arrays are made with a fallible allocation
+//! ([`zeros`]), and an array a call writes must not share memory with any
+//! other array of the call ([`check_no_aliasing`]).
 //! The friendly classes (`LSTMRegressor`, `LSTM`, `Adam`) are Python
 //! wrappers in `python/sincos_rs/` around what is here.
 
+use numpy::npyffi::{npy_intp, PY_ARRAY_API};
+use numpy::BorrowError;
 use numpy::{
-    Element, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods,
+    Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArray,
+    PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyFloatingPointError, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::adam::{adam_update as core_adam_update, AdamCoefficients, AdamConfig, EpsilonStyle};
+use crate::adam::{adam_update as core_adam_update, adam_update_check, AdamCoefficients, AdamConfig, EpsilonStyle};
 use crate::error::Error;
 use crate::lstm::{functional, Lstm, LstmGrads, LstmParams, LstmShape, Sequences};
 use crate::model::{SeedConfig, SeedNetwork, PARAM_NAMES};
@@ -23,6 +35,8 @@ use crate::threads;
 fn to_py_err(e: Error) -> PyErr {
     match e {
         Error::Order(msg) => PyRuntimeError::new_err(msg),
+        Error::Diverged(msg) => PyFloatingPointError::new_err(msg),
+        Error::TooLarge(msg) => PyMemoryError::new_err(msg),
         other => PyValueError::new_err(other.to_string()),
     }
 }
@@ -39,16 +53,17 @@ fn describe(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "object".into())
 }
 
-/// Borrows `obj` as a read-only C-contiguous array of `T` with `ndim`
-/// dimensions, or raises TypeError/ValueError naming `name`.
-fn read_array<'py, T: Element + Real>(
+/// `obj` as an array of `T` with `ndim` dimensions (any if None),
+/// C-contiguous and aligned, not yet borrowed; TypeError/ValueError naming
+/// `name` otherwise.
+fn array_arg<'py, T: Element + Real>(
     obj: &Bound<'py, PyAny>,
     name: &str,
-    ndim: usize,
-) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+    ndim: Option<usize>,
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
     let array = obj
         .cast::<PyArrayDyn<T>>()
-        .map_err(|_| match obj.cast::<numpy::PyUntypedArray>() {
+        .map_err(|_| match obj.cast::<PyUntypedArray>() {
             Ok(untyped) => PyTypeError::new_err(format!(
                 "{name}: expected dtype {}, got {} (convert with {name}.astype(np.{}))",
                 T::NAME,
@@ -61,40 +76,116 @@ fn read_array<'py, T: Element + Real>(
                 describe(obj)
             )),
         })?;
-    if array.ndim() != ndim {
-        return Err(PyValueError::new_err(format!(
-            "{name}: expected a {ndim}-d array, got {}-d with shape {}",
-            array.ndim(),
-            shape_str(array.shape())
-        )));
+    if let Some(ndim) = ndim {
+        if array.ndim() != ndim {
+            return Err(PyValueError::new_err(format!(
+                "{name}: expected a {ndim}-d array, got {}-d with shape {}",
+                array.ndim(),
+                shape_str(array.shape())
+            )));
+        }
     }
     if !array.is_c_contiguous() {
         return Err(PyValueError::new_err(format!(
             "{name}: expected a C-contiguous array (use np.ascontiguousarray({name}))"
         )));
     }
-    array
-        .try_readonly()
-        .map_err(|e| PyValueError::new_err(format!("{name}: cannot be read: {e}")))
+    if !array.is_aligned() {
+        return Err(PyValueError::new_err(format!(
+            "{name}: expected an aligned array (its data starts at an address that is not a \
+             multiple of the item size; use {name}.copy())"
+        )));
+    }
+    Ok(array.clone())
 }
 
-/// Borrows `obj` as a writable C-contiguous array of `T`.
-fn write_array<'py, T: Element + Real>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
-    let array = obj.cast::<PyArrayDyn<T>>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{name}: expected a writable numpy.ndarray of {}, got {}",
-            T::NAME,
-            describe(obj)
-        ))
-    })?;
-    if !array.is_c_contiguous() {
-        return Err(PyValueError::new_err(format!("{name}: expected a C-contiguous array")));
-    }
-    array.try_readwrite().map_err(|e| {
+/// Borrows a checked array for reading.
+fn borrow_read<'py, T: Element>(array: &Bound<'py, PyArrayDyn<T>>, name: &str) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+    array.try_readonly().map_err(|_| {
         PyValueError::new_err(format!(
-            "{name}: must be a writable array that is not borrowed elsewhere ({e})"
+            "{name}: is being written by another call (from another thread?) and cannot be read now"
         ))
     })
+}
+
+/// Borrows a checked array for writing.
+fn borrow_write<'py, T: Element>(
+    array: &Bound<'py, PyArrayDyn<T>>,
+    name: &str,
+) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
+    array.try_readwrite().map_err(|e| match e {
+        BorrowError::NotWriteable => {
+            PyValueError::new_err(format!("{name}: expected a writable array, got a read-only one"))
+        }
+        _ => PyValueError::new_err(format!(
+            "{name}: is being used by another call (from another thread?) and cannot be written now"
+        )),
+    })
+}
+
+/// Borrows `obj` as a read-only C-contiguous array of `T` with `ndim`
+/// dimensions, or raises TypeError/ValueError naming `name`.
+fn read_array<'py, T: Element + Real>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+    ndim: usize,
+) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+    borrow_read(&array_arg::<T>(obj, name, Some(ndim))?, name)
+}
+
+/// The bytes an array's elements occupy, `[start, end)` (exact for the
+/// C-contiguous arrays [`array_arg`] lets through).
+fn byte_range(array: &Bound<'_, PyUntypedArray>) -> (usize, usize) {
+    // SAFETY: reading the data pointer of a live array object.
+    let start = unsafe { (*array.as_array_ptr()).fields.data } as usize;
+    (start, start + array.len() * array.dtype().itemsize())
+}
+
+/// One array argument of a call, for [`check_no_aliasing`].
+struct ArrayUse<'a, 'py> {
+    name: String,
+    array: &'a Bound<'py, PyUntypedArray>,
+    written: bool,
+}
+
+/// Raises ValueError naming both arguments if an array the call writes
+/// shares memory with any other array argument. NumPy's borrow flags only
+/// link arrays with one base object; this compares the memory itself, so
+/// two arrays made by `np.frombuffer` on one buffer are caught too. Arrays
+/// only read may overlap.
+fn check_no_aliasing(uses: &[ArrayUse<'_, '_>]) -> PyResult<()> {
+    let mut spans: Vec<((usize, usize), &ArrayUse<'_, '_>)> = uses
+        .iter()
+        .map(|u| (byte_range(u.array), u))
+        .filter(|((start, end), _)| start < end)
+        .collect();
+    spans.sort_by_key(|(range, _)| *range);
+    // Sweep in order of start: an overlap shows as a start below the
+    // furthest end seen so far (of a written array, or of any array for a
+    // written one).
+    let (mut furthest, mut furthest_written) = (None::<(usize, &ArrayUse)>, None::<(usize, &ArrayUse)>);
+    for ((start, end), u) in spans {
+        let earlier = match (furthest_written, furthest) {
+            (Some((e, w)), _) if start < e => Some(w),
+            (_, Some((e, a))) if u.written && start < e => Some(a),
+            _ => None,
+        };
+        if let Some(other) = earlier {
+            let writer = if other.written { &other.name } else { &u.name };
+            return Err(PyValueError::new_err(format!(
+                "{} and {} share memory, and this call writes {writer}: pass separate arrays \
+                 (e.g. a copy)",
+                other.name, u.name
+            )));
+        }
+        if furthest.is_none_or(|(e, _)| end > e) {
+            furthest = Some((end, u));
+        }
+        if u.written && furthest_written.is_none_or(|(e, _)| end > e) {
+            furthest_written = Some((end, u));
+        }
+    }
+    Ok(())
 }
 
 /// The core's vectorised finiteness scan, for an argument named at run time
@@ -121,8 +212,33 @@ fn check_shape(name: &str, got: &[usize], expected: &[usize]) -> PyResult<()> {
     }
 }
 
-fn new_array<'py, T: Element>(py: Python<'py>, data: &[T], shape: &[usize]) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
-    PyArray1::from_slice(py, data).reshape(shape)
+/// A new C-contiguous zero-filled array; MemoryError (not a panic, as
+/// rust-numpy's own constructors would) when NumPy cannot allocate it.
+fn zeros<'py, T: Element>(py: Python<'py>, shape: &[usize]) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    let mut dims = shape
+        .iter()
+        .map(|&d| npy_intp::try_from(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| PyMemoryError::new_err(format!("an array of shape {} is too large", shape_str(shape))))?;
+    let ndim = std::ffi::c_int::try_from(dims.len()).map_err(|_| PyValueError::new_err("too many dimensions"))?;
+    // SAFETY: PyArray_Zeros reads `ndim` dims and steals the dtype
+    // reference; it returns a new reference to an array of dtype T, or NULL
+    // with a Python error set (which from_owned_ptr_or_err raises).
+    unsafe {
+        let ptr = PY_ARRAY_API.PyArray_Zeros(py, ndim, dims.as_mut_ptr(), T::get_dtype(py).into_dtype_ptr(), 0);
+        Bound::from_owned_ptr_or_err(py, ptr).map(|a| a.cast_into_unchecked())
+    }
+}
+
+/// A new array of `shape` holding a copy of `data` (as many elements).
+fn new_array<'py, T: Element + Real>(
+    py: Python<'py>,
+    data: &[T],
+    shape: &[usize],
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    let array = zeros::<T>(py, shape)?;
+    borrow_write(&array, "new array")?.as_slice_mut()?.copy_from_slice(data);
+    Ok(array)
 }
 
 /// A new zero-filled array of `shape` and `write`'s result on its elements
@@ -132,11 +248,9 @@ fn new_array_with<'py, T: Element + Real>(
     shape: &[usize],
     write: impl FnOnce(&mut [T]) -> crate::error::Result<()> + Send,
 ) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
-    let array = PyArrayDyn::<T>::zeros(py, shape, false);
+    let array = zeros::<T>(py, shape)?;
     {
-        let mut view = array
-            .try_readwrite()
-            .map_err(|e| PyRuntimeError::new_err(format!("new array not writable: {e}")))?;
+        let mut view = borrow_write(&array, "new array")?;
         let data = view.as_slice_mut()?;
         py.detach(|| write(data)).map_err(to_py_err)?;
     }
@@ -287,6 +401,8 @@ impl SeedNetworkCore {
                 )));
             }
         }
+        // Before flat_params sizes a vector from them.
+        config.validate().map_err(to_py_err)?;
         let adam = AdamConfig {
             lr,
             beta1,
@@ -498,6 +614,39 @@ macro_rules! with_ws {
     };
 }
 
+const WEIGHT_NAMES: [&str; 3] = ["weight_ih", "weight_hh", "bias"];
+
+/// Checks the three weight arrays of an LSTM with the given sizes.
+fn weight_args<'py, T: Element + Real>(
+    w_ih: &Bound<'py, PyAny>,
+    w_hh: &Bound<'py, PyAny>,
+    bias: &Bound<'py, PyAny>,
+    input: usize,
+    hidden: usize,
+) -> PyResult<[Bound<'py, PyArrayDyn<T>>; 3]> {
+    let w_ih = array_arg::<T>(w_ih, "weight_ih", Some(2))?;
+    check_shape("weight_ih", w_ih.shape(), &[4 * hidden, input])?;
+    let w_hh = array_arg::<T>(w_hh, "weight_hh", Some(2))?;
+    check_shape("weight_hh", w_hh.shape(), &[4 * hidden, hidden])?;
+    let bias = array_arg::<T>(bias, "bias", Some(1))?;
+    check_shape("bias", bias.shape(), &[4 * hidden])?;
+    Ok([w_ih, w_hh, bias])
+}
+
+/// Borrows checked weights for reading; ValueError naming the array if one
+/// holds NaN or inf (the weights are input to the layer, too).
+fn borrow_weights<'py, T: Element + Real>(
+    weights: &[Bound<'py, PyArrayDyn<T>>; 3],
+) -> PyResult<[PyReadonlyArrayDyn<'py, T>; 3]> {
+    let mut read = Vec::with_capacity(3);
+    for (array, name) in weights.iter().zip(WEIGHT_NAMES) {
+        let view = borrow_read(array, name)?;
+        check_finite_named(name, view.as_slice()?)?;
+        read.push(view);
+    }
+    read.try_into().map_err(|_| PyRuntimeError::new_err("three weights"))
+}
+
 /// Reads the three weight arrays of an LSTM with the given sizes.
 fn read_weights<'py, T: Element + Real>(
     w_ih: &Bound<'py, PyAny>,
@@ -506,16 +655,40 @@ fn read_weights<'py, T: Element + Real>(
     input: usize,
     hidden: usize,
 ) -> PyResult<[PyReadonlyArrayDyn<'py, T>; 3]> {
-    let w_ih = read_array::<T>(w_ih, "weight_ih", 2)?;
-    check_shape("weight_ih", w_ih.shape(), &[4 * hidden, input])?;
-    let w_hh = read_array::<T>(w_hh, "weight_hh", 2)?;
-    check_shape("weight_hh", w_hh.shape(), &[4 * hidden, hidden])?;
-    let bias = read_array::<T>(bias, "bias", 1)?;
-    check_shape("bias", bias.shape(), &[4 * hidden])?;
-    Ok([w_ih, w_hh, bias])
+    borrow_weights(&weight_args::<T>(w_ih, w_hh, bias, input, hidden)?)
 }
 
 type StatePair<'py> = Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>;
+
+/// Checks an optional (h, c) pair, each (batch, hidden).
+fn pair_args<'py, T: Element + Real>(
+    pair: &StatePair<'py>,
+    names: (&str, &str),
+    batch: usize,
+    hidden: usize,
+) -> PyResult<Option<[Bound<'py, PyArrayDyn<T>>; 2]>> {
+    match pair {
+        None => Ok(None),
+        Some((h, c)) => {
+            let h = array_arg::<T>(h, names.0, Some(2))?;
+            check_shape(names.0, h.shape(), &[batch, hidden])?;
+            let c = array_arg::<T>(c, names.1, Some(2))?;
+            check_shape(names.1, c.shape(), &[batch, hidden])?;
+            Ok(Some([h, c]))
+        }
+    }
+}
+
+/// Borrows a checked (h, c) pair for reading.
+fn borrow_pair<'py, T: Element + Real>(
+    pair: &Option<[Bound<'py, PyArrayDyn<T>>; 2]>,
+    names: (&str, &str),
+) -> PyResult<Option<[PyReadonlyArrayDyn<'py, T>; 2]>> {
+    match pair {
+        None => Ok(None),
+        Some([h, c]) => Ok(Some([borrow_read(h, names.0)?, borrow_read(c, names.1)?])),
+    }
+}
 
 /// Reads an optional (h, c) pair, each (batch, hidden).
 fn read_pair<'py, T: Element + Real>(
@@ -524,16 +697,7 @@ fn read_pair<'py, T: Element + Real>(
     batch: usize,
     hidden: usize,
 ) -> PyResult<Option<[PyReadonlyArrayDyn<'py, T>; 2]>> {
-    match pair {
-        None => Ok(None),
-        Some((h, c)) => {
-            let h = read_array::<T>(h, names.0, 2)?;
-            check_shape(names.0, h.shape(), &[batch, hidden])?;
-            let c = read_array::<T>(c, names.1, 2)?;
-            check_shape(names.1, c.shape(), &[batch, hidden])?;
-            Ok(Some([h, c]))
-        }
-    }
+    borrow_pair(&pair_args::<T>(pair, names, batch, hidden)?, names)
 }
 
 #[pymethods]
@@ -603,16 +767,41 @@ impl LstmCore {
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         with_ws!(self, ws, T => {
             let s = ws.shape().ok_or_else(|| PyRuntimeError::new_err("backward called before forward"))?;
-            let d = read_array::<T>(d_out, "d_out", 3)?;
-            check_shape("d_out", d.shape(), &[s.batch, s.steps, s.hidden])?;
-            let [w_ih, w_hh, b] = read_weights::<T>(weight_ih, weight_hh, bias, s.input, s.hidden)?;
-            let ds = read_pair::<T>(&d_state, ("dh_n", "dc_n"), s.batch, s.hidden)?;
-            let mut g_ih = write_array::<T>(grad_weight_ih, "grad_weight_ih")?;
-            check_shape("grad_weight_ih", g_ih.shape(), &[4 * s.hidden, s.input])?;
-            let mut g_hh = write_array::<T>(grad_weight_hh, "grad_weight_hh")?;
-            check_shape("grad_weight_hh", g_hh.shape(), &[4 * s.hidden, s.hidden])?;
-            let mut g_b = write_array::<T>(grad_bias, "grad_bias")?;
-            check_shape("grad_bias", g_b.shape(), &[4 * s.hidden])?;
+            let d_arg = array_arg::<T>(d_out, "d_out", Some(3))?;
+            check_shape("d_out", d_arg.shape(), &[s.batch, s.steps, s.hidden])?;
+            let weights = weight_args::<T>(weight_ih, weight_hh, bias, s.input, s.hidden)?;
+            let ds_args = pair_args::<T>(&d_state, ("dh_n", "dc_n"), s.batch, s.hidden)?;
+            let grad_args = [
+                (grad_weight_ih, "grad_weight_ih", [4 * s.hidden, s.input].as_slice()),
+                (grad_weight_hh, "grad_weight_hh", &[4 * s.hidden, s.hidden]),
+                (grad_bias, "grad_bias", &[4 * s.hidden]),
+            ]
+            .into_iter()
+            .map(|(obj, name, shape)| {
+                let array = array_arg::<T>(obj, name, None)?;
+                check_shape(name, array.shape(), shape)?;
+                Ok(array)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+            // The gradients are written while everything else is read.
+            let mut uses = vec![ArrayUse { name: "d_out".into(), array: d_arg.as_untyped(), written: false }];
+            for (array, name) in weights.iter().zip(WEIGHT_NAMES) {
+                uses.push(ArrayUse { name: name.into(), array: array.as_untyped(), written: false });
+            }
+            if let Some([h, c]) = &ds_args {
+                uses.push(ArrayUse { name: "dh_n".into(), array: h.as_untyped(), written: false });
+                uses.push(ArrayUse { name: "dc_n".into(), array: c.as_untyped(), written: false });
+            }
+            for (array, name) in grad_args.iter().zip(["grad_weight_ih", "grad_weight_hh", "grad_bias"]) {
+                uses.push(ArrayUse { name: name.into(), array: array.as_untyped(), written: true });
+            }
+            check_no_aliasing(&uses)?;
+            let d = borrow_read(&d_arg, "d_out")?;
+            let [w_ih, w_hh, b] = borrow_weights(&weights)?;
+            let ds = borrow_pair(&ds_args, ("dh_n", "dc_n"))?;
+            let mut g_ih = borrow_write(&grad_args[0], "grad_weight_ih")?;
+            let mut g_hh = borrow_write(&grad_args[1], "grad_weight_hh")?;
+            let mut g_b = borrow_write(&grad_args[2], "grad_bias")?;
             let p = LstmParams { weight_ih: w_ih.as_slice()?, weight_hh: w_hh.as_slice()?, bias: b.as_slice()? };
             let d_slice = d.as_slice()?;
             let d_final = match &ds {
@@ -671,6 +860,37 @@ fn check_no_alias(outputs: &[Span], inputs: &[Span]) -> PyResult<()> {
     Ok(())
 }
 
+/// [`check_no_aliasing`] on a call's array arguments before any is
+/// borrowed (a borrow that fails first could not name the other array);
+/// `(name, argument, written)`, arguments that are not arrays left to the
+/// type checks that follow.
+fn check_args_alias(args: &[(&str, Option<&Bound<'_, PyAny>>, bool)]) -> PyResult<()> {
+    let arrays: Vec<(String, Bound<'_, PyUntypedArray>, bool)> = args
+        .iter()
+        .filter_map(|&(name, obj, written)| {
+            Some((name.to_owned(), obj?.cast::<PyUntypedArray>().ok()?.clone(), written))
+        })
+        .collect();
+    let uses: Vec<ArrayUse> = arrays
+        .iter()
+        .map(|(name, array, written)| ArrayUse {
+            name: name.clone(),
+            array,
+            written: *written,
+        })
+        .collect();
+    check_no_aliasing(&uses)
+}
+
+/// ValueError naming the first weight that holds NaN or inf: the weights
+/// are input to the layer, too.
+fn check_weights_finite<T: Element + Real>(weights: [&PyReadonlyArrayDyn<'_, T>; 3]) -> PyResult<()> {
+    for (w, name) in weights.into_iter().zip(WEIGHT_NAMES) {
+        check_finite_named(name, w.as_slice()?)?;
+    }
+    Ok(())
+}
+
 /// Which float type the functional calls run in: that of `x`.
 fn functional_dtype(x: &Bound<'_, PyAny>) -> PyResult<DType> {
     if x.cast::<PyArrayDyn<f32>>().is_ok() {
@@ -712,7 +932,7 @@ fn write_exact<'py, T: Element + Real>(
     Ok(a)
 }
 
-/// [`write_array`], with a wrong dtype named as such.
+/// Borrows `obj` as a writable array of `T`, with a wrong dtype named as such.
 fn write_typed<'py, T: Element + Real>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
     if let Ok(untyped) = obj.cast::<numpy::PyUntypedArray>() {
         if obj.cast::<PyArrayDyn<T>>().is_err() {
@@ -723,7 +943,7 @@ fn write_typed<'py, T: Element + Real>(obj: &Bound<'py, PyAny>, name: &str) -> P
             )));
         }
     }
-    write_array::<T>(obj, name)
+    borrow_write(&array_arg::<T>(obj, name, None)?, name)
 }
 
 fn check_aligned(name: &str, aligned: bool) -> PyResult<()> {
@@ -926,10 +1146,23 @@ fn functional_forward<T: Element + functional::Pooled>(
 ) -> PyResult<()> {
     let s = functional_shape(a.x, a.weight_hh)?;
     let (b, t, i, h) = (s.batch, s.steps, s.input, s.hidden);
+    check_args_alias(&[
+        ("x", Some(a.x), false),
+        ("weight_ih", Some(a.weight_ih), false),
+        ("weight_hh", Some(a.weight_hh), false),
+        ("bias", Some(a.bias), false),
+        ("h0", a.h0.as_ref(), false),
+        ("c0", a.c0.as_ref(), false),
+        ("out", Some(a.out), true),
+        ("h_n", Some(a.h_n), true),
+        ("c_n", Some(a.c_n), true),
+        ("saved", a.saved.as_ref(), true),
+    ])?;
     let x = read_exact::<T>(a.x, "x", &[b, t, i])?;
     let w_ih = read_exact::<T>(a.weight_ih, "weight_ih", &[4 * h, i])?;
     let w_hh = read_exact::<T>(a.weight_hh, "weight_hh", &[4 * h, h])?;
     let bias = read_exact::<T>(a.bias, "bias", &[4 * h])?;
+    check_weights_finite([&w_ih, &w_hh, &bias])?;
     let h0 = read_optional::<T>(&a.h0, "h0", &[b, h])?;
     let c0 = read_optional::<T>(&a.c0, "c0", &[b, h])?;
     let mut out = write_exact::<T>(a.out, "out", &[b, t, h])?;
@@ -1060,10 +1293,29 @@ fn functional_backward<T: Element + functional::Pooled>(
 ) -> PyResult<()> {
     let s = functional_shape(a.x, a.weight_hh)?;
     let (b, t, i, h) = (s.batch, s.steps, s.input, s.hidden);
+    check_args_alias(&[
+        ("x", Some(a.x), false),
+        ("weight_ih", Some(a.weight_ih), false),
+        ("weight_hh", Some(a.weight_hh), false),
+        ("bias", Some(a.bias), false),
+        ("h0", a.h0.as_ref(), false),
+        ("c0", a.c0.as_ref(), false),
+        ("saved", Some(a.saved), false),
+        ("d_out", Some(a.d_out), false),
+        ("dh_n", a.dh_n.as_ref(), false),
+        ("dc_n", a.dc_n.as_ref(), false),
+        ("dx", a.dx.as_ref(), true),
+        ("dh0", Some(a.dh0), true),
+        ("dc0", Some(a.dc0), true),
+        ("grad_weight_ih", Some(a.grad_weight_ih), true),
+        ("grad_weight_hh", Some(a.grad_weight_hh), true),
+        ("grad_bias", Some(a.grad_bias), true),
+    ])?;
     let x = read_exact::<T>(a.x, "x", &[b, t, i])?;
     let w_ih = read_exact::<T>(a.weight_ih, "weight_ih", &[4 * h, i])?;
     let w_hh = read_exact::<T>(a.weight_hh, "weight_hh", &[4 * h, h])?;
     let bias = read_exact::<T>(a.bias, "bias", &[4 * h])?;
+    check_weights_finite([&w_ih, &w_hh, &bias])?;
     let h0 = read_optional::<T>(&a.h0, "h0", &[b, h])?;
     let c0 = read_optional::<T>(&a.c0, "c0", &[b, h])?;
     let n = functional::saved_len::<T>(s);
@@ -1239,6 +1491,7 @@ fn functional_step<T: Element + functional::Pooled>(py: Python<'_>, a: StepArgs<
     let w_ih = read_exact::<T>(a.weight_ih, "weight_ih", &[4 * h, i])?;
     check_aligned("weight_hh", w_hh.is_aligned())?;
     let bias = read_exact::<T>(a.bias, "bias", &[4 * h])?;
+    check_weights_finite([&w_ih, &w_hh, &bias])?;
     // The state is copied first when the outputs are the state arrays
     // themselves (an in-place step): the kernel reads it all before writing.
     let h0 = read_state::<T>(&a.h, "h", a.h_out, &[b, h])?;
@@ -1274,77 +1527,145 @@ fn functional_step<T: Element + functional::Pooled>(py: Python<'_>, a: StepArgs<
     functional::step(p, s, x, state, h_out, c_out).map_err(to_py_err)
 }
 
-// ---------------------------------------------------------------- Adam and threads
+// ---------------------------------------------------------------- Adam
 
-/// One array's Adam update, checked and borrowed: param, grad, m, v.
-struct AdamEntry<'py, T: Element> {
+/// One array's Adam update, checked, not yet borrowed: param, grad, m, v.
+struct AdamArgs<'py, T: Element> {
+    name: String,
+    param: Bound<'py, PyArrayDyn<T>>,
+    grad: Bound<'py, PyArrayDyn<T>>,
+    m: Bound<'py, PyArrayDyn<T>>,
+    v: Bound<'py, PyArrayDyn<T>>,
+}
+
+impl<'py, T: Element + Real> AdamArgs<'py, T> {
+    /// Checks entry `name` (its param of dtype T): every way an array can be
+    /// wrong is an exception naming it (`grads['name']`, ...).
+    fn new(
+        name: &str,
+        param: &Bound<'py, PyAny>,
+        grad: &Bound<'py, PyAny>,
+        m: &Bound<'py, PyAny>,
+        v: &Bound<'py, PyAny>,
+    ) -> PyResult<Self> {
+        let param = array_arg::<T>(param, &format!("params['{name}']"), None)?;
+        let shape = param.shape().to_vec();
+        let grad_label = format!("grads['{name}']");
+        let grad = array_arg::<T>(grad, &grad_label, None).map_err(|e| {
+            PyValueError::new_err(format!(
+                "{grad_label}: expected a C-contiguous {} array of shape {} ({})",
+                T::NAME,
+                shape_str(&shape),
+                e.value(param.py())
+            ))
+        })?;
+        check_shape(&grad_label, grad.shape(), &shape)?;
+        let m_label = format!("m['{name}']");
+        let m = array_arg::<T>(m, &m_label, None)?;
+        check_shape(&m_label, m.shape(), &shape)?;
+        let v_label = format!("v['{name}']");
+        let v = array_arg::<T>(v, &v_label, None)?;
+        check_shape(&v_label, v.shape(), &shape)?;
+        Ok(AdamArgs {
+            name: name.to_owned(),
+            param,
+            grad,
+            m,
+            v,
+        })
+    }
+
+    /// Its arrays for [`check_no_aliasing`].
+    fn uses(&self) -> [ArrayUse<'_, 'py>; 4] {
+        let n = &self.name;
+        [
+            ArrayUse {
+                name: format!("params['{n}']"),
+                array: self.param.as_untyped(),
+                written: true,
+            },
+            ArrayUse {
+                name: format!("grads['{n}']"),
+                array: self.grad.as_untyped(),
+                written: false,
+            },
+            ArrayUse {
+                name: format!("m['{n}']"),
+                array: self.m.as_untyped(),
+                written: true,
+            },
+            ArrayUse {
+                name: format!("v['{n}']"),
+                array: self.v.as_untyped(),
+                written: true,
+            },
+        ]
+    }
+
+    /// Borrows the four arrays; the gradient must be finite.
+    fn borrow(&self) -> PyResult<AdamViews<'py, T>> {
+        let n = &self.name;
+        let grad = borrow_read(&self.grad, &format!("grads['{n}']"))?;
+        check_finite_named(&format!("grads['{n}']"), grad.as_slice()?)?;
+        Ok(AdamViews {
+            name: n.clone(),
+            param: borrow_write(&self.param, &format!("params['{n}']"))?,
+            grad,
+            m: borrow_write(&self.m, &format!("m['{n}']"))?,
+            v: borrow_write(&self.v, &format!("v['{n}']"))?,
+        })
+    }
+}
+
+/// One entry's borrowed arrays.
+struct AdamViews<'py, T: Element> {
+    name: String,
     param: PyReadwriteArrayDyn<'py, T>,
     grad: PyReadonlyArrayDyn<'py, T>,
     m: PyReadwriteArrayDyn<'py, T>,
     v: PyReadwriteArrayDyn<'py, T>,
 }
 
-/// Checks and borrows entry `name` (its param of dtype T): every way the
-/// gradient can be wrong is a ValueError naming `grads['name']`.
-fn adam_entry<'py, T: Element + Real>(
-    name: &str,
-    param: &Bound<'py, PyAny>,
-    grad: &Bound<'py, PyAny>,
-    m: &Bound<'py, PyAny>,
-    v: &Bound<'py, PyAny>,
-) -> PyResult<AdamEntry<'py, T>> {
-    let param = write_array::<T>(param, &format!("params['{name}']"))?;
-    let shape = param.shape().to_vec();
-    let bad = |got: String| {
-        PyValueError::new_err(format!(
-            "grads['{name}']: expected a C-contiguous {} array of shape {}, got {got}",
-            T::NAME,
-            shape_str(&shape)
-        ))
-    };
-    let grad = match grad.cast::<PyArrayDyn<T>>() {
-        Ok(g) if g.shape() == shape.as_slice() && g.is_c_contiguous() => g.readonly(),
-        Ok(g) => {
-            return Err(bad(format!(
-                "shape {} (C-contiguous: {})",
-                shape_str(g.shape()),
-                g.is_c_contiguous()
-            )))
-        }
-        Err(_) => match grad.cast::<numpy::PyUntypedArray>() {
-            Ok(u) => return Err(bad(format!("{} of shape {}", u.dtype(), shape_str(u.shape())))),
-            Err(_) => return Err(bad(describe(grad))),
-        },
-    };
-    check_finite_named(&format!("grads['{name}']"), grad.as_slice()?)?;
-    let m = write_array::<T>(m, &format!("m['{name}']"))?;
-    check_shape("m", m.shape(), &shape)?;
-    let v = write_array::<T>(v, &format!("v['{name}']"))?;
-    check_shape("v", v.shape(), &shape)?;
-    Ok(AdamEntry { param, grad, m, v })
+/// param, grad, m, v of one Adam entry, with its name.
+type AdamSlices<'a, T> = (&'a str, &'a mut [T], &'a [T], &'a mut [T], &'a mut [T]);
+
+fn adam_slices<'a, T: Element + Real>(views: &'a mut [AdamViews<'_, T>]) -> PyResult<Vec<AdamSlices<'a, T>>> {
+    views
+        .iter_mut()
+        .map(|e| {
+            Ok((
+                e.name.as_str(),
+                e.param.as_slice_mut()?,
+                e.grad.as_slice()?,
+                e.m.as_slice_mut()?,
+                e.v.as_slice_mut()?,
+            ))
+        })
+        .collect()
 }
 
-/// One fused Adam update of every array `params[i]` in place (with its
-/// moments `ms[i]`, `vs[i]`) by `grads[i]`, in one call. Every array is
-/// checked before any is changed, so a bad one leaves all unchanged; the
-/// updates then run without the GIL. Parameters may mix float32 and float64.
-#[pyfunction]
-#[pyo3(signature = (names, params, grads, ms, vs, step, *, lr, beta1, beta2, eps, eps_style))]
-#[allow(clippy::too_many_arguments)]
-fn adam_step(
-    py: Python<'_>,
-    names: Vec<String>,
-    params: Vec<Bound<'_, PyAny>>,
-    grads: Vec<Bound<'_, PyAny>>,
-    ms: Vec<Bound<'_, PyAny>>,
-    vs: Vec<Bound<'_, PyAny>>,
-    step: u64,
+/// The name and flat index of the first entry whose update would not be
+/// finite, if any.
+fn first_non_finite<T: Real>(entries: &[AdamSlices<'_, T>], k: &AdamCoefficients<T>) -> Option<(String, usize)> {
+    entries.iter().find_map(|(name, p, g, m, v)| {
+        // The lengths were checked with the shapes: no error here.
+        match adam_update_check(p, g, m, v, k) {
+            Ok(Some(index)) => Some((name.to_string(), index)),
+            _ => None,
+        }
+    })
+}
+
+/// The settings of one Adam update, checked for the parameters' dtypes: lr
+/// and eps finite and > 0 once rounded to each (ValueError naming them).
+fn adam_config(
     lr: f64,
     beta1: f64,
     beta2: f64,
     eps: f64,
     eps_style: &str,
-) -> PyResult<()> {
+    dtypes: impl IntoIterator<Item = DType>,
+) -> PyResult<AdamConfig> {
     let config = AdamConfig {
         lr,
         beta1,
@@ -1353,65 +1674,160 @@ fn adam_step(
         style: parse_style(eps_style)?,
     };
     config.validate().map_err(to_py_err)?;
-    if step == 0 {
-        return Err(PyValueError::new_err("step: expected an update number >= 1, got 0"));
-    }
-    let n = names.len();
-    if [params.len(), grads.len(), ms.len(), vs.len()] != [n; 4] {
-        return Err(PyValueError::new_err(format!(
-            "names, params, grads, ms, vs: expected {n} of each, got {}, {}, {}, {}",
-            params.len(),
-            grads.len(),
-            ms.len(),
-            vs.len()
-        )));
-    }
-    let (mut f32s, mut f64s) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let (name, p) = (&names[i], &params[i]);
-        if p.cast::<PyArrayDyn<f64>>().is_ok() {
-            f64s.push(adam_entry::<f64>(name, p, &grads[i], &ms[i], &vs[i])?);
-        } else {
-            f32s.push(adam_entry::<f32>(name, p, &grads[i], &ms[i], &vs[i])?);
+    for dtype in dtypes {
+        match dtype {
+            DType::F32 => config.validate_for::<f32>(),
+            DType::F64 => config.validate_for::<f64>(),
         }
+        .map_err(to_py_err)?;
     }
-    fn slices<'a, T: Element + Real>(entries: &'a mut [AdamEntry<'_, T>]) -> PyResult<Vec<AdamSlices<'a, T>>> {
-        entries
-            .iter_mut()
-            .map(|e| {
-                Ok((
-                    e.param.as_slice_mut()?,
-                    e.grad.as_slice()?,
-                    e.m.as_slice_mut()?,
-                    e.v.as_slice_mut()?,
-                ))
-            })
-            .collect()
-    }
-    let (s32, s64) = (slices(&mut f32s)?, slices(&mut f64s)?);
-    let (k32, k64) = (
-        AdamCoefficients::<f32>::new(&config, step),
-        AdamCoefficients::<f64>::new(&config, step),
-    );
-    py.detach(|| {
-        for (p, g, m, v) in s32 {
-            core_adam_update(p, g, m, v, &k32)?;
-        }
-        for (p, g, m, v) in s64 {
-            core_adam_update(p, g, m, v, &k64)?;
-        }
-        Ok(())
-    })
-    .map_err(to_py_err)
+    Ok(config)
 }
 
-/// param, grad, m, v of one Adam entry.
-type AdamSlices<'a, T> = (&'a mut [T], &'a [T], &'a mut [T], &'a mut [T]);
-
-/// Sets the number of threads the kernels use (0: the default).
+/// Checks Adam's settings for parameters of the given dtypes
+/// ("float32"/"float64"); ValueError naming the first bad one.
 #[pyfunction]
-fn set_num_threads(n: usize) {
+#[pyo3(signature = (*, lr, beta1, beta2, eps, eps_style, dtypes))]
+fn check_adam_config(lr: f64, beta1: f64, beta2: f64, eps: f64, eps_style: &str, dtypes: Vec<String>) -> PyResult<()> {
+    let dtypes = dtypes.iter().map(|d| parse_dtype(d)).collect::<PyResult<Vec<_>>>()?;
+    adam_config(lr, beta1, beta2, eps, eps_style, dtypes).map(|_| ())
+}
+
+/// Adam's step count; the moments are NumPy arrays and the settings
+/// attributes of `sincos_rs.Adam`, which wraps this. The count lives here so
+/// that an update and its count change in one call (a Ctrl-C between two
+/// Python statements cannot split them).
+#[pyclass(module = "sincos_rs._core")]
+struct AdamCore {
+    step: u64,
+}
+
+#[pymethods]
+impl AdamCore {
+    #[new]
+    fn new() -> Self {
+        AdamCore { step: 0 }
+    }
+
+    /// The number of updates done.
+    #[getter]
+    fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Sets the number of updates done (restoring a state).
+    fn set_step_count(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    /// One fused update of every array `params[i]` in place (with its
+    /// moments `ms[i]`, `vs[i]`) by `grads[i]`, and the step count + 1, in
+    /// one call. Parameters may mix float32 and float64. All or nothing:
+    /// every array is checked first (types, shapes, no array written here
+    /// sharing memory with another, finite gradients, and an update that
+    /// stays finite: FloatingPointError otherwise), then all are updated
+    /// without the GIL.
+    #[pyo3(signature = (names, params, grads, ms, vs, *, lr, beta1, beta2, eps, eps_style))]
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        py: Python<'_>,
+        names: Vec<String>,
+        params: Vec<Bound<'_, PyAny>>,
+        grads: Vec<Bound<'_, PyAny>>,
+        ms: Vec<Bound<'_, PyAny>>,
+        vs: Vec<Bound<'_, PyAny>>,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        eps_style: &str,
+    ) -> PyResult<()> {
+        let n = names.len();
+        if [params.len(), grads.len(), ms.len(), vs.len()] != [n; 4] {
+            return Err(PyValueError::new_err(format!(
+                "names, params, grads, ms, vs: expected {n} of each, got {}, {}, {}, {}",
+                params.len(),
+                grads.len(),
+                ms.len(),
+                vs.len()
+            )));
+        }
+        let step = self
+            .step
+            .checked_add(1)
+            .ok_or_else(|| PyValueError::new_err("step count: no more updates fit in 64 bits"))?;
+        let (mut args32, mut args64) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let (name, p) = (&names[i], &params[i]);
+            if p.cast::<PyArrayDyn<f64>>().is_ok() {
+                args64.push(AdamArgs::<f64>::new(name, p, &grads[i], &ms[i], &vs[i])?);
+            } else {
+                args32.push(AdamArgs::<f32>::new(name, p, &grads[i], &ms[i], &vs[i])?);
+            }
+        }
+        let dtypes = [(!args32.is_empty(), DType::F32), (!args64.is_empty(), DType::F64)];
+        let config = adam_config(
+            lr,
+            beta1,
+            beta2,
+            eps,
+            eps_style,
+            dtypes.into_iter().filter_map(|(used, d)| used.then_some(d)),
+        )?;
+        let uses: Vec<ArrayUse> = args32
+            .iter()
+            .flat_map(AdamArgs::uses)
+            .chain(args64.iter().flat_map(AdamArgs::uses))
+            .collect();
+        check_no_aliasing(&uses)?;
+        let mut views32 = args32.iter().map(AdamArgs::borrow).collect::<PyResult<Vec<_>>>()?;
+        let mut views64 = args64.iter().map(AdamArgs::borrow).collect::<PyResult<Vec<_>>>()?;
+        let (s32, s64) = (adam_slices(&mut views32)?, adam_slices(&mut views64)?);
+        let (k32, k64) = (
+            AdamCoefficients::<f32>::new(&config, step),
+            AdamCoefficients::<f64>::new(&config, step),
+        );
+        let bad = py
+            .detach(|| {
+                let bad = first_non_finite(&s32, &k32).or_else(|| first_non_finite(&s64, &k64));
+                if bad.is_none() {
+                    for (_, p, g, m, v) in s32 {
+                        core_adam_update(p, g, m, v, &k32)?;
+                    }
+                    for (_, p, g, m, v) in s64 {
+                        core_adam_update(p, g, m, v, &k64)?;
+                    }
+                }
+                Ok(bad)
+            })
+            .map_err(to_py_err)?;
+        if let Some((name, index)) = bad {
+            return Err(PyFloatingPointError::new_err(format!(
+                "params['{name}']: the Adam update would make it or its moments NaN or inf \
+                 (flat index {index}; the learning rate or the gradient may be too large): \
+                 nothing was changed"
+            )));
+        }
+        self.step = step;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- threads
+
+/// Sets the number of threads the kernels use (0: the default, at most
+/// `threads::MAX_THREADS`).
+#[pyfunction]
+fn set_num_threads(n: usize) -> PyResult<()> {
+    if n > threads::MAX_THREADS {
+        return Err(PyValueError::new_err(format!(
+            "n: expected a thread count from 0 (the default) to {}, got {n}",
+            threads::MAX_THREADS
+        )));
+    }
     threads::set_num_threads(n);
+    Ok(())
 }
 
 /// The number of threads the kernels use.
@@ -1430,16 +1846,27 @@ fn simd_level() -> &'static str {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SeedNetworkCore>()?;
     m.add_class::<LstmCore>()?;
-    m.add_function(wrap_pyfunction!(adam_step, m)?)?;
+    m.add_class::<AdamCore>()?;
+    m.add_function(wrap_pyfunction!(check_adam_config, m)?)?;
     m.add_function(wrap_pyfunction!(lstm_saved_size, m)?)?;
     m.add_function(wrap_pyfunction!(lstm_forward, m)?)?;
     m.add_function(wrap_pyfunction!(lstm_backward, m)?)?;
     m.add_function(wrap_pyfunction!(lstm_step, m)?)?;
+    // Before any kernel runs: the thread pools restart in a forked child.
+    threads::fork::watch();
+    // rust-numpy finds NumPy's C API lazily, on first use, partly by running
+    // Python code (a version check), and panics if that fails: a Ctrl-C
+    // landing there, in the first call that touches an array, became a
+    // PanicException. So find it now, at import (fallibly: an error here is
+    // an ImportError), and touch the API and the borrow checker once.
+    numpy::get_array_module(m.py())?;
+    let _ = zeros::<f64>(m.py(), &[0])?.try_readonly();
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add("PARAM_NAMES", PARAM_NAMES.to_vec())?;
     m.add("NUM_THREADS_ENV_VAR", threads::ENV_VAR)?;
     m.add("SIMD_ENV_VAR", crate::SIMD_ENV_VAR)?;
+    m.add("MAX_THREADS", threads::MAX_THREADS)?;
     Ok(())
 }

@@ -642,18 +642,41 @@ def test_lstm_bad_gradient_arrays_leave_gradients_unchanged() -> None:
 
 
 def test_lstm_bad_weights() -> None:
+    """Assigning a weight checks it and copies it into the array in use; a
+    bad one raises and changes nothing."""
     layer, x, _ = layer_and_data()
-    layer.weight_ih = layer.weight_ih.T.copy()  # (I, 4H) instead of (4H, I)
-    with pytest.raises(ValueError, match="weight_ih"):
-        layer.forward(x)
-    layer, x, _ = layer_and_data()
-    layer.weight_hh = np.asfortranarray(layer.weight_hh)
+    before = {k: p.copy() for k, p in layer.parameters().items()}
+    arrays = layer.parameters()
+    cases: list[tuple[str, Any, type[Exception], str]] = [
+        ("weight_ih", layer.weight_ih.T.copy(), ValueError, "weight_ih.*shape"),  # (I, 4H)
+        ("bias", layer.bias.astype(np.float64), TypeError, "bias.*float32"),
+        ("bias", layer.bias.tolist(), TypeError, "bias"),
+        ("weight_hh", np.full_like(layer.weight_hh, np.nan), ValueError, "weight_hh.*finite"),
+    ]
+    for name, value, error, text in cases:
+        with pytest.raises(error, match=text):
+            setattr(layer, name, value)
+    assert_same(layer.parameters(), before, "after bad assignments")
+    # A Fortran-ordered array of the right shape and dtype is copied in.
+    layer.weight_hh = np.asfortranarray(layer.weight_hh * 2)
+    assert layer.weight_hh is arrays["weight_hh"] and layer.weight_hh.flags.c_contiguous
+    np.testing.assert_array_equal(layer.weight_hh, before["weight_hh"] * 2)
+    layer.forward(x)
+    # The arrays in use can still be swapped for bad ones behind the layer's
+    # back (a view of another shape cannot: it is copied into): forward checks.
+    layer._weights["weight_hh"] = np.asfortranarray(layer.weight_hh)
     with pytest.raises(ValueError, match="weight_hh.*C-contiguous"):
         layer.forward(x)
-    layer, x, _ = layer_and_data()
-    layer.bias = layer.bias.astype(np.float64)
-    with pytest.raises(TypeError, match="bias.*float32"):
-        layer.forward(x)
+
+
+def test_assigning_a_weight_keeps_the_optimiser_on_it() -> None:
+    layer, x, d_out = layer_and_data()
+    opt = sr.Adam(layer.parameters(), lr=0.1)
+    layer.weight_ih = np.zeros_like(layer.weight_ih)
+    layer.forward(x)
+    layer.backward(d_out)
+    opt.step(layer.gradients())
+    assert np.abs(layer.weight_ih).max() > 0, "Adam updated an array the layer no longer uses"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

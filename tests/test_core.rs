@@ -828,3 +828,114 @@ fn results_do_not_depend_on_the_thread_count() {
         );
     }
 }
+
+// ---------------------------------------------------------------- the non-finite contract
+
+#[test]
+fn adam_refuses_eps_zero_and_settings_the_dtype_cannot_hold() {
+    for (config, name) in [
+        (
+            AdamConfig {
+                eps: 0.0,
+                ..AdamConfig::default()
+            },
+            "eps",
+        ),
+        (
+            AdamConfig {
+                lr: 1e39, // finite in f64, inf in f32
+                ..AdamConfig::default()
+            },
+            "lr",
+        ),
+        (
+            AdamConfig {
+                eps: 1e-50, // 0 in f32
+                ..AdamConfig::default()
+            },
+            "eps",
+        ),
+    ] {
+        expect_err(Adam::<f32>::new(config, 3), &[name]);
+    }
+    assert!(Adam::<f64>::new(
+        AdamConfig {
+            lr: 1e39,
+            eps: 1e-50,
+            ..AdamConfig::default()
+        },
+        3
+    )
+    .is_ok());
+}
+
+#[test]
+fn adam_update_that_would_not_be_finite_changes_nothing() {
+    let config = AdamConfig {
+        lr: 1e38,
+        ..AdamConfig::default()
+    };
+    let mut adam = Adam::<f32>::new(config, 3).unwrap();
+    let mut p = vec![3e38_f32, 1.0, 2.0];
+    let err = expect_err(adam.update(&mut p, &[-1.0, 1.0, 1.0]), &["parameter 0"]);
+    assert!(matches!(err, Error::Diverged(_)));
+    assert_eq!(
+        (p, adam.m, adam.v, adam.step),
+        (vec![3e38, 1.0, 2.0], vec![0.0; 3], vec![0.0; 3], 0)
+    );
+    // A gradient whose square overflows makes v inf: refused as well.
+    let mut adam = Adam::<f32>::new(AdamConfig::default(), 1).unwrap();
+    let mut p = vec![0.0_f32];
+    assert_eq!(adam.update_if_finite(&mut p, &[1e30]).unwrap(), Some(0));
+    assert_eq!((p[0], adam.v[0], adam.step), (0.0, 0.0, 0));
+}
+
+#[test]
+fn seed_train_step_that_would_not_be_finite_changes_nothing() {
+    let config = SeedConfig::default();
+    let (batch, steps) = (4, 5);
+    let (params, seq, res) = seed_case(config, batch, steps, 9);
+    let mut net = SeedNetwork::new(config, AdamConfig::default(), params).unwrap();
+    net.train_step(&seq, &res, batch, steps).unwrap();
+    let before = |net: &SeedNetwork<f64>| {
+        let state = net.state().map(|(h, c)| (h.to_vec(), c.to_vec()));
+        let adam = net.adam();
+        (net.params().to_vec(), adam.m.clone(), adam.v.clone(), adam.step, state)
+    };
+    let snapshot = before(&net);
+    // A target whose square difference overflows f64: the cost is inf.
+    let huge: Vec<f64> = res.iter().map(|&y| y * 1e300).collect();
+    let err = expect_err(net.train_step(&seq, &huge, batch, steps), &["cost", "not finite"]);
+    assert!(matches!(err, Error::Diverged(_)));
+    assert!(before(&net) == snapshot, "a failed step changed the network");
+    expect_err(net.loss_and_grads(&seq, &huge, batch, steps), &["cost"]);
+    // First moments near the top of f64 with v = 0: the update overflows
+    // although the cost and gradients are finite.
+    let n = net.params().len();
+    let (m, v) = (vec![1.7e308; n], vec![0.0; n]);
+    net.set_adam_state(&m, &v, 0).unwrap();
+    let snapshot = before(&net);
+    let err = expect_err(
+        net.train_step(&seq, &res, batch, steps),
+        &["Adam update", "would not be finite"],
+    );
+    assert!(matches!(err, Error::Diverged(_)));
+    assert!(before(&net) == snapshot, "a failed update changed the network");
+}
+
+#[test]
+fn sizes_whose_buffers_overflow_are_refused() {
+    expect_err(Lstm::<f32>::new(1, usize::MAX / 2), &["hidden_size"]);
+    expect_err(
+        SeedNetwork::<f32>::new(
+            SeedConfig {
+                input_size: 1,
+                hidden_size: 1 << 40,
+                output_size: 1,
+            },
+            AdamConfig::default(),
+            vec![],
+        ),
+        &["sizes"],
+    );
+}

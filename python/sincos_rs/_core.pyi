@@ -1,16 +1,37 @@
 """Stubs for the compiled module ``sincos_rs._core`` (rust/python.rs)."""
 
-from typing import Any
+from typing import Any, final
 
 import numpy as np
+from typing_extensions import Self
+
+__all__ = [
+    "SeedNetworkCore",
+    "LstmCore",
+    "AdamCore",
+    "check_adam_config",
+    "lstm_saved_size",
+    "lstm_forward",
+    "lstm_backward",
+    "lstm_step",
+    "set_num_threads",
+    "get_num_threads",
+    "simd_level",
+    "PARAM_NAMES",
+    "NUM_THREADS_ENV_VAR",
+    "SIMD_ENV_VAR",
+    "MAX_THREADS",
+]
 
 PARAM_NAMES: list[str]
 NUM_THREADS_ENV_VAR: str
 SIMD_ENV_VAR: str
+MAX_THREADS: int
 
+@final
 class SeedNetworkCore:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         input_size: int,
         hidden_size: int,
         output_size: int,
@@ -22,7 +43,7 @@ class SeedNetworkCore:
         beta2: float,
         eps: float,
         eps_style: str,
-    ) -> None: ...
+    ) -> Self: ...
     def train_step(self, seq: np.ndarray, res: np.ndarray) -> float: ...
     def loss_and_grads(
         self, seq: np.ndarray, res: np.ndarray
@@ -39,8 +60,9 @@ class SeedNetworkCore:
     @property
     def step(self) -> int: ...
 
+@final
 class LstmCore:
-    def __init__(self, input_size: int, hidden_size: int, dtype: str) -> None: ...
+    def __new__(cls, input_size: int, hidden_size: int, dtype: str) -> Self: ...
     def forward(
         self,
         x: np.ndarray,
@@ -147,19 +169,29 @@ def lstm_step(
     the step. Checks as ``lstm_forward``; runs with the GIL held (a step is
     shorter than releasing it)."""
 
-def adam_step(
-    names: list[str],
-    params: list[np.ndarray],
-    grads: list[np.ndarray],
-    ms: list[np.ndarray],
-    vs: list[np.ndarray],
-    step: int,
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    eps_style: str,
+@final
+class AdamCore:
+    def __new__(cls) -> Self: ...
+    @property
+    def step_count(self) -> int: ...
+    def set_step_count(self, step: int) -> None: ...
+    def step(
+        self,
+        names: list[str],
+        params: list[np.ndarray],
+        grads: list[np.ndarray],
+        ms: list[np.ndarray],
+        vs: list[np.ndarray],
+        *,
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        eps_style: str,
+    ) -> None: ...
+
+def check_adam_config(
+    *, lr: float, beta1: float, beta2: float, eps: float, eps_style: str, dtypes: list[str]
 ) -> None: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...

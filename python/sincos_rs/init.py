@@ -30,6 +30,7 @@ The seed program (TensorFlow 1.5) stores the same network as
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -109,6 +110,47 @@ def _check_finite_float(value: object, name: str) -> float:
     return number
 
 
+def _check_in_dtype(value: float, name: str, dtype: np.dtype, *, positive: bool = False) -> float:
+    """Return ``value`` if it stays finite (and > 0 if ``positive``) once
+    rounded to ``dtype``: 1e39 is inf in float32, 1e-50 is 0. ValueError
+    naming ``name`` otherwise."""
+    with np.errstate(over="ignore", under="ignore"):
+        rounded = dtype.type(value)
+    if not np.isfinite(rounded):
+        largest = np.finfo(dtype).max
+        raise ValueError(f"{name}={value!r} overflows {dtype.name} (largest {largest:.4g})")
+    if positive and not rounded > 0:
+        raise ValueError(f"{name}={value!r} must be > 0, and is 0 in {dtype.name}")
+    return value
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_fits_in_memory(nbytes: int, what: str) -> None:
+    """ValueError if ``what`` needs more than this machine's memory: sizes
+    no machine here could hold are refused before anything is allocated."""
+    total = physical_memory()
+    limit = total if total is not None else 2**48
+    if nbytes > limit:
+        have = f"this machine has {total / 2**30:.3g} GiB" if total else "more than any machine"
+        raise ValueError(f"{what} needs about {nbytes / 2**30:.3g} GiB of memory; {have}")
+
+
+def _model_bytes(input_size: int, hidden_size: int, output_size: int, dtype: np.dtype) -> int:
+    """About the memory a seed network of these sizes needs: its parameters
+    with Adam's moments and gradients, plus the float64 draws of
+    ``initial_params``."""
+    count = 8 * hidden_size * hidden_size + hidden_size * (input_size + output_size + 5)
+    count += output_size
+    return count * (4 * dtype.itemsize + 3 * 8)
+
+
 def _float_dtype(dtype: object, name: str = "dtype") -> np.dtype:
     """Return np.dtype float32 or float64 for "float32"/"float64"/np.float32/
     np.float64 (or their np.dtype); ValueError naming ``name`` otherwise."""
@@ -122,7 +164,8 @@ def _float_dtype(dtype: object, name: str = "dtype") -> np.dtype:
         raise ValueError(
             f"{name} must be 'float32' or 'float64' (or np.float32 / np.float64), got {dtype!r}"
         )
-    return np.dtype(dtype)
+    # By name: a byte-swapped np.dtype(">f4") means float32 in this machine's order.
+    return np.dtype(np.dtype(dtype).name)
 
 
 # --- shapes -----------------------------------------------------------------

@@ -18,14 +18,17 @@ Example::
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _core
 from .init import (
     _check_finite_float,
+    _check_fits_in_memory,
+    _check_in_dtype,
     _check_non_negative_int,
     _check_positive_int,
     _float_dtype,
@@ -49,10 +52,30 @@ class LSTM:
         dtype: "float32" (default) or "float64"; every array in or out.
 
     Attributes:
-        weight_ih, weight_hh, bias: the parameters (NumPy arrays; modify them
-            in place or assign new arrays of the same shape and dtype).
+        weight_ih, weight_hh, bias: the parameters (NumPy arrays, finite:
+            ``forward`` and ``backward`` raise ValueError naming one that
+            holds NaN or inf). Modify them in place, or assign an array of
+            the same shape and dtype: assigning *copies into* the existing
+            array (after checking shape, dtype and finiteness; a bad array
+            raises and changes nothing), so an ``Adam`` built on
+            ``layer.parameters()`` keeps updating the arrays the layer uses.
         grad_weight_ih, grad_weight_hh, grad_bias: the gradients of the last
-            ``backward`` (overwritten by each call, not accumulated).
+            ``backward`` (overwritten by each call, not accumulated). Each
+            must be its own memory: an array that shares memory with a
+            weight, ``d_out`` or another gradient is a ValueError naming both.
+
+    Threads: the calls of one layer (``forward``, ``backward``, assigning a
+    weight, pickling) hold a lock of the layer, so overlapping calls from
+    several threads run one after the other; the GIL is released inside
+    the kernels. Writing a weight array from another thread without the
+    layer (``layer.weight_ih[0] = 1``, or an ``Adam.step`` on another
+    thread) while a call runs is not serialised: the call then raises
+    ValueError if it sees the array borrowed, else reads whatever is there.
+
+    Pickling and ``copy.deepcopy`` keep the weights and gradients exactly;
+    what ``forward`` saved for ``backward`` is not kept (call ``forward``
+    again). Arrays pickled with the layer stay shared with it (an ``Adam``
+    pickled with its layer still updates that layer's weights).
     """
 
     def __init__(
@@ -64,25 +87,85 @@ class LSTM:
         seed: int = 0,
         dtype: str | type | np.dtype = "float32",
     ) -> None:
-        self.dtype = _float_dtype(dtype, "dtype")
-        self.input_size = _check_positive_int(input_size, "input_size")
-        self.hidden_size = _check_positive_int(hidden_size, "hidden_size")
-        params = initial_lstm_params(
-            self.input_size,
-            self.hidden_size,
-            _check_finite_float(forget_bias, "forget_bias"),
-            _check_non_negative_int(seed, "seed"),
-            self.dtype,
+        dtype = _float_dtype(dtype, "dtype")
+        n_in = _check_positive_int(input_size, "input_size")
+        hidden = _check_positive_int(hidden_size, "hidden_size")
+        forget_bias = _check_finite_float(forget_bias, "forget_bias")
+        _check_in_dtype(forget_bias, "forget_bias", dtype)
+        # The float64 draws, the weights and their gradients.
+        _check_fits_in_memory(
+            4 * hidden * (n_in + hidden + 1) * (2 * 8 + 2 * dtype.itemsize),
+            f"LSTM(input_size={n_in}, hidden_size={hidden})",
         )
-        self.weight_ih: np.ndarray = params["weight_ih"]
-        self.weight_hh: np.ndarray = params["weight_hh"]
-        self.bias: np.ndarray = params["bias"]
-        self.grad_weight_ih = np.zeros_like(self.weight_ih)
-        self.grad_weight_hh = np.zeros_like(self.weight_hh)
-        self.grad_bias = np.zeros_like(self.bias)
+        params = initial_lstm_params(
+            n_in, hidden, forget_bias, _check_non_negative_int(seed, "seed"), dtype
+        )
+        self._init(n_in, hidden, dtype, params, {k: np.zeros_like(p) for k, p in params.items()})
+
+    def _init(
+        self,
+        input_size: int,
+        hidden_size: int,
+        dtype: np.dtype,
+        weights: dict[str, np.ndarray],
+        grads: dict[str, np.ndarray],
+    ) -> None:
+        self._lock = threading.RLock()
+        self._sizes = (input_size, hidden_size)
+        self._dtype = dtype
+        self._weights = weights
+        self.grad_weight_ih = grads["weight_ih"]
+        self.grad_weight_hh = grads["weight_hh"]
+        self.grad_bias = grads["bias"]
         # What backward needs from the last forward (see ``_forward_record``).
         self._last: _ForwardRecord | None = None
-        self._saved = np.empty(0, self.dtype)  # reused while the size fits
+        self._saved = np.empty(0, dtype)  # reused while the size fits
+
+    @property
+    def input_size(self) -> int:
+        return self._sizes[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self._sizes[1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    weight_ih = property(
+        lambda self: self._weights["weight_ih"],
+        lambda self, value: self._assign("weight_ih", value),
+        doc="(4H, I) input weights, gate order (i, f, g, o); assigning copies into it.",
+    )
+    weight_hh = property(
+        lambda self: self._weights["weight_hh"],
+        lambda self, value: self._assign("weight_hh", value),
+        doc="(4H, H) recurrent weights; assigning copies into it.",
+    )
+    bias = property(
+        lambda self: self._weights["bias"],
+        lambda self, value: self._assign("bias", value),
+        doc="(4H,) bias; assigning copies into it.",
+    )
+
+    def _assign(self, name: str, value: object) -> None:
+        """``layer.<name> = value``: check, then copy into the array in use."""
+        with self._lock:
+            current = self._weights[name]
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"{name}: expected a numpy.ndarray, got {type(value).__name__}")
+            if value.dtype != current.dtype:
+                raise TypeError(
+                    f"{name}: expected dtype {current.dtype}, got {value.dtype} "
+                    f"(convert with .astype(np.{current.dtype}))"
+                )
+            if value.shape != current.shape:
+                raise ValueError(f"{name}: expected shape {current.shape}, got {value.shape}")
+            if not np.isfinite(value).all():
+                raise ValueError(f"{name}: all values must be finite, found NaN or inf")
+            if value is not current:
+                np.copyto(current, value)
 
     def forward(
         self,
@@ -112,6 +195,12 @@ class LSTM:
                 O(B·H) memory beside the output, and ``backward`` then
                 raises until the next ``forward`` with ``store=True``.
         """
+        with self._lock:
+            return self._forward(x, state, lengths, reverse, store)
+
+    def _forward(
+        self, x: np.ndarray, state: State | None, lengths: Any, reverse: bool, store: bool
+    ) -> tuple[np.ndarray, State]:
         batch, steps = _batch_steps(x)
         h, d = self.hidden_size, self.dtype
         lens = _lengths(lengths, batch, steps)
@@ -149,6 +238,10 @@ class LSTM:
             length); the weight gradients are written to ``grad_weight_ih``,
             ``grad_weight_hh`` and ``grad_bias``.
         """
+        with self._lock:
+            return self._backward(d_out, d_state)
+
+    def _backward(self, d_out: np.ndarray, d_state: State | None) -> tuple[np.ndarray, State]:
         last = self._last
         if last is None:
             raise RuntimeError(
@@ -206,12 +299,13 @@ class LSTM:
         else:
             h_out, c_out = out
         h, c = (None, None) if state is None else state
-        _core.lstm_step(x_t, self.weight_ih, self.weight_hh, self.bias, h, c, h_out, c_out)
+        with self._lock:
+            _core.lstm_step(x_t, self.weight_ih, self.weight_hh, self.bias, h, c, h_out, c_out)
         return h_out, (h_out, c_out)
 
     def parameters(self) -> dict[str, np.ndarray]:
         """The parameter arrays themselves (not copies), by name."""
-        return {"weight_ih": self.weight_ih, "weight_hh": self.weight_hh, "bias": self.bias}
+        return dict(self._weights)
 
     def gradients(self) -> dict[str, np.ndarray]:
         """The gradient arrays of the last ``backward``, by parameter name."""
@@ -220,6 +314,21 @@ class LSTM:
             "weight_hh": self.grad_weight_hh,
             "bias": self.grad_bias,
         }
+
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "input_size": self.input_size,
+                "hidden_size": self.hidden_size,
+                "dtype": self.dtype.name,
+                "weights": dict(self._weights),  # the arrays themselves: pickle shares them
+                "grads": self.gradients(),
+            }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        dtype = _float_dtype(state["dtype"], "dtype")
+        sizes = (state["input_size"], state["hidden_size"])
+        self._init(*sizes, dtype, state["weights"], state["grads"])
 
     def __repr__(self) -> str:
         return (
@@ -270,14 +379,6 @@ def _lengths(lengths: object, batch: int, steps: int) -> np.ndarray | None:
     return np.ascontiguousarray(values, dtype=np.int64)
 
 
-def _check_updatable(p: np.ndarray, name: str) -> None:
-    """Adam updates ``p`` in place: it must be writable and C-contiguous."""
-    if not p.flags.c_contiguous:
-        raise ValueError(f"{name}: expected a C-contiguous array")
-    if not p.flags.writeable:
-        raise ValueError(f"{name}: expected a writable array")
-
-
 def _pair(value: State | None, name: str) -> State | None:
     if value is None:
         return None
@@ -286,17 +387,55 @@ def _pair(value: State | None, name: str) -> State | None:
     return (value[0], value[1])
 
 
+def _check_updatable(p: object, name: str) -> np.ndarray:
+    """Adam updates ``p`` in place: a writable C-contiguous float array."""
+    if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name}: expected a float32 or float64 numpy array, got {p!r:.60}")
+    if not p.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous array")
+    if not p.flags.writeable:
+        raise ValueError(f"{name}: expected a writable array")
+    return p
+
+
+def _check_disjoint(arrays: Mapping[str, np.ndarray], label: str) -> None:
+    """ValueError naming both if two of ``arrays`` share memory."""
+    names = list(arrays)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if np.may_share_memory(arrays[a], arrays[b]):
+                raise ValueError(
+                    f"{label}[{a!r}] and {label}[{b!r}] share memory: Adam would update it "
+                    "twice per step (pass separate arrays)"
+                )
+
+
 class Adam:
     """Adam over a set of NumPy arrays, updated in place by fused Rust
     kernels, all in one call per step.
 
     Args:
         params: the arrays to optimise, by name (e.g. ``layer.parameters()``);
-            each must be a writable C-contiguous float32/float64 array.
-        lr, beta1, beta2, eps: the usual hyper-parameters.
+            each must be a writable C-contiguous float32/float64 array, and
+            no two may share memory.
+        lr, beta1, beta2, eps: the usual hyper-parameters; lr and eps must be
+            finite and > 0 in the parameters' dtype (eps = 0 would make a
+            parameter whose gradients are all 0 NaN). They are attributes you
+            may change between steps (a schedule); a bad value then raises
+            ValueError at the next step, changing nothing.
         eps_style: "tensorflow" (default; ε outside the bias correction, as
             TF's AdamOptimizer and the seed program) or "pytorch" (as
             ``torch.optim.Adam``).
+
+    ``step`` is all or nothing: it checks every gradient (shape, dtype,
+    finite, sharing no memory with an array it writes: ValueError naming
+    both) and that every new parameter and moment would be finite
+    (FloatingPointError otherwise), and only then updates them all and
+    counts the step. Overlapping calls from several threads are serialised
+    by a lock of the optimiser. Pickling and ``copy.deepcopy`` keep the
+    moments, the step count and the settings; pickled together with its
+    layer (one ``pickle.dumps((layer, opt))``) it keeps updating that
+    layer's arrays.
     """
 
     def __init__(
@@ -311,24 +450,37 @@ class Adam:
     ) -> None:
         if not isinstance(params, Mapping) or not params:
             raise TypeError("params: expected a non-empty dict name -> array")
-        for name, p in params.items():
-            if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
-                raise TypeError(f"params[{name!r}]: expected a float32 or float64 numpy array")
-            _check_updatable(p, f"params[{name!r}]")
-        self.params = dict(params)
+        for name in params:
+            if not isinstance(name, str):
+                raise TypeError(f"params: expected str names, got {name!r}")
+        checked = {name: _check_updatable(p, f"params[{name!r}]") for name, p in params.items()}
+        _check_disjoint(checked, "params")
         self.lr = _check_finite_float(lr, "lr")
         self.beta1 = _check_finite_float(beta1, "beta1")
         self.beta2 = _check_finite_float(beta2, "beta2")
         self.eps = _check_finite_float(eps, "eps")
         self.eps_style = eps_style
-        self.step_count = 0
-        self.m = {k: np.zeros_like(p) for k, p in self.params.items()}
-        self.v = {k: np.zeros_like(p) for k, p in self.params.items()}
-        # Check the settings once, on a scratch array, so a bad lr fails here.
-        param, grad, m, v = ([np.zeros(1)] for _ in range(4))
-        _core.adam_step(["scratch"], param, grad, m, v, 1, **self._hyper())
+        _core.check_adam_config(
+            **self._hyper(), dtypes=sorted({p.dtype.name for p in checked.values()})
+        )
+        self._init(checked, {k: np.zeros_like(p) for k, p in checked.items()},
+                   {k: np.zeros_like(p) for k, p in checked.items()}, 0)  # fmt: skip
 
-    def _hyper(self) -> dict[str, float | str]:
+    def _init(
+        self,
+        params: dict[str, np.ndarray],
+        m: dict[str, np.ndarray],
+        v: dict[str, np.ndarray],
+        step: int,
+    ) -> None:
+        self._lock = threading.RLock()
+        self.params = params
+        self.m = m
+        self.v = v
+        self._core = _core.AdamCore()
+        self._core.set_step_count(step)
+
+    def _hyper(self) -> dict[str, Any]:
         return {
             "lr": self.lr,
             "beta1": self.beta1,
@@ -337,41 +489,90 @@ class Adam:
             "eps_style": self.eps_style,
         }
 
+    @property
+    def step_count(self) -> int:
+        """The number of updates done."""
+        return self._core.step_count
+
     def step(self, grads: Mapping[str, np.ndarray]) -> None:
-        """One update of every parameter, given its gradient by name."""
+        """One update of every parameter, given its gradient by name (all or
+        nothing: see the class docs)."""
+        if not isinstance(grads, Mapping):
+            raise TypeError(f"grads: expected a dict name -> array, got {type(grads).__name__}")
         missing = self.params.keys() - grads.keys()
         if missing:
             raise KeyError(f"grads: missing {sorted(missing)}")
-        # One Rust call checks every parameter and gradient before it touches
-        # any (a bad one leaves all unchanged), then updates them all.
-        names = list(self.params)
-        step = self.step_count + 1
-        _core.adam_step(
-            names,
-            [self.params[k] for k in names],
-            [grads[k] for k in names],
-            [self.m[k] for k in names],
-            [self.v[k] for k in names],
-            step,
-            **self._hyper(),
-        )
-        self.step_count = step
+        with self._lock:
+            names = list(self.params)
+            self._core.step(
+                names,
+                [self.params[k] for k in names],
+                [grads[k] for k in names],
+                [self.m[k] for k in names],
+                [self.v[k] for k in names],
+                **self._hyper(),
+            )
 
-    def state_dict(self) -> dict[str, object]:
+    def state_dict(self) -> dict[str, Any]:
         """Copies of the moments and the step count."""
-        return {
-            "step": self.step_count,
-            "m": {k: a.copy() for k, a in self.m.items()},
-            "v": {k: a.copy() for k, a in self.v.items()},
-        }
+        with self._lock:
+            return {
+                "step": self.step_count,
+                "m": {k: a.copy() for k, a in self.m.items()},
+                "v": {k: a.copy() for k, a in self.v.items()},
+            }
 
-    def load_state_dict(self, state: Mapping[str, object]) -> None:
-        """Restore what ``state_dict`` returned."""
-        m, v = state["m"], state["v"]
-        for name, p in self.params.items():
-            for label, src in (("m", m), ("v", v)):
-                if np.shape(src[name]) != p.shape:
-                    raise ValueError(f"{label}[{name!r}]: expected shape {p.shape}")
-        self.m = {k: np.array(m[k], dtype=p.dtype) for k, p in self.params.items()}
-        self.v = {k: np.array(v[k], dtype=p.dtype) for k, p in self.params.items()}
-        self.step_count = int(state["step"])
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict`` returned: ``m`` and ``v`` with exactly
+        the parameters' names, shapes and dtypes, finite, v >= 0, and an int
+        ``step`` >= 0. Everything is checked first (ValueError naming what is
+        wrong, TypeError if ``state`` is not a mapping); on error nothing
+        changes."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state: expected a mapping, got {type(state).__name__}")
+        step = state.get("step")
+        integer = isinstance(step, int | np.integer) and not isinstance(step, bool)
+        if not (integer and 0 <= step < 2**64):
+            raise ValueError(f"state['step']: expected an int from 0 to 2**64 - 1, got {step!r}")
+        moments = {}
+        for label in ("m", "v"):
+            given = state.get(label)
+            if not isinstance(given, Mapping):
+                raise ValueError(f"state[{label!r}]: expected a dict name -> array, got {given!r}")
+            if set(given) != set(self.params):
+                raise ValueError(
+                    f"state[{label!r}]: expected the keys {sorted(self.params)}, "
+                    f"got {sorted(given, key=str)}"
+                )
+            for name, p in self.params.items():
+                a = given[name]
+                where = f"{label}[{name!r}]"
+                if not isinstance(a, np.ndarray) or a.dtype != p.dtype or a.shape != p.shape:
+                    got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+                    expected = f"a {p.dtype} array of shape {p.shape}"
+                    raise ValueError(f"{where}: expected {expected}, got {got}")
+                if not np.isfinite(a).all():
+                    raise ValueError(f"{where}: all values must be finite, found NaN or inf")
+                if label == "v" and (a < 0).any():
+                    raise ValueError(f"{where}: the second moment must be >= 0")
+            moments[label] = given
+        with self._lock:
+            for label, target in (("m", self.m), ("v", self.v)):
+                for name in self.params:
+                    np.copyto(target[name], moments[label][name])
+            self._core.set_step_count(int(step))
+
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "params": dict(self.params),  # the arrays themselves: pickle shares them
+                "m": dict(self.m),
+                "v": dict(self.v),
+                "step": self.step_count,
+                "hyper": self._hyper(),
+            }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state["hyper"].items():
+            setattr(self, name, value)
+        self._init(dict(state["params"]), dict(state["m"]), dict(state["v"]), state["step"])

@@ -31,6 +31,7 @@ import numpy as np
 from .init import (
     PARAM_NAMES,
     _check_finite_float,
+    _check_in_dtype,
     _check_positive_int,
     _float_dtype,
     initial_params,
@@ -491,6 +492,9 @@ class ReferenceRegressor:
             raise ValueError(f"eps_style must be one of {EPS_STYLES}, got {eps_style!r}")
         self.eps_style = eps_style
         self.forget_bias = _check_finite_float(forget_bias, "forget_bias")
+        _check_in_dtype(self.lr, "lr", self._dtype, positive=True)
+        _check_in_dtype(self.eps, "eps", self._dtype, positive=True)
+        _check_in_dtype(self.forget_bias, "forget_bias", self._dtype)
         self.seed = seed
 
         self._params = initial_params(
@@ -545,28 +549,53 @@ class ReferenceRegressor:
             the cost of this batch, computed before the update.
         """
         seq, res = self._check_seq_res(seq, res)
-        state = self._state_for_batch(seq.shape[0])
-        pred, (h_n, c_n), cache = seed_forward(self._params, seq, state)
-        cost = seed_cost(pred, res)
-        grads = seed_backward(pred, res, cache)
-
+        with np.errstate(over="ignore", invalid="ignore"):
+            cost, grads, pred, (h_n, c_n) = self._loss_and_grads(seq, res)
+            if not (np.isfinite(h_n).all() and np.isfinite(c_n).all()):
+                raise FloatingPointError("the new LSTM state (h, c) is not finite")
+            # The update on copies first: committed only if all of it is finite.
+            params = {k: p.copy() for k, p in self._params.items()}
+            m = {k: a.copy() for k, a in self._m.items()}
+            v = {k: a.copy() for k, a in self._v.items()}
+            for name in PARAM_NAMES:
+                adam_update(
+                    params[name],
+                    grads[name],
+                    m[name],
+                    v[name],
+                    self._step + 1,
+                    self.lr,
+                    self.beta1,
+                    self.beta2,
+                    self.eps,
+                    self.eps_style,
+                )
+                if not all(np.isfinite(a).all() for a in (params[name], m[name], v[name])):
+                    raise FloatingPointError(
+                        f"the Adam update of {name!r} (or its moments) would not be finite "
+                        f"in {self._dtype.name}"
+                    )
+        self._params, self._m, self._v = params, m, v
         self._step += 1
-        for name in PARAM_NAMES:
-            adam_update(
-                self._params[name],
-                grads[name],
-                self._m[name],
-                self._v[name],
-                self._step,
-                self.lr,
-                self.beta1,
-                self.beta2,
-                self.eps,
-                self.eps_style,
-            )
         self._state = (h_n.copy(), c_n.copy())
         self._last_prediction = pred
         return cost
+
+    def _loss_and_grads(
+        self, seq: np.ndarray, res: np.ndarray
+    ) -> tuple[float, dict[str, np.ndarray], np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Cost, gradients, prediction and final state; FloatingPointError if
+        the cost or a gradient is not finite (the non-finite contract)."""
+        state = self._state_for_batch(seq.shape[0])
+        pred, final, cache = seed_forward(self._params, seq, state)
+        cost = seed_cost(pred, res)
+        if not np.isfinite(cost):
+            raise FloatingPointError(f"the cost is not finite ({cost})")
+        grads = seed_backward(pred, res, cache)
+        for name, grad in grads.items():
+            if not np.isfinite(grad).all():
+                raise FloatingPointError(f"the gradient of {name!r} is not finite")
+        return cost, grads, pred, final
 
     def loss_and_grads(
         self, seq: np.ndarray, res: np.ndarray
@@ -578,9 +607,9 @@ class ReferenceRegressor:
             seq: (B, T, I). res: (B, T, O).
         """
         seq, res = self._check_seq_res(seq, res)
-        state = self._state_for_batch(seq.shape[0])
-        pred, _, cache = seed_forward(self._params, seq, state)
-        return seed_cost(pred, res), seed_backward(pred, res, cache)
+        with np.errstate(over="ignore", invalid="ignore"):
+            cost, grads, _, _ = self._loss_and_grads(seq, res)
+        return cost, grads
 
     def predict(self, seq: np.ndarray) -> np.ndarray:
         """Forward only, from the carried state if any (else zeros); the state

@@ -37,6 +37,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from .data import SinCosBatches
+from .init import _check_fits_in_memory, _check_in_dtype, _model_bytes
 from .reference import ReferenceRegressor
 from .regressor import LSTMRegressor
 
@@ -117,7 +118,25 @@ class TrainConfig:
         for name, allowed in (("dtype", DTYPES), ("backend", BACKENDS), ("eps_style", EPS_STYLES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        dtype = np.dtype(self.dtype)
+        _check_in_dtype(self.lr, "lr", dtype, positive=True)
+        _check_in_dtype(self.forget_bias, "forget_bias", dtype)
+        _check_fits_in_memory(self.memory_estimate(), self.describe_sizes())
         return self
+
+    def memory_estimate(self) -> int:
+        """About the bytes a run needs at most: the model with Adam, a batch,
+        and what one step keeps per row, step and unit (generously, as the
+        NumPy backend does)."""
+        rows = self.batch_size * self.time_steps
+        per_row = 16 * self.hidden_size + 32
+        return _model_bytes(1, self.hidden_size, 1, np.dtype(self.dtype)) + rows * per_row * 8
+
+    def describe_sizes(self) -> str:
+        return (
+            f"training with batch size {self.batch_size}, {self.time_steps} time steps "
+            f"and hidden size {self.hidden_size}"
+        )
 
     def settings(self) -> dict[str, Any]:
         """Everything but ``iterations``: what defines the model and the data."""
@@ -177,7 +196,9 @@ class TrainResult:
     ``costs`` holds every iteration's cost (computed before that iteration's
     update), those of a resumed checkpoint included; ``iterations_run`` and
     ``wall_time`` are this call's. ``interrupted`` is True when Ctrl-C stopped
-    the loop: everything here then describes the last completed iteration.
+    the loop, ``diverged`` the reason when a step would not have been finite
+    (a learning rate too large, say): everything here then describes the
+    last completed iteration, and the model is ready to save.
     """
 
     config: TrainConfig
@@ -189,6 +210,9 @@ class TrainResult:
     interrupted: bool = False
     trace: PredictionTrace | None = None
     resumed_at: int = 0
+    #: Why training stopped early because a step would not be finite
+    #: (``FloatingPointError``: the model is left at the last finite step), or None.
+    diverged: str | None = None
 
     @property
     def iterations_done(self) -> int:
@@ -227,6 +251,7 @@ class TrainResult:
             "iterations_run": self.iterations_run,
             "resumed_at": self.resumed_at,
             "interrupted": self.interrupted,
+            "diverged": self.diverged,
             "data_start": self.batches.start,
             "final_cost": _finite_or_none(self.final_cost),
             "mean_cost_last_20": _finite_or_none(self.mean_last(20)),
@@ -320,6 +345,10 @@ def train(
         handle_sigint: the first Ctrl-C stops the loop after the current
             iteration (``result.interrupted``), a second one raises
             KeyboardInterrupt. Only from the main thread.
+
+    A step that would not be finite (``FloatingPointError`` from
+    ``train_step``) stops the loop: ``result.diverged`` says why, and the
+    model and the batches are left after the last finite iteration.
         on_report: called with the result so far every 20 iterations (the
             live plot), after the cost line.
         out: where the cost lines go (default: sys.stdout).
@@ -357,7 +386,12 @@ def train(
                     result.interrupted = True
                     break
                 seq, res, xs = next(batches)
-                cost = model.train_step(seq, res)
+                try:
+                    cost = model.train_step(seq, res)
+                except FloatingPointError as err:  # the model is as before the step
+                    batches.start -= config.time_steps
+                    result.diverged = str(err)
+                    break
                 costs.append(cost)
                 if trace is not None:
                     trace.add(xs, res, model.last_prediction)
@@ -473,23 +507,54 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             "`python -m sincos_rs.train --save` (no data position or costs)"
         )
     try:
-        settings = dict(meta["settings"])
-        costs = [float(c) for c in meta["costs"]]
-        done = int(meta["iterations_done"])
-        batches = SinCosBatches(
-            settings["batch_size"],
-            settings["time_steps"],
-            start=int(meta["data_start"]),
-            dtype=settings["dtype"],
+        settings, costs, batches = _checked_training_metadata(meta, model)
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
+        raise ValueError(f"{path}: damaged training metadata ({_one_line(err)})") from err
+    return Checkpoint(model, batches, costs, settings)
+
+
+def _checked_training_metadata(
+    meta: dict[str, Any], model: LSTMRegressor
+) -> tuple[dict[str, Any], list[float], SinCosBatches]:
+    """The settings, costs and data position a checkpoint's metadata holds,
+    checked against each other and the model (KeyError, TypeError or
+    ValueError naming what does not fit)."""
+    settings = meta["settings"]
+    if not isinstance(settings, dict):
+        raise TypeError(f"settings: expected a JSON object, got {settings!r:.60}")
+    known = {name: settings.get(name, default) for name, default in _MODEL_FLAGS.items()}
+    config = TrainConfig(**known).validate()  # types, ranges, memory
+    for name, value in (
+        ("hidden_size", model.hidden_size),
+        ("dtype", model.dtype.name),
+        ("lr", model.lr),
+        ("eps_style", model.eps_style),
+    ):
+        if getattr(config, name) != value:
+            raise ValueError(
+                f"settings: {name} = {getattr(config, name)!r}, the model's is {value!r}"
+            )
+    state = model.state
+    if state is not None and state[0].shape[0] != config.batch_size:
+        raise ValueError(
+            f"settings: batch_size = {config.batch_size}, the carried state has "
+            f"{state[0].shape[0]} rows"
         )
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path}: damaged training metadata ({err})") from err
+    costs = meta["costs"]
+    if not isinstance(costs, list) or not all(
+        isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) for c in costs
+    ):
+        raise ValueError("costs: expected a list of finite numbers")
+    done, start = meta["iterations_done"], meta["data_start"]
+    for name, value in (("iterations_done", done), ("data_start", start)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+            raise ValueError(f"{name}: expected an int from 0 to 2**53, got {value!r:.40}")
     if done != len(costs) or done != model.step:
         raise ValueError(
-            f"{path}: inconsistent checkpoint ({done} iterations, {len(costs)} costs, "
-            f"{model.step} Adam steps)"
+            f"inconsistent: {done} iterations, {len(costs)} costs, {model.step} Adam steps"
         )
-    return Checkpoint(model, batches, costs, settings)
+    batches = SinCosBatches(config.batch_size, config.time_steps, start=start, dtype=config.dtype)
+    return dict(settings), [float(c) for c in costs], batches
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -567,8 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
             "line, and writes a figure of the fit and the cost. The defaults are the seed's."
         ),
         epilog=(
-            "Exit status: 0 done, 2 bad flag or unusable file, 130 interrupted (Ctrl-C; "
-            "with --save the checkpoint of the last completed iteration is written)."
+            "Exit status: 0 done; 2 bad flag, unusable file, or training that stopped because "
+            "a step would not be finite (with --save the last finite iteration is written); "
+            "130 interrupted (Ctrl-C; with --save the checkpoint of the last completed "
+            "iteration is written)."
         ),
     )
     run = parser.add_argument_group("training (defaults: the seed program)")
@@ -678,13 +745,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_writable_folder(path: str, flag: str) -> None:
+    """UsageError unless a file can be written at ``path``: checked before
+    training, so a run does not end in an error after all its work."""
+    if not path:
+        raise UsageError(f"{flag}: expected a file path, got an empty one")
     folder = Path(path).parent
+    try:
+        os.stat(path)  # a name too long, a file where a folder should be, ...
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{flag} {path}: {getattr(err, 'strerror', None) or err}") from None
     if not folder.is_dir():
         raise UsageError(f"{flag} {path}: folder {str(folder)!r} does not exist")
     if Path(path).is_dir():
         raise UsageError(f"{flag} {path}: is a folder")
     if not os.access(folder, os.W_OK):
         raise UsageError(f"{flag} {path}: folder {str(folder)!r} is not writable")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Each output path usable, and no two the same file."""
+    outputs = [(args.save, "--save"), (args.json, "--json")]
+    if not args.no_plot:
+        outputs.append((args.plot, "--plot"))
+    seen: dict[str, str] = {}
+    for path, flag in outputs:
+        if path is None:
+            continue
+        _check_writable_folder(path, flag)
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UsageError(f"{seen[real]} and {flag} name the same file {path!r}")
+        seen[real] = flag
+
+
+def _check_config(config: TrainConfig) -> TrainConfig:
+    """``config.validate()``, with the flag that is at fault named."""
+    dtype = np.dtype(config.dtype)
+    for flag, value in (("--lr", config.lr), ("--forget-bias", config.forget_bias)):
+        try:
+            _check_in_dtype(value, flag, dtype, positive=flag == "--lr")
+        except ValueError as err:
+            raise UsageError(f"{err} (use --dtype float64?)") from None
+    try:
+        return config.validate()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint | None]:
@@ -696,15 +803,11 @@ def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint
         raise UsageError(
             "--save and --resume need --backend rust (the NumPy reference has no checkpoints)"
         )
-    for path, flag in ((args.save, "--save"), (args.json, "--json")):
-        if path:
-            _check_writable_folder(path, flag)
-    if not args.no_plot:
-        _check_writable_folder(args.plot, "--plot")
+    _check_outputs(args)
 
     if not args.resume:
         config = TrainConfig(iterations=args.iterations, **{**_MODEL_FLAGS, **given})
-        return config.validate(), None
+        return _check_config(config), None
 
     try:
         checkpoint = load_checkpoint(args.resume)
@@ -797,6 +900,15 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             _write_json_atomic(args.json, result.to_json())
             written.append(f"json: {args.json}")
+
+    if result.diverged is not None:
+        saved = f"; the last finite one is saved in {args.save}" if args.save else ""
+        print(
+            f"{build_parser().prog}: error: training stopped after {result.iterations_done} "
+            f"iterations: the next step's values are not finite ({result.diverged}){saved}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
 
     if result.interrupted:
         saved = f"; checkpoint written to {args.save}" if args.save else ""

@@ -4,14 +4,14 @@
 //! vectorise them.
 
 use crate::simd::activation::{tanh, tanh_lane};
-use crate::simd::{IsaMarker, Lane, Real, LANES};
+use crate::simd::{mul_add, IsaMarker, Lane, Real, LANES};
 
 /// The cell update from the activated gates (i, f, g, o) and the previous
 /// cell state: `c = f·c_prev + i·g`, returns `(c, tanh c, h = o·tanh c)`.
 #[inline(always)]
-pub(crate) fn cell_forward<T: Real>(i: T, f: T, g: T, o: T, c_prev: T) -> (T, T, T) {
-    let c = cell_state(i, f, g, c_prev);
-    let tc = tanh(c);
+pub(crate) fn cell_forward<T: Real, S: IsaMarker>(i: T, f: T, g: T, o: T, c_prev: T) -> (T, T, T) {
+    let c = cell_state::<T, S>(i, f, g, c_prev);
+    let tc = tanh::<T, S>(c);
     (c, tc, o * tc)
 }
 
@@ -25,7 +25,7 @@ pub(crate) fn cell_forward_lane<T: Real, S: IsaMarker>(
     o: Lane<T>,
     c_prev: Lane<T>,
 ) -> (Lane<T>, Lane<T>, Lane<T>) {
-    let c = cell_state_lane(i, f, g, c_prev);
+    let c = cell_state_lane::<T, S>(i, f, g, c_prev);
     let tc = tanh_lane::<T, S>(c);
     let mut h = tc;
     for l in 0..LANES {
@@ -36,18 +36,18 @@ pub(crate) fn cell_forward_lane<T: Real, S: IsaMarker>(
 
 /// `c = f·c_prev + i·g` on lane vectors.
 #[inline(always)]
-pub(crate) fn cell_state_lane<T: Real>(i: Lane<T>, f: Lane<T>, g: Lane<T>, c_prev: Lane<T>) -> Lane<T> {
+pub(crate) fn cell_state_lane<T: Real, S: IsaMarker>(i: Lane<T>, f: Lane<T>, g: Lane<T>, c_prev: Lane<T>) -> Lane<T> {
     let mut c = c_prev;
     for l in 0..LANES {
-        c[l] = cell_state(i[l], f[l], g[l], c_prev[l]);
+        c[l] = cell_state::<T, S>(i[l], f[l], g[l], c_prev[l]);
     }
     c
 }
 
 /// `c = f·c_prev + i·g`.
 #[inline(always)]
-fn cell_state<T: Real>(i: T, f: T, g: T, c_prev: T) -> T {
-    f.mul_add(c_prev, i * g)
+fn cell_state<T: Real, S: IsaMarker>(i: T, f: T, g: T, c_prev: T) -> T {
+    mul_add::<T, S>(f, c_prev, i * g)
 }
 
 /// Backward of one step of one unit. `gates` are the activated (i, f, g, o),
@@ -55,10 +55,10 @@ fn cell_state<T: Real>(i: T, f: T, g: T, c_prev: T) -> T {
 /// `dc` the gradient by c from later steps. Returns the gradients by the
 /// four pre-activations and by c_prev.
 #[inline(always)]
-pub(crate) fn cell_backward<T: Real>(gates: [T; 4], tc: T, c_prev: T, dh: T, dc: T) -> ([T; 4], T) {
+pub(crate) fn cell_backward<T: Real, S: IsaMarker>(gates: [T; 4], tc: T, c_prev: T, dh: T, dc: T) -> ([T; 4], T) {
     let [i, f, g, o] = gates;
     let one = T::ONE;
-    let dc = (dh * o).mul_add(one - tc * tc, dc);
+    let dc = mul_add::<T, S>(dh * o, one - tc * tc, dc);
     let dz = [
         dc * g * i * (one - i),
         dc * c_prev * f * (one - f),

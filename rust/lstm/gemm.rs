@@ -298,11 +298,11 @@ fn gate_step_impl<T: Real, S: IsaMarker>(
         let (zf, rest) = rest.split_at_mut(h);
         let (zg, zo) = rest.split_at_mut(h);
         for k in 0..h {
-            let i = sigmoid(zi[k] + bi[k]);
-            let f = sigmoid(zf[k] + bf[k]);
-            let g = tanh(zg[k] + bg[k]);
-            let o = sigmoid(zo[k] + bo[k]);
-            let (c_new, tc, h_k) = cell_forward(i, f, g, o, c_b[k]);
+            let i = sigmoid::<T, S>(zi[k] + bi[k]);
+            let f = sigmoid::<T, S>(zf[k] + bf[k]);
+            let g = tanh::<T, S>(zg[k] + bg[k]);
+            let o = sigmoid::<T, S>(zo[k] + bo[k]);
+            let (c_new, tc, h_k) = cell_forward::<T, S>(i, f, g, o, c_b[k]);
             zi[k] = i;
             zf[k] = f;
             zg[k] = g;
@@ -497,7 +497,7 @@ fn gate_grad_step_impl<T: Real, S: IsaMarker>(
         for k in 0..h {
             let gates = [gate[k], gate[h + k], gate[2 * h + k], gate[3 * h + k]];
             let dh_k = d_out_row[k] + dh[k];
-            let (d, dc_prev) = cell_backward(gates, tanh_c[k], c_prev[k], dh_k, dc[k]);
+            let (d, dc_prev) = cell_backward::<T, S>(gates, tanh_c[k], c_prev[k], dh_k, dc[k]);
             for (q, d_q) in d.into_iter().enumerate() {
                 dz[q * h + k] = d_q;
             }

@@ -23,9 +23,9 @@
 use super::cell::{cell_backward, cell_state_lane};
 use super::params::Dense;
 use super::params::{LstmGrads, LstmParams, LstmShape, RowSteps, Sequences};
-use crate::simd::activation::sigmoid_lanes;
+use crate::simd::activation::{sigmoid_tanh_lanes, tanh_lane};
 use crate::simd::Real;
-use crate::simd::{dispatch, prefetch_part, IsaMarker, Lane, LANES};
+use crate::simd::{dispatch, mul_add, prefetch_part, IsaMarker, Lane, LANES};
 use crate::threads::{self, pool};
 
 /// Number of lane chunks for a batch of `batch` rows.
@@ -864,7 +864,7 @@ fn forward_chunk_impl<T: Real, S: IsaMarker>(
     debug_assert!(run <= t_n);
     for t in 0..run {
         let z = &mut a.gates[t * g4..][..g4];
-        project(z, bias, w_fwd, &a.x[t * i_n..][..i_n], &a.h[t * h_n..][..h_n]);
+        project::<T, S>(z, bias, w_fwd, &a.x[t * i_n..][..i_n], &a.h[t * h_n..][..h_n]);
         activate::<T, S>(a, t, h_n);
     }
 }
@@ -873,8 +873,8 @@ fn forward_chunk_impl<T: Real, S: IsaMarker>(
 /// place in `gates`) and the cell update into slot t+1 of c and h.
 ///
 /// Software-pipelined by unit: tanh(c_k) is computed in lockstep with the
-/// four gates of unit k+1 (`sigmoid_lanes`, tanh(x) = 2σ(2x) − 1), so five
-/// independent chains run side by side. One unit at a time, each unit's
+/// four gates of unit k+1 (`sigmoid_tanh_lanes`), so five independent
+/// chains run side by side. One unit at a time, each unit's
 /// tanh waited alone at the end of a long dependency chain (the seed's
 /// forward step was bound by that latency, not by arithmetic).
 #[inline(always)]
@@ -888,29 +888,29 @@ fn activate<T: Real, S: IsaMarker>(a: &mut ForwardChunk<'_, T>, t: usize, h_n: u
     let (zi, rest) = z.split_at_mut(h_n);
     let (zf, rest) = rest.split_at_mut(h_n);
     let (zg, zo) = rest.split_at_mut(h_n);
-    let two = T::ONE + T::ONE;
-    let doubled = |v: Lane<T>| Lane(v.0.map(|x| x + x));
-    // 2σ − 1: tanh from the σ of a doubled input.
-    let tanh_of = |s: Lane<T>| Lane(s.0.map(|x| two.mul_add(x, -T::ONE)));
-    let [i, f, g, o] = sigmoid_lanes::<T, S, 4>([zi[0], zf[0], doubled(zg[0]), zo[0]]);
-    let mut gates = [i, f, tanh_of(g), o];
-    let mut c = cell_state_lane(gates[0], gates[1], gates[2], c_prev[0]);
+    let ([i, f, o], [g]) = sigmoid_tanh_lanes::<T, S, 3, 1>([zi[0], zf[0], zo[0]], [zg[0]]);
+    let mut gates = [i, f, g, o];
+    let mut c = cell_state_lane::<T, S>(i, f, g, c_prev[0]);
     for k in 0..h_n {
         let [i, f, g, o] = gates;
         (zi[k], zf[k], zg[k], zo[k]) = (i, f, g, o);
         c_next[k] = c;
         let tc = if k + 1 < h_n {
             let n = k + 1;
-            let [ni, nf, ng, no, tc] = sigmoid_lanes::<T, S, 5>([zi[n], zf[n], doubled(zg[n]), zo[n], doubled(c)]);
-            gates = [ni, nf, tanh_of(ng), no];
-            tanh_of(tc)
+            let ([ni, nf, no], [ng, tc]) = sigmoid_tanh_lanes::<T, S, 3, 2>([zi[n], zf[n], zo[n]], [zg[n], c]);
+            gates = [ni, nf, ng, no];
+            tc
         } else {
-            tanh_of(sigmoid_lanes::<T, S, 1>([doubled(c)])[0])
+            tanh_lane::<T, S>(c)
         };
         tc_t[k] = tc;
-        h_next[k] = Lane(std::array::from_fn(|l| o[l] * tc[l]));
+        let mut h = tc;
+        for l in 0..LANES {
+            h[l] = o[l] * tc[l];
+        }
+        h_next[k] = h;
         if k + 1 < h_n {
-            c = cell_state_lane(gates[0], gates[1], gates[2], c_prev[k + 1]);
+            c = cell_state_lane::<T, S>(gates[0], gates[1], gates[2], c_prev[k + 1]);
         }
     }
 }
@@ -928,16 +928,16 @@ fn gate_block_width<T: Real>(g0: usize, g4: usize) -> usize {
 
 /// z (4H) = bias + W · [x; h], W packed in panels (`w_p`, see `forward`).
 #[inline(always)]
-fn project<T: Real>(z: &mut [Lane<T>], bias: &[T], w_p: &[T], x: &[Lane<T>], h: &[Lane<T>]) {
+fn project<T: Real, S: IsaMarker>(z: &mut [Lane<T>], bias: &[T], w_p: &[T], x: &[Lane<T>], h: &[Lane<T>]) {
     let (g4, k_n) = (z.len(), x.len() + h.len());
     let mut g0 = 0;
     while g0 < g4 {
         let panel = &w_p[g0 * k_n..];
         if gate_block_width::<T>(g0, g4) == 8 {
-            project_block::<T, 8>(&mut z[g0..g0 + 8], &bias[g0..g0 + 8], panel, x, h);
+            project_block::<T, S, 8>(&mut z[g0..g0 + 8], &bias[g0..g0 + 8], panel, x, h);
             g0 += 8;
         } else {
-            project_block::<T, 4>(&mut z[g0..g0 + 4], &bias[g0..g0 + 4], panel, x, h);
+            project_block::<T, S, 4>(&mut z[g0..g0 + 4], &bias[g0..g0 + 4], panel, x, h);
             g0 += 4;
         }
     }
@@ -945,7 +945,13 @@ fn project<T: Real>(z: &mut [Lane<T>], bias: &[T], w_p: &[T], x: &[Lane<T>], h: 
 
 /// N gate rows at once, so N independent multiply-add chains run in flight.
 #[inline(always)]
-fn project_block<T: Real, const N: usize>(z: &mut [Lane<T>], bias: &[T], panel: &[T], x: &[Lane<T>], h: &[Lane<T>]) {
+fn project_block<T: Real, S: IsaMarker, const N: usize>(
+    z: &mut [Lane<T>],
+    bias: &[T],
+    panel: &[T],
+    x: &[Lane<T>],
+    h: &[Lane<T>],
+) {
     let mut acc: [Lane<T>; N] = std::array::from_fn(|j| Lane::splat(bias[j]));
     // Input k's weights times its lanes; x then h in two loops, so no
     // per-k branch keeps the weight loads from folding into the FMAs.
@@ -955,7 +961,7 @@ fn project_block<T: Real, const N: usize>(z: &mut [Lane<T>], bias: &[T], panel: 
         // and unrolls the short loop over j.
         for l in 0..LANES {
             for j in 0..N {
-                acc[j][l] = v[l].mul_add(w[j], acc[j][l]);
+                acc[j][l] = mul_add::<T, S>(v[l], w[j], acc[j][l]);
             }
         }
     };
@@ -1340,7 +1346,7 @@ fn backward_chunk_impl<T: Real, S: IsaMarker>(
             for l in 0..LANES {
                 let gates = [gi[l], gf[l], gg[l], go[l]];
                 let dh_l = d_out_k[l] + dh_k[l];
-                let ([di, df, dg, d_o], dc_l) = cell_backward(gates, tc_k[l], c_prev_k[l], dh_l, dc_k[l]);
+                let ([di, df, dg, d_o], dc_l) = cell_backward::<T, S>(gates, tc_k[l], c_prev_k[l], dh_l, dc_k[l]);
                 dzi[l] = di;
                 dzf[l] = df;
                 dzg[l] = dg;
@@ -1359,9 +1365,9 @@ fn backward_chunk_impl<T: Real, S: IsaMarker>(
         for (k0, width) in column_blocks(if need_dx { 0 } else { i_n }, i_n + h_n) {
             let panel = &w[k0 * g4..][..g4 * width];
             if std::mem::size_of::<T>() == 4 {
-                back_block_width::<T, LANES>(width, &dz_t, panel, k0, dx_t, dh);
+                back_block_width::<T, S, LANES>(width, &dz_t, panel, k0, dx_t, dh);
             } else {
-                back_block_width::<T, { LANES / 2 }>(width, &dz_t, panel, k0, dx_t, dh);
+                back_block_width::<T, S, { LANES / 2 }>(width, &dz_t, panel, k0, dx_t, dh);
             }
         }
     }
@@ -1369,7 +1375,7 @@ fn backward_chunk_impl<T: Real, S: IsaMarker>(
 
 /// [`back_block`] for a run-time width (1 to 8).
 #[inline(always)]
-fn back_block_width<T: Real, const W: usize>(
+fn back_block_width<T: Real, S: IsaMarker, const W: usize>(
     width: usize,
     dz: &DzStep<'_, T>,
     panel: &[T],
@@ -1378,14 +1384,14 @@ fn back_block_width<T: Real, const W: usize>(
     dh: &mut [Lane<T>],
 ) {
     match width {
-        8 => back_block::<T, 8, W>(dz, panel, k0, dx_t, dh),
-        7 => back_block::<T, 7, W>(dz, panel, k0, dx_t, dh),
-        6 => back_block::<T, 6, W>(dz, panel, k0, dx_t, dh),
-        5 => back_block::<T, 5, W>(dz, panel, k0, dx_t, dh),
-        4 => back_block::<T, 4, W>(dz, panel, k0, dx_t, dh),
-        3 => back_block::<T, 3, W>(dz, panel, k0, dx_t, dh),
-        2 => back_block::<T, 2, W>(dz, panel, k0, dx_t, dh),
-        _ => back_block::<T, 1, W>(dz, panel, k0, dx_t, dh),
+        8 => back_block::<T, S, 8, W>(dz, panel, k0, dx_t, dh),
+        7 => back_block::<T, S, 7, W>(dz, panel, k0, dx_t, dh),
+        6 => back_block::<T, S, 6, W>(dz, panel, k0, dx_t, dh),
+        5 => back_block::<T, S, 5, W>(dz, panel, k0, dx_t, dh),
+        4 => back_block::<T, S, 4, W>(dz, panel, k0, dx_t, dh),
+        3 => back_block::<T, S, 3, W>(dz, panel, k0, dx_t, dh),
+        2 => back_block::<T, S, 2, W>(dz, panel, k0, dx_t, dh),
+        _ => back_block::<T, S, 1, W>(dz, panel, k0, dx_t, dh),
     }
 }
 
@@ -1425,7 +1431,7 @@ struct DzStep<'a, T> {
 /// halves in one pass, each weight fed two multiply-adds, so the compiler
 /// held the broadcasts in registers, ran out and spilled them every row.
 #[inline(always)]
-fn back_block<T: Real, const N: usize, const W: usize>(
+fn back_block<T: Real, S: IsaMarker, const N: usize, const W: usize>(
     dz: &DzStep<'_, T>,
     panel: &[T],
     k0: usize,
@@ -1442,7 +1448,7 @@ fn back_block<T: Real, const N: usize, const W: usize>(
                 let wr: [T; N] = panel[g * N..][..N].try_into().unwrap();
                 for l in 0..W {
                     for j in 0..N {
-                        acc[j][l] = d[part * W + l].mul_add(wr[j], acc[j][l]);
+                        acc[j][l] = mul_add::<T, S>(d[part * W + l], wr[j], acc[j][l]);
                     }
                 }
             }
@@ -1606,12 +1612,12 @@ fn weight_grads_rows_impl<T: Real, S: IsaMarker>(
                             _ => 1,
                         };
                         match (n, f32) {
-                            (4, true) => outer_block::<T, 4, LANES>(&tile, block, k0, k_n),
-                            (4, false) => outer_block::<T, 4, { LANES / 2 }>(&tile, block, k0, k_n),
-                            (2, true) => outer_block::<T, 2, LANES>(&tile, block, k0, k_n),
-                            (2, false) => outer_block::<T, 2, { LANES / 2 }>(&tile, block, k0, k_n),
-                            (_, true) => outer_block::<T, 1, LANES>(&tile, block, k0, k_n),
-                            (_, false) => outer_block::<T, 1, { LANES / 2 }>(&tile, block, k0, k_n),
+                            (4, true) => outer_block::<T, S, 4, LANES>(&tile, block, k0, k_n),
+                            (4, false) => outer_block::<T, S, 4, { LANES / 2 }>(&tile, block, k0, k_n),
+                            (2, true) => outer_block::<T, S, 2, LANES>(&tile, block, k0, k_n),
+                            (2, false) => outer_block::<T, S, 2, { LANES / 2 }>(&tile, block, k0, k_n),
+                            (_, true) => outer_block::<T, S, 1, LANES>(&tile, block, k0, k_n),
+                            (_, false) => outer_block::<T, S, 1, { LANES / 2 }>(&tile, block, k0, k_n),
                         }
                         k0 += n;
                     }
@@ -1699,7 +1705,12 @@ fn bias_block<T: Real>(tile: &Tile<'_, T>, bias: &mut [T]) {
 /// in f64 (W = 8) each lane vector is added to them as two halves, so a
 /// 4 x 4 tile fits the 32 registers (16 accumulators, 8 operands).
 #[inline(always)]
-fn outer_block<T: Real, const N: usize, const W: usize>(tile: &Tile<'_, T>, rows: &mut [T], k0: usize, k_n: usize) {
+fn outer_block<T: Real, S: IsaMarker, const N: usize, const W: usize>(
+    tile: &Tile<'_, T>,
+    rows: &mut [T],
+    k0: usize,
+    k_n: usize,
+) {
     let sb = tile.sb;
     let columns: [&[Lane<T>]; N] = std::array::from_fn(|m| &tile.v[(k0 + m) * sb..][..sb]);
     // One array per row, not one 4 x N array: the compiler keeps small
@@ -1713,10 +1724,10 @@ fn outer_block<T: Real, const N: usize, const W: usize>(tile: &Tile<'_, T>, rows
             let b: [Lane<T>; N] = std::array::from_fn(|m| cols[m][i]);
             for half in 0..LANES / W {
                 for m in 0..N {
-                    fma_part(&a[0], &b[m], half * W, &mut acc0[m]);
-                    fma_part(&a[1], &b[m], half * W, &mut acc1[m]);
-                    fma_part(&a[2], &b[m], half * W, &mut acc2[m]);
-                    fma_part(&a[3], &b[m], half * W, &mut acc3[m]);
+                    fma_part::<T, S, W>(&a[0], &b[m], half * W, &mut acc0[m]);
+                    fma_part::<T, S, W>(&a[1], &b[m], half * W, &mut acc1[m]);
+                    fma_part::<T, S, W>(&a[2], &b[m], half * W, &mut acc2[m]);
+                    fma_part::<T, S, W>(&a[3], &b[m], half * W, &mut acc3[m]);
                 }
             }
         }
@@ -1732,9 +1743,9 @@ fn outer_block<T: Real, const N: usize, const W: usize>(tile: &Tile<'_, T>, rows
 
 /// acc += a·b on lanes `from..from + W`, lane by lane.
 #[inline(always)]
-fn fma_part<T: Real, const W: usize>(a: &Lane<T>, b: &Lane<T>, from: usize, acc: &mut [T; W]) {
+fn fma_part<T: Real, S: IsaMarker, const W: usize>(a: &Lane<T>, b: &Lane<T>, from: usize, acc: &mut [T; W]) {
     for l in 0..W {
-        acc[l] = a[from + l].mul_add(b[from + l], acc[l]);
+        acc[l] = mul_add::<T, S>(a[from + l], b[from + l], acc[l]);
     }
 }
 
@@ -1805,7 +1816,7 @@ fn dense_forward_impl<T: Real, S: IsaMarker>(
         for t in 0..t_n {
             let h_t = &h_q[(t + 1) * h_n..][..h_n];
             for o in 0..o_n {
-                let y = dense_row(h_t, &head.weight[o * h_n..][..h_n], head.bias[o]);
+                let y = dense_row::<T, S>(h_t, &head.weight[o * h_n..][..h_n], head.bias[o]);
                 for l in 0..rows {
                     pred[((q * LANES + l) * t_n + t) * o_n + o] = y[l];
                 }
@@ -1816,11 +1827,11 @@ fn dense_forward_impl<T: Real, S: IsaMarker>(
 
 /// b + Σ_k w[k]·h[k], lane by lane.
 #[inline(always)]
-fn dense_row<T: Real>(h: &[Lane<T>], w: &[T], b: T) -> Lane<T> {
+fn dense_row<T: Real, S: IsaMarker>(h: &[Lane<T>], w: &[T], b: T) -> Lane<T> {
     let mut acc = Lane::splat(b);
     for (&hk, &wk) in h.iter().zip(w) {
         for l in 0..LANES {
-            acc[l] = hk[l].mul_add(wk, acc[l]);
+            acc[l] = mul_add::<T, S>(hk[l], wk, acc[l]);
         }
     }
     acc
@@ -1924,7 +1935,7 @@ fn dense_grads_impl<T: Real, S: IsaMarker>(
                     dp[l] = d_pred[((q * LANES + l) * t_n + t) * o_n + o];
                 }
                 let w_o = &head.weight[o * h_n..][..h_n];
-                dense_grad_row(dp, h_t, w_o, d_t, &mut acc_w[o * h_n..][..h_n]);
+                dense_grad_row::<T, S>(dp, h_t, w_o, d_t, &mut acc_w[o * h_n..][..h_n]);
                 for l in 0..LANES {
                     acc_b[o][l] += dp[l];
                 }
@@ -1942,19 +1953,25 @@ fn dense_grads_impl<T: Real, S: IsaMarker>(
 /// For one output o at one step: d_h += dp·w_o, and the lane-wise sums
 /// of dp·h for the weight gradient.
 #[inline(always)]
-fn dense_grad_row<T: Real>(dp: Lane<T>, h: &[Lane<T>], w: &[T], d_h: &mut [Lane<T>], acc_w: &mut [Lane<T>]) {
+fn dense_grad_row<T: Real, S: IsaMarker>(
+    dp: Lane<T>,
+    h: &[Lane<T>],
+    w: &[T],
+    d_h: &mut [Lane<T>],
+    acc_w: &mut [Lane<T>],
+) {
     let mut k0 = 0;
     while k0 < h.len() {
         let n = h.len() - k0;
         let r = k0..;
         if n >= 8 {
-            dense_grad_block::<T, 8>(dp, &h[r.clone()], &w[r.clone()], &mut d_h[r.clone()], &mut acc_w[r]);
+            dense_grad_block::<T, S, 8>(dp, &h[r.clone()], &w[r.clone()], &mut d_h[r.clone()], &mut acc_w[r]);
             k0 += 8;
         } else if n >= 4 {
-            dense_grad_block::<T, 4>(dp, &h[r.clone()], &w[r.clone()], &mut d_h[r.clone()], &mut acc_w[r]);
+            dense_grad_block::<T, S, 4>(dp, &h[r.clone()], &w[r.clone()], &mut d_h[r.clone()], &mut acc_w[r]);
             k0 += 4;
         } else {
-            dense_grad_block::<T, 1>(dp, &h[r.clone()], &w[r.clone()], &mut d_h[r.clone()], &mut acc_w[r]);
+            dense_grad_block::<T, S, 1>(dp, &h[r.clone()], &w[r.clone()], &mut d_h[r.clone()], &mut acc_w[r]);
             k0 += 1;
         }
     }
@@ -1963,7 +1980,7 @@ fn dense_grad_row<T: Real>(dp: Lane<T>, h: &[Lane<T>], w: &[T], d_h: &mut [Lane<
 /// N hidden units of [`dense_grad_row`]: fixed-size copies, lanes outermost,
 /// so the compiler vectorises along the lanes (as in `project_block`).
 #[inline(always)]
-fn dense_grad_block<T: Real, const N: usize>(
+fn dense_grad_block<T: Real, S: IsaMarker, const N: usize>(
     dp: Lane<T>,
     h: &[Lane<T>],
     w: &[T],
@@ -1976,8 +1993,8 @@ fn dense_grad_block<T: Real, const N: usize>(
     let mut ak: [Lane<T>; N] = acc_w[..N].try_into().unwrap();
     for l in 0..LANES {
         for j in 0..N {
-            dk[j][l] = dp[l].mul_add(wk[j], dk[j][l]);
-            ak[j][l] = dp[l].mul_add(hk[j][l], ak[j][l]);
+            dk[j][l] = mul_add::<T, S>(dp[l], wk[j], dk[j][l]);
+            ak[j][l] = mul_add::<T, S>(dp[l], hk[j][l], ak[j][l]);
         }
     }
     d_h[..N].copy_from_slice(&dk);

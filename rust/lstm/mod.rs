@@ -222,6 +222,8 @@ pub struct Lstm<T> {
     /// The activations the last forward pass saved for backward.
     saved: Vec<T>,
     scratch: Scratch<T>,
+    /// The largest workspace bound [`Self::check_memory`] has seen granted.
+    checked_elements: usize,
 }
 
 impl<T: Real> Lstm<T> {
@@ -229,6 +231,20 @@ impl<T: Real> Lstm<T> {
     pub fn new(input_size: usize, hidden_size: usize) -> Result<Self> {
         check_positive("input_size", input_size)?;
         check_positive("hidden_size", hidden_size)?;
+        // Every size computed from these must fit in memory's address range.
+        let weights = hidden_size
+            .checked_mul(4)
+            .and_then(|g| g.checked_mul(input_size.checked_add(hidden_size)?));
+        if weights
+            .and_then(|n| n.checked_mul(size_of::<T>()))
+            .is_none_or(|b| b > isize::MAX as usize)
+        {
+            return Err(Error::Config {
+                arg: "hidden_size",
+                expected: "sizes whose weights fit in memory's address range".into(),
+                got: format!("input size {input_size}, hidden size {hidden_size}"),
+            });
+        }
         Ok(Lstm {
             input_size,
             hidden_size,
@@ -243,7 +259,42 @@ impl<T: Real> Lstm<T> {
             dc0: Vec::new(),
             saved: Vec::new(),
             scratch: Scratch::new(),
+            checked_elements: 0,
         })
+    }
+
+    /// An upper bound of the elements the layer's buffers need for `batch`
+    /// rows of `steps` steps, with any kernel, forward and backward (about
+    /// 14 values per row, step and unit; the batch padded to whole SIMD
+    /// chunks), or None if it overflows.
+    fn workspace_bound(&self, batch: usize, steps: usize) -> Option<usize> {
+        let (i, h) = (self.input_size, self.hidden_size);
+        let rows = batch.checked_next_multiple_of(16)?.checked_mul(steps.checked_add(1)?)?;
+        let per_row = h.checked_mul(16)?.checked_add(i.checked_mul(4)?)?;
+        let weights = h.checked_mul(4)?.checked_mul(i + h)?.checked_mul(3)?;
+        rows.checked_mul(per_row)?.checked_add(weights)
+    }
+
+    /// Checks, before the buffers grow for (batch, steps), that this much
+    /// memory can be had: [`Error::TooLarge`] instead of the process aborting
+    /// in an allocation that fails. Best effort: a trial reservation of the
+    /// bound, made only when it grows (so never in a steady state).
+    pub(crate) fn check_memory(&mut self, batch: usize, steps: usize) -> Result<()> {
+        let too_large = || {
+            Error::TooLarge(format!(
+                "{batch} rows of {steps} steps through an LSTM of hidden size {} need more memory than this machine can give",
+                self.hidden_size
+            ))
+        };
+        let need = self
+            .workspace_bound(batch, steps)
+            .filter(|n| n.checked_mul(size_of::<T>()).is_some_and(|b| b <= isize::MAX as usize))
+            .ok_or_else(too_large)?;
+        if need > self.checked_elements {
+            Vec::<T>::new().try_reserve_exact(need).map_err(|_| too_large())?;
+            self.checked_elements = need;
+        }
+        Ok(())
     }
 
     pub fn input_size(&self) -> usize {
@@ -291,6 +342,7 @@ impl<T: Real> Lstm<T> {
         initial: Option<(&[T], &[T])>,
     ) -> Result<()> {
         self.check_forward(p, x, batch, steps, initial)?;
+        self.check_memory(batch, steps)?;
         self.forward_to_own_output(p, Some(x), batch, steps, initial);
         Ok(())
     }
@@ -309,6 +361,7 @@ impl<T: Real> Lstm<T> {
     ) -> Result<()> {
         self.check_forward(p, x, batch, steps, initial)?;
         check_len("out", out, &[batch, steps, self.hidden_size])?;
+        self.check_memory(batch, steps)?;
         self.out.clear();
         self.forward_kernel(p, Some(x), batch, steps, initial, Some(out));
         Ok(())

@@ -18,9 +18,9 @@
 
 use super::cell::{cell_backward, cell_forward_lane};
 use super::params::{LstmGrads, LstmParams, LstmShape, RowSteps, Sequences};
-use crate::simd::activation::{sigmoid_lane, sigmoid_lanes};
+use crate::simd::activation::{sigmoid_lane, sigmoid_tanh_lanes, tanh_lane};
 use crate::simd::Real;
-use crate::simd::{dispatch, IsaMarker, Lane, LANES};
+use crate::simd::{dispatch, mul_add, IsaMarker, Lane, LANES};
 
 /// The largest batch [`crate::lstm::Kernel::Auto`] gives to this kernel:
 /// from about 4 rows on, the lanes kernel's 16-row vectors are less wasted
@@ -93,10 +93,6 @@ pub(crate) struct RowsScratch<T> {
     w_t: Vec<T>,
     /// (4H, Kp): [W_ih | W_hh] rows padded to Kp = I+H rounded up.
     w: Vec<T>,
-    /// (G4p,) each: σ's input scale, and the output's scale and offset, per gate.
-    scale_in: Vec<T>,
-    scale_out: Vec<T>,
-    offset_out: Vec<T>,
     /// (G4p,): the bias, padded.
     bias: Vec<T>,
     /// (I+H+1, 4Hp): weight-gradient sums, one gate vector per input feature
@@ -116,9 +112,6 @@ impl<T: Real> RowsScratch<T> {
             dz: Vec::new(),
             w_t: Vec::new(),
             w: Vec::new(),
-            scale_in: Vec::new(),
-            scale_out: Vec::new(),
-            offset_out: Vec::new(),
             bias: Vec::new(),
             acc: Vec::new(),
             d_in: Vec::new(),
@@ -152,6 +145,8 @@ pub(crate) fn forward<T: Real>(
     let (b_n, t_n, i_n, h) = (s.batch, s.steps, s.input, s.hidden);
     let hp = padded(h);
     let gp = 4 * hp;
+    // One step's buffers, for a run that saves nothing: gates, c and h
+    // before and after the step, tanh c.
     fit(&mut ws.step, gp + 5 * hp);
     if !ws.packed_from.same_as(p) {
         pack_weights(ws, p, i_n, h);
@@ -159,9 +154,6 @@ pub(crate) fn forward<T: Real>(
     let consts = Consts {
         w_t: &ws.w_t,
         bias: &ws.bias,
-        scale_in: &ws.scale_in,
-        scale_out: &ws.scale_out,
-        offset_out: &ws.offset_out,
     };
 
     for b in 0..b_n {
@@ -221,8 +213,8 @@ pub(crate) fn forward<T: Real>(
     }
 }
 
-/// [W_ih | W_hh]ᵀ one gate vector per input feature, the bias, and σ's
-/// scales (tanh(z) = 2σ(2z) − 1 on the g block), padded to whole vectors.
+/// [W_ih | W_hh]ᵀ one gate vector per input feature, and the bias, padded
+/// to whole vectors.
 fn pack_weights<T: Real>(ws: &mut RowsScratch<T>, p: LstmParams<'_, T>, i_n: usize, h: usize) {
     let hp = padded(h);
     let gp = 4 * hp;
@@ -243,16 +235,6 @@ fn pack_weights<T: Real>(ws: &mut RowsScratch<T>, p: LstmParams<'_, T>, i_n: usi
             }
             ws.bias[at] = p.bias[g];
         }
-    }
-    let two = T::ONE + T::ONE;
-    for (v, on_g, off_g) in [
-        (&mut ws.scale_in, two, T::ONE),
-        (&mut ws.scale_out, two, T::ONE),
-        (&mut ws.offset_out, -T::ONE, T::ZERO),
-    ] {
-        v.clear();
-        v.resize(gp, off_g);
-        v[2 * hp..3 * hp].fill(on_g);
     }
     ws.packed_from.remember(p);
 }
@@ -311,9 +293,6 @@ pub(crate) struct Row<'a, T> {
 pub(crate) struct Consts<'a, T> {
     w_t: &'a [T],
     bias: &'a [T],
-    scale_in: &'a [T],
-    scale_out: &'a [T],
-    offset_out: &'a [T],
 }
 
 dispatch!(fn forward_row<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_, T>, t_n: usize, i_n: usize, h: usize) => forward_row_impl);
@@ -352,25 +331,24 @@ fn forward_row_impl<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_, T>, t
         // z = bias + Σ_f input_f · (column f of [W_ih | W_hh]), along the gate lanes.
         let inputs = (&row.x[row.x_steps.at(t)..][..i_n], &row.h[t * hp..][..h]);
         match gp / LANES {
-            4 => project::<T, 4>(gates, k, inputs, gp),
-            8 => project::<T, 8>(gates, k, inputs, gp),
+            4 => project::<T, S, 4>(gates, k, inputs, gp),
+            8 => project::<T, S, 8>(gates, k, inputs, gp),
             _ => {
                 for v in (0..gp).step_by(LANES) {
-                    project::<T, 1>(&mut gates[v..], k, inputs, gp - v);
+                    project::<T, S, 1>(&mut gates[v..], k, inputs, gp - v);
                 }
             }
         }
+        // σ on every gate vector, tanh on those of block 2 (g): each gate
+        // block starts on a vector boundary.
         for v in (0..gp).step_by(LANES) {
-            let mut acc = load(gates, v);
-            let (si, so, oo) = (load(k.scale_in, v), load(k.scale_out, v), load(k.offset_out, v));
-            for l in 0..LANES {
-                acc[l] *= si[l];
-            }
-            let sig = sigmoid_lane::<T, S>(acc);
-            for l in 0..LANES {
-                acc[l] = sig[l].mul_add(so[l], oo[l]);
-            }
-            store(gates, v, acc);
+            let z = load(gates, v);
+            let y = if v / hp == 2 {
+                tanh_lane::<T, S>(z)
+            } else {
+                sigmoid_lane::<T, S>(z)
+            };
+            store(gates, v, y);
         }
         // The cell update along the units, a lane vector at a time.
         for u in (0..hp).step_by(LANES) {
@@ -394,45 +372,33 @@ fn forward_row_impl<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_, T>, t
 fn forward_row_one_vector<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_, T>, t_n: usize, i_n: usize, h: usize) {
     const GATES: usize = 4;
     let (hp, gp) = (LANES, 4 * LANES);
-    let vectors = |v: &[T]| -> [Lane<T>; GATES] { std::array::from_fn(|j| load(v, j * LANES)) };
-    let (bias, scale_in) = (vectors(k.bias), vectors(k.scale_in));
-    let (scale_out, offset_out) = (vectors(k.scale_out), vectors(k.offset_out));
+    let bias = load4(k.bias, 0);
     let mut c_prev = load(row.c, 0);
     for t in 0..t_n {
         let mut even = bias;
         let mut odd = [Lane::splat(T::ZERO); GATES];
-        let add = |acc: &mut [Lane<T>; GATES], f: usize, input: T| {
-            let w = vectors(&k.w_t[f * gp..][..gp]);
-            for l in 0..LANES {
-                for j in 0..GATES {
-                    acc[j][l] = w[j][l].mul_add(input, acc[j][l]);
-                }
-            }
-        };
         let x_t = &row.x[row.x_steps.at(t)..][..i_n];
         for (f, &x_f) in x_t.iter().enumerate() {
-            add(&mut even, f, x_f);
+            add_column::<T, S>(&mut even, &k.w_t[f * gp..], x_f);
         }
         let h_t = &row.h[t * hp..][..h];
         for (pair, hs) in h_t.chunks(2).enumerate() {
-            add(&mut odd, i_n + 2 * pair, hs[0]);
+            add_column::<T, S>(&mut odd, &k.w_t[(i_n + 2 * pair) * gp..], hs[0]);
             if let Some(&h1) = hs.get(1) {
-                add(&mut even, i_n + 2 * pair + 1, h1);
+                add_column::<T, S>(&mut even, &k.w_t[(i_n + 2 * pair + 1) * gp..], h1);
             }
         }
-        // The four gate blocks' σ in lockstep (see `sigmoid_lanes`).
+        // The four gate blocks' σ and tanh in lockstep (see `sigmoid_tanh_lanes`).
         let mut z = even;
         for j in 0..GATES {
             for l in 0..LANES {
-                z[j][l] = (z[j][l] + odd[j][l]) * scale_in[j][l];
+                z[j][l] += odd[j][l];
             }
         }
-        let mut gate = sigmoid_lanes::<T, S, GATES>(z);
-        for j in 0..GATES {
-            for l in 0..LANES {
-                gate[j][l] = gate[j][l].mul_add(scale_out[j][l], offset_out[j][l]);
-            }
-            store(row.gates, t * gp + j * LANES, gate[j]);
+        let ([i, f, o], [g]) = sigmoid_tanh_lanes::<T, S, 3, 1>([z[0], z[1], z[3]], [z[2]]);
+        let gate = [i, f, g, o];
+        for (j, v) in gate.iter().enumerate() {
+            store(row.gates, t * gp + j * LANES, *v);
         }
         let (c, tc, h_new) = cell_forward_lane::<T, S>(gate[0], gate[1], gate[2], gate[3], c_prev);
         store(row.c, (t + 1) * hp, c);
@@ -442,10 +408,40 @@ fn forward_row_one_vector<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_,
     }
 }
 
+/// The four gate vectors from `at` of `v`.
+#[inline(always)]
+fn load4<T: Real>(v: &[T], at: usize) -> [Lane<T>; 4] {
+    [
+        load(v, at),
+        load(v, at + LANES),
+        load(v, at + 2 * LANES),
+        load(v, at + 3 * LANES),
+    ]
+}
+
+/// acc += input · (the four gate vectors of `w`): one input feature's column
+/// of the projection, when each gate block is one vector. A function, not a
+/// closure: a closure left out of line is compiled without the instance's
+/// features (`fmaf` calls in the baseline, no AVX2 in the AVX2 one).
+#[inline(always)]
+fn add_column<T: Real, S: IsaMarker>(acc: &mut [Lane<T>; 4], w: &[T], input: T) {
+    let w = load4(w, 0);
+    for l in 0..LANES {
+        for j in 0..4 {
+            acc[j][l] = mul_add::<T, S>(w[j][l], input, acc[j][l]);
+        }
+    }
+}
+
 /// gates[..N·LANES] = bias + Σ_f input_f · w_t[f]: N gate vectors at once, in
 /// registers, lanes outermost so the compiler vectorises along them.
 #[inline(always)]
-fn project<T: Real, const N: usize>(gates: &mut [T], k: &Consts<'_, T>, (x, h): (&[T], &[T]), stride: usize) {
+fn project<T: Real, S: IsaMarker, const N: usize>(
+    gates: &mut [T],
+    k: &Consts<'_, T>,
+    (x, h): (&[T], &[T]),
+    stride: usize,
+) {
     let gp = k.bias.len();
     let first = gp - stride;
     let mut acc: [Lane<T>; N] = std::array::from_fn(|j| load(k.bias, first + j * LANES));
@@ -453,7 +449,7 @@ fn project<T: Real, const N: usize>(gates: &mut [T], k: &Consts<'_, T>, (x, h): 
         let w: [Lane<T>; N] = std::array::from_fn(|j| load(k.w_t, f * gp + first + j * LANES));
         for l in 0..LANES {
             for j in 0..N {
-                acc[j][l] = w[j][l].mul_add(input, acc[j][l]);
+                acc[j][l] = mul_add::<T, S>(w[j][l], input, acc[j][l]);
             }
         }
     }
@@ -471,7 +467,7 @@ type Feature<'a, T> = (&'a [T], usize, usize);
 /// vectors summed over the steps in registers, dz read once for all F.
 /// Returns F.
 #[inline(always)]
-fn outer<T: Real, const N: usize, const F: usize>(
+fn outer<T: Real, S: IsaMarker, const N: usize, const F: usize>(
     acc: &mut [T],
     dz: &[T],
     gp: usize,
@@ -485,7 +481,7 @@ fn outer<T: Real, const N: usize, const F: usize>(
             let x = source[first.wrapping_add(t.wrapping_mul(stride))];
             for l in 0..LANES {
                 for j in 0..N {
-                    sum[j][l] = d[j][l].mul_add(x, sum[j][l]);
+                    sum[j][l] = mul_add::<T, S>(d[j][l], x, sum[j][l]);
                 }
             }
         }
@@ -646,7 +642,7 @@ fn backward_row_impl<T: Real, S: IsaMarker>(
         let (dh, dc) = back_steps_one_vector::<T, S>(&mut row, w, d_final, dx, t_n, i_n, h);
         dh0.copy_from_slice(&dh.0[..h]);
         dc0.copy_from_slice(&dc.0[..h]);
-        weight_sums(&mut row, t_n, i_n, h);
+        weight_sums::<T, S>(&mut row, t_n, i_n, h);
         return;
     }
     let (hp, ip) = (padded(h), padded(i_n));
@@ -675,7 +671,8 @@ fn backward_row_impl<T: Real, S: IsaMarker>(
             for l in 0..LANES {
                 let gates = [i[l], f[l], g[l], o[l]];
                 let dh_l = d_out[l] + dh_u[l];
-                ([di[l], df[l], dg[l], d_o[l]], dc_prev[l]) = cell_backward(gates, tc[l], c_prev[l], dh_l, dc_u[l]);
+                ([di[l], df[l], dg[l], d_o[l]], dc_prev[l]) =
+                    cell_backward::<T, S>(gates, tc[l], c_prev[l], dh_l, dc_u[l]);
             }
             store(dz, u, di);
             store(dz, hp + u, df);
@@ -693,7 +690,7 @@ fn backward_row_impl<T: Real, S: IsaMarker>(
                 let d4: [T; 4] = std::array::from_fn(|q| dz[q * hp + u]);
                 for l in 0..LANES {
                     for q in 0..4 {
-                        acc[q][l] = w4[q][l].mul_add(d4[q], acc[q][l]);
+                        acc[q][l] = mul_add::<T, S>(w4[q][l], d4[q], acc[q][l]);
                     }
                 }
             }
@@ -710,14 +707,14 @@ fn backward_row_impl<T: Real, S: IsaMarker>(
     }
     dh0.copy_from_slice(&dh[..h]);
     dc0.copy_from_slice(&dc[..h]);
-    weight_sums(&mut row, t_n, i_n, h);
+    weight_sums::<T, S>(&mut row, t_n, i_n, h);
 }
 
 /// The weight gradients of one row, after its steps: acc[f] += Σ_t
 /// input_t[f] · dz_t along the gate lanes (f = I+H is the bias, input 1),
 /// summed over steps in registers, several features per pass over dz.
 #[inline(always)]
-fn weight_sums<T: Real>(row: &mut BackRow<'_, T>, t_n: usize, i_n: usize, h: usize) {
+fn weight_sums<T: Real, S: IsaMarker>(row: &mut BackRow<'_, T>, t_n: usize, i_n: usize, h: usize) {
     let (hp, k_n) = (padded(h), i_n + h);
     let gp = 4 * hp;
     let (x, hs, one) = (row.x, row.h, [T::ONE]);
@@ -743,18 +740,18 @@ fn weight_sums<T: Real>(row: &mut BackRow<'_, T>, t_n: usize, i_n: usize, h: usi
         let acc = &mut row.acc[f0 * gp..];
         let group = |m: usize| input(f0 + m);
         let n = match (gp / LANES, (k_n + 1 - f0).min(most)) {
-            (4, 6) => outer::<T, 4, 6>(acc, row.dz, gp, std::array::from_fn(group), t_n),
-            (4, 5) => outer::<T, 4, 5>(acc, row.dz, gp, std::array::from_fn(group), t_n),
-            (4, 4) => outer::<T, 4, 4>(acc, row.dz, gp, std::array::from_fn(group), t_n),
-            (4, 3) => outer::<T, 4, 3>(acc, row.dz, gp, std::array::from_fn(group), t_n),
-            (4, 2) => outer::<T, 4, 2>(acc, row.dz, gp, std::array::from_fn(group), t_n),
-            (4, _) => outer::<T, 4, 1>(acc, row.dz, gp, [group(0)], t_n),
-            (8, 3) => outer::<T, 8, 3>(acc, row.dz, gp, std::array::from_fn(group), t_n),
-            (8, 2) => outer::<T, 8, 2>(acc, row.dz, gp, std::array::from_fn(group), t_n),
-            (8, _) => outer::<T, 8, 1>(acc, row.dz, gp, [group(0)], t_n),
+            (4, 6) => outer::<T, S, 4, 6>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (4, 5) => outer::<T, S, 4, 5>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (4, 4) => outer::<T, S, 4, 4>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (4, 3) => outer::<T, S, 4, 3>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (4, 2) => outer::<T, S, 4, 2>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (4, _) => outer::<T, S, 4, 1>(acc, row.dz, gp, [group(0)], t_n),
+            (8, 3) => outer::<T, S, 8, 3>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (8, 2) => outer::<T, S, 8, 2>(acc, row.dz, gp, std::array::from_fn(group), t_n),
+            (8, _) => outer::<T, S, 8, 1>(acc, row.dz, gp, [group(0)], t_n),
             _ => {
                 for v in (0..gp).step_by(LANES) {
-                    outer::<T, 1, 1>(&mut acc[v..], &row.dz[v..], gp, [group(0)], t_n);
+                    outer::<T, S, 1, 1>(&mut acc[v..], &row.dz[v..], gp, [group(0)], t_n);
                 }
                 1
             }
@@ -767,12 +764,12 @@ fn weight_sums<T: Real>(row: &mut BackRow<'_, T>, t_n: usize, i_n: usize, h: usi
 /// the four gate blocks. A function, not a closure: a closure the compiler
 /// leaves out of line is compiled without AVX-512 (measured 15× slower).
 #[inline(always)]
-fn back_row_add<T: Real>(acc: &mut [Lane<T>; 4], w: &[T], dz: &[T], u: usize) {
+fn back_row_add<T: Real, S: IsaMarker>(acc: &mut [Lane<T>; 4], w: &[T], dz: &[T], u: usize) {
     let rows: [Lane<T>; 4] = std::array::from_fn(|q| load(w, (q * LANES + u) * LANES));
     let d: [T; 4] = std::array::from_fn(|q| dz[q * LANES + u]);
     for l in 0..LANES {
         for q in 0..4 {
-            acc[q][l] = rows[q][l].mul_add(d[q], acc[q][l]);
+            acc[q][l] = mul_add::<T, S>(rows[q][l], d[q], acc[q][l]);
         }
     }
 }
@@ -829,7 +826,7 @@ fn back_steps_one_vector<T: Real, S: IsaMarker>(
         for l in 0..LANES {
             let gates = [i[l], f[l], g[l], o[l]];
             let dz_l;
-            (dz_l, dc[l]) = cell_backward(gates, tc[l], c_prev[l], d_out[l] + dh[l], dc[l]);
+            (dz_l, dc[l]) = cell_backward::<T, S>(gates, tc[l], c_prev[l], d_out[l] + dh[l], dc[l]);
             for q in 0..GATES {
                 dz4[q][l] = dz_l[q];
             }
@@ -846,8 +843,8 @@ fn back_steps_one_vector<T: Real, S: IsaMarker>(
         let half = h.div_ceil(2);
         let (mut first, mut second) = ([zero; GATES], [zero; GATES]);
         for u in 0..half {
-            back_row_add(&mut first, w, dz, u);
-            back_row_add(&mut second, w, dz, half + u);
+            back_row_add::<T, S>(&mut first, w, dz, u);
+            back_row_add::<T, S>(&mut second, w, dz, half + u);
         }
         // ((f0 + s0) + (f1 + s1)) + ((f2 + s2) + (f3 + s3)), one lane-wise
         // add after another: written as one expression per lane, the

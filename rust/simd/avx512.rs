@@ -1,8 +1,10 @@
-//! σ and tanh on AVX-512 registers, for the kernels' AVX-512 instances.
+//! σ on AVX-512 registers, for the kernels' AVX-512 instances (tanh there
+//! is the portable form of [`super::activation`], vectorised by the
+//! compiler).
 //!
-//! The formulas of [`super::activation`] — σ(x) = 1/(1 + e^−x) with x
-//! clamped to ±80, tanh(x) = 2σ(2x) − 1 — with three instructions portable
-//! code cannot reach: `vrndscale` rounds n, `vscalef` multiplies by 2ⁿ (no
+//! σ(x) = 1/(1 + e^−x) with x clamped to ±80 (so below −80 it is σ(−80),
+//! where the portable form goes on down to the subnormals), with three
+//! instructions portable code cannot reach: `vrndscale` rounds n, `vscalef` multiplies by 2ⁿ (no
 //! exponent-bit arithmetic), and `vrcp14` starts the reciprocal with 14
 //! correct bits, so one Newton step (two in f64) finishes it where the
 //! portable code needs three (five). That halves the instructions per gate,
@@ -21,45 +23,24 @@ use std::arch::x86_64::*;
 use std::mem::transmute_copy;
 
 use super::math::{EXP_POLY_F64, LN2_HI_F64, LN2_LO_F64};
-use super::{Lane, Real, LANES};
+use super::{Lane, Real};
 
 /// 2^f ≈ 1 + f·(c1 + f·(c2 + ...)) on |f| ≤ 1/2: c5 down to c1, a
 /// relative-error minimax fit (Lawson's iterations on Chebyshev nodes);
-/// 9e-8 relative in exact arithmetic, 1.9e-7 evaluated in f32; σ and tanh
-/// stay within 1.5 ulp of 1 of the exact values (the accuracy test below).
+/// 9e-8 relative in exact arithmetic, 1.9e-7 evaluated in f32; σ stays
+/// within 1.5 ulp of 1 of the exact values (measured on an AVX-512 CPU).
 #[allow(clippy::approx_constant)] // c1 is the fit's, a little off ln 2
 const EXP2_POLY_F32: [f32; 5] = [1.326_472_7e-3, 9.671_513e-3, 5.550_733_6e-2, 0.240_222_42, 0.693_147];
 
 /// Round to nearest, no exception: the `vrndscale` immediate.
 const ROUND: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 
-/// σ on every lane; `None` for an element type other than f32 and f64
-/// (`Real` is a public trait), which the caller computes portably.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[inline(always)]
-pub(crate) unsafe fn sigmoid_lane<T: Real>(x: Lane<T>) -> Option<Lane<T>> {
-    const { assert!(LANES == 16) };
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        // SAFETY: T is f32, so Lane<T> is 16 f32, the layout of __m512.
-        Some(unsafe { transmute_copy(&sigmoid_ps(transmute_copy::<Lane<T>, __m512>(&x))) })
-    } else if TypeId::of::<T>() == TypeId::of::<f64>() {
-        // SAFETY: T is f64, so Lane<T> is 16 f64, two __m512d.
-        Some(unsafe {
-            let [lo, hi]: [__m512d; 2] = transmute_copy(&x);
-            transmute_copy(&[sigmoid_pd(lo), sigmoid_pd(hi)])
-        })
-    } else {
-        None
-    }
-}
-
 /// σ on every lane of N lane vectors in lockstep: each instruction of the
 /// formula is issued for all N before the next, so N independent dependency
 /// chains sit side by side in the instruction stream (the out-of-order
-/// window is too short to find them 100 instructions apart). `None` as in
-/// [`sigmoid_lane`].
+/// window is too short to find them 100 instructions apart). `None` for an
+/// element type other than f32 and f64 (`Real` is a public trait), which
+/// the caller computes portably.
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
@@ -89,47 +70,7 @@ pub(crate) unsafe fn sigmoid_lanes<T: Real, const N: usize>(x: [Lane<T>; N]) -> 
     }
 }
 
-/// tanh on every lane, as 2σ(2x) − 1; `None` as in [`sigmoid_lane`].
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[inline(always)]
-pub(crate) unsafe fn tanh_lane<T: Real>(x: Lane<T>) -> Option<Lane<T>> {
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        // SAFETY: as in sigmoid_lane.
-        Some(unsafe {
-            let v: __m512 = transmute_copy(&x);
-            let one = _mm512_set1_ps(1.0);
-            let t = _mm512_fmsub_ps(_mm512_set1_ps(2.0), sigmoid_ps(_mm512_add_ps(v, v)), one);
-            transmute_copy(&t)
-        })
-    } else if TypeId::of::<T>() == TypeId::of::<f64>() {
-        // SAFETY: as in sigmoid_lane.
-        Some(unsafe {
-            let [lo, hi]: [__m512d; 2] = transmute_copy(&x);
-            let (two, one) = (_mm512_set1_pd(2.0), _mm512_set1_pd(1.0));
-            let t = [
-                _mm512_fmsub_pd(two, sigmoid_pd(_mm512_add_pd(lo, lo)), one),
-                _mm512_fmsub_pd(two, sigmoid_pd(_mm512_add_pd(hi, hi)), one),
-            ];
-            transmute_copy(&t)
-        })
-    } else {
-        None
-    }
-}
-
-/// σ on 16 f32 (within a few ulp of the portable `activation::sigmoid`).
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[inline(always)]
-unsafe fn sigmoid_ps(x: __m512) -> __m512 {
-    // SAFETY: the caller guarantees AVX-512F.
-    unsafe { sigmoid_ps_n([x])[0] }
-}
-
-/// [`sigmoid_ps`] on N vectors in lockstep (see [`sigmoid_lanes`]).
+/// σ on N vectors of 16 f32 in lockstep (see [`sigmoid_lanes`]).
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
@@ -169,17 +110,7 @@ unsafe fn sigmoid_ps_n<const N: usize>(x: [__m512; N]) -> [__m512; N] {
     }
 }
 
-/// σ on 8 f64 (within a few ulp of the portable `activation::sigmoid`).
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[inline(always)]
-unsafe fn sigmoid_pd(x: __m512d) -> __m512d {
-    // SAFETY: the caller guarantees AVX-512F.
-    unsafe { sigmoid_pd_n([x])[0] }
-}
-
-/// [`sigmoid_pd`] on N vectors in lockstep (see [`sigmoid_lanes`]).
+/// σ on N vectors of 8 f64 in lockstep (see [`sigmoid_lanes`]).
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
@@ -215,65 +146,5 @@ unsafe fn sigmoid_pd_n<const N: usize>(x: [__m512d; N]) -> [__m512d; N] {
             }
         }
         y
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::simd::activation::{sigmoid, sigmoid_lane, tanh, tanh_lane};
-    use crate::simd::{Avx512Isa, Lane, Real, LANES};
-
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    fn both<T: Real>(x: Lane<T>) -> (Lane<T>, Lane<T>) {
-        (sigmoid_lane::<T, Avx512Isa>(x), tanh_lane::<T, Avx512Isa>(x))
-    }
-
-    /// Over inputs across and beyond the clamp: the largest difference of
-    /// the AVX-512 forms from `exact` (σ and tanh in f64) and of the
-    /// portable forms from it; NaN must stay NaN, ±∞ saturate.
-    fn worst<T: Real>(exact: impl Fn(T) -> (f64, f64)) -> (f64, f64) {
-        let mut inputs: Vec<f64> = (-12_000..12_000).map(|i| i as f64 * 0.007_3).collect();
-        inputs.extend([-1e30, -100.0, -80.5, -80.0, 80.0, 100.0, 1e30, 0.0, -0.0, 1e-8]);
-        inputs.extend([f64::INFINITY, f64::NEG_INFINITY, f64::NAN]);
-        let (mut avx, mut portable) = (0.0f64, 0.0f64);
-        for block in inputs.chunks(LANES) {
-            let mut x = Lane::splat(T::ZERO);
-            for (l, &v) in block.iter().enumerate() {
-                x[l] = T::from_f64(v);
-            }
-            // SAFETY: the caller checked that this CPU has AVX-512.
-            let (s, t) = unsafe { both(x) };
-            for l in 0..block.len() {
-                let (s, t) = (s[l].to_f64(), t[l].to_f64());
-                if x[l].to_f64().is_nan() {
-                    assert!(s.is_nan() && t.is_nan(), "NaN must stay NaN");
-                    continue;
-                }
-                let (want_s, want_t) = exact(x[l]);
-                let (port_s, port_t) = (sigmoid(x[l]).to_f64(), tanh(x[l]).to_f64());
-                avx = avx.max((s - want_s).abs()).max((t - want_t).abs());
-                portable = portable.max((port_s - want_s).abs()).max((port_t - want_t).abs());
-            }
-        }
-        (avx, portable)
-    }
-
-    #[test]
-    fn avx512_forms_are_as_accurate_as_the_portable_ones() {
-        if !is_x86_feature_detected!("avx512f") || !is_x86_feature_detected!("avx512vl") {
-            eprintln!("no AVX-512 on this CPU: nothing to compare");
-            return;
-        }
-        // f32 against σ and tanh in f64 arithmetic; f64 against the portable
-        // forms (f64 has nothing more precise at hand).
-        let (avx32, port32) = worst::<f32>(|x| {
-            let x = x as f64;
-            (1.0 / (1.0 + (-x).exp()), x.tanh())
-        });
-        let (avx64, _) = worst::<f64>(|x| (sigmoid(x), tanh(x)));
-        eprintln!("largest error: f32 {avx32:e} (portable {port32:e}); f64 {avx64:e} from the portable form");
-        // 1.5 ulp of 1 in f32; the portable forms reach 1.7e-7 (tanh = 2σ(2x) − 1).
-        assert!(avx32 <= 1.8e-7, "f32: {avx32:e}");
-        assert!(avx64 <= 4.5e-16, "f64: {avx64:e}");
     }
 }

@@ -118,56 +118,90 @@ fn detect() -> Isa {
 }
 
 /// Which instruction set a kernel instance was compiled for, as a type, so
-/// the few routines with a hand-written AVX-512 form (the gate
-/// nonlinearities, [`activation`]) can pick it at compile time.
+/// that generic code can pick, at compile time, what the instance has: a
+/// fused multiply-add instruction ([`mul_add`]), and the hand-written gate
+/// nonlinearities of `avx512.rs` ([`activation`]).
 ///
-/// Only [`dispatch!`] names these types: it uses [`Avx512Isa`] in the
-/// variant compiled with AVX-512 and called after [`isa`] found it, which is
-/// what makes the intrinsics behind `AVX512 = true` sound to call.
+/// Only [`dispatch!`] names these types: it uses [`Avx512Isa`] and
+/// [`Avx2Isa`] in the variants compiled with those features and called
+/// after [`isa`] found them, which is what makes the intrinsics behind
+/// `AVX512 = true` sound to call.
 pub trait IsaMarker {
     /// The instance runs on a CPU with AVX-512F/VL (and is compiled for it).
     const AVX512: bool;
+    /// The instance is compiled with a fused multiply-add instruction: x86
+    /// FMA3, or aarch64 (where NEON always has one). Without it,
+    /// `f32::mul_add` is a call to the software `fmaf`, so [`mul_add`]
+    /// multiplies and adds instead.
+    const FMA: bool;
 }
 
 /// The AVX-512 instance (see [`IsaMarker`]).
 pub struct Avx512Isa;
 
-/// Every other instance: plain lane loops the compiler vectorises.
-pub struct PortableIsa;
+/// The AVX2 + FMA instance.
+pub struct Avx2Isa;
+
+/// The instance compiled for the target's baseline: SSE2 on x86-64
+/// (no FMA), NEON on aarch64 (with FMA).
+pub struct BaselineIsa;
 
 impl IsaMarker for Avx512Isa {
     const AVX512: bool = true;
+    const FMA: bool = true;
 }
 
-impl IsaMarker for PortableIsa {
+impl IsaMarker for Avx2Isa {
     const AVX512: bool = false;
+    const FMA: bool = true;
+}
+
+impl IsaMarker for BaselineIsa {
+    const AVX512: bool = false;
+    const FMA: bool = cfg!(target_arch = "aarch64");
+}
+
+/// `a·b + c`: one fused instruction where the instance `S` has one, else a
+/// multiply and an add (two roundings), never a call to the software `fma`.
+/// Every multiply-add of the kernels goes through here.
+#[inline(always)]
+pub(crate) fn mul_add<T: Real, S: IsaMarker>(a: T, b: T, c: T) -> T {
+    if S::FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
 }
 
 /// Defines `pub(crate) fn $name` that runs the `#[inline(always)]` generic
 /// function `$body` compiled for the best instruction set of this CPU.
 /// `$body` is generic over the element type and over an [`IsaMarker`], which
-/// most bodies ignore and the gate nonlinearities use.
+/// tells it the instance it is compiled in.
+///
+/// Every instance is a function of its own, named after its instruction
+/// set (`$name::avx512`, `::avx2`, `::baseline`), never inlined into the
+/// dispatcher: `.ci/disasm` finds them by name and checks their code.
 ///
 /// ```ignore
 /// dispatch!(fn forward_chunk<T: Real, S: IsaMarker>(a: &[T], b: &mut [T]) => forward_chunk_impl);
 /// ```
 macro_rules! dispatch {
-    // `$body::<T, S>` with S = Avx512Isa in the AVX-512 variant,
-    // PortableIsa elsewhere.
     (fn $name:ident<T: Real, S: IsaMarker>($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
         #[allow(clippy::too_many_arguments)]
         pub(crate) fn $name<T: $crate::simd::Real>($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                #[inline(never)]
                 #[allow(clippy::too_many_arguments)]
                 fn avx512<T: $crate::simd::Real>($($arg: $ty),*) {
                     $body::<T, $crate::simd::Avx512Isa>($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
+                #[inline(never)]
                 #[allow(clippy::too_many_arguments)]
                 fn avx2<T: $crate::simd::Real>($($arg: $ty),*) {
-                    $body::<T, $crate::simd::PortableIsa>($($arg),*)
+                    $body::<T, $crate::simd::Avx2Isa>($($arg),*)
                 }
                 match $crate::simd::isa() {
                     // SAFETY: isa() checked at run time that the CPU has these features.
@@ -176,7 +210,12 @@ macro_rules! dispatch {
                     $crate::simd::Isa::Baseline => {}
                 }
             }
-            $body::<T, $crate::simd::PortableIsa>($($arg),*)
+            #[inline(never)]
+            #[allow(clippy::too_many_arguments)]
+            fn baseline<T: $crate::simd::Real>($($arg: $ty),*) {
+                $body::<T, $crate::simd::BaselineIsa>($($arg),*)
+            }
+            baseline::<T>($($arg),*)
         }
     };
 }

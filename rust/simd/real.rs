@@ -6,6 +6,8 @@
 use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
 
+use super::IsaMarker;
+
 /// A floating-point type the kernels run on (`f32` or `f64`).
 pub trait Real:
     Copy
@@ -35,19 +37,20 @@ pub trait Real:
     fn to_f64(self) -> f64;
     fn sqrt(self) -> Self;
     fn exp(self) -> Self;
-    /// `e^x` by the branch-free polynomial of `simd/math.rs` (≤ 2 ulp).
-    fn exp_fast(self) -> Self;
-    /// `1 / self` for self in [1, ∞) by Newton's iteration (no division).
-    fn recip_fast(self) -> Self;
-    /// `self * a + b` with one rounding (an FMA instruction where the
-    /// calling kernel was compiled with FMA; see `simd::dispatch!`).
+    /// σ(self), branch-free, for the kernel instance `S` (`simd/activation.rs`).
+    fn sigmoid<S: IsaMarker>(self) -> Self;
+    /// tanh(self), branch-free, for the kernel instance `S` (`simd/activation.rs`).
+    fn tanh_fast<S: IsaMarker>(self) -> Self;
+    /// `self * a + b` with one rounding: an FMA instruction where the
+    /// calling kernel was compiled with FMA, else a call to the software
+    /// `fma`. Kernels call `simd::mul_add`, which picks per instance.
     fn mul_add(self, a: Self, b: Self) -> Self;
     fn tanh(self) -> Self;
     fn is_finite(self) -> bool;
 }
 
 macro_rules! impl_real {
-    ($t:ty, $name:literal, $exp:path, $recip:path) => {
+    ($t:ty, $name:literal, $activation:ident) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -70,12 +73,12 @@ macro_rules! impl_real {
                 <$t>::exp(self)
             }
             #[inline(always)]
-            fn exp_fast(self) -> Self {
-                $exp(self)
+            fn sigmoid<S: IsaMarker>(self) -> Self {
+                super::activation::$activation::sigmoid::<S>(self)
             }
             #[inline(always)]
-            fn recip_fast(self) -> Self {
-                $recip(self)
+            fn tanh_fast<S: IsaMarker>(self) -> Self {
+                super::activation::$activation::tanh::<S>(self)
             }
             #[inline(always)]
             fn mul_add(self, a: Self, b: Self) -> Self {
@@ -93,5 +96,5 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, "float32", super::math::exp_f32, super::math::recip_f32);
-impl_real!(f64, "float64", super::math::exp_f64, super::math::recip_f64);
+impl_real!(f32, "float32", f32s);
+impl_real!(f64, "float64", f64s);

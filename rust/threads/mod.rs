@@ -4,9 +4,15 @@
 //! `SINCOS_RS_NUM_THREADS` read the first time it is needed, else the
 //! machine's core count. Work is split so that no sum depends on the thread
 //! count: results are bit-identical whatever it is set to.
+//!
+//! The threads themselves: [`pool`] (the kernels' fork-join helpers) and
+//! `gemm_pool` (the GEMM crate's rayon pool), both restarted in a forked
+//! child ([`fork`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub(crate) mod fork;
+mod gemm_pool;
 pub(crate) mod pool;
 
 /// 0 means "not decided yet".
@@ -15,6 +21,10 @@ static NUM_THREADS: AtomicUsize = AtomicUsize::new(0);
 /// The environment variable that sets the default thread count.
 pub const ENV_VAR: &str = "SINCOS_RS_NUM_THREADS";
 
+/// The most threads the kernels use, whatever is asked: far more than
+/// helps, few enough to start.
+pub const MAX_THREADS: usize = 1024;
+
 /// Below this many multiply-adds a product runs on one thread: waking a
 /// second core costs more than it saves.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
@@ -22,8 +32,8 @@ const PARALLEL_MIN_MACS: usize = 1 << 18;
 fn default_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     match std::env::var(ENV_VAR).ok().and_then(|s| s.trim().parse::<usize>().ok()) {
-        Some(n) if n > 0 => n,
-        _ => cores,
+        Some(n) if n > 0 => n.min(MAX_THREADS),
+        _ => cores.min(MAX_THREADS),
     }
 }
 
@@ -40,17 +50,15 @@ pub fn num_threads() -> usize {
 }
 
 /// Sets the thread count for all later calls; `0` restores the default.
+/// At most [`MAX_THREADS`].
 pub fn set_num_threads(n: usize) {
-    let n = if n == 0 { default_threads() } else { n };
+    let n = if n == 0 { default_threads() } else { n.min(MAX_THREADS) };
     NUM_THREADS.store(n, Ordering::Relaxed);
 }
 
-/// How a matrix product of `macs` multiply-adds should be split.
-pub(crate) fn gemm_parallelism(macs: usize) -> gemm::Parallelism {
+/// Runs a matrix product of `macs` multiply-adds, given how to split it:
+/// across the threads of the GEMM pool, or on the calling thread alone.
+pub(crate) fn run_gemm<R: Send>(macs: usize, product: impl FnOnce(gemm::Parallelism) -> R + Send) -> R {
     let n = num_threads();
-    if n > 1 && macs >= PARALLEL_MIN_MACS {
-        gemm::Parallelism::Rayon(n)
-    } else {
-        gemm::Parallelism::None
-    }
+    gemm_pool::run(if macs >= PARALLEL_MIN_MACS { n } else { 1 }, product)
 }

@@ -7,7 +7,8 @@
 //! its second half to an idle helper through that helper's own slot: no
 //! queue, nothing allocated once the helpers exist.
 //!
-//! There are `num_threads() - 1` helpers at most, started on first use.
+//! There are `num_threads() - 1` helpers at most, started on first use,
+//! once per process image: a forked child starts its own (`fork.rs`).
 //! A helper spins for [`SPIN`] after its last job, then parks. Whoever
 //! finishes first runs an unclaimed half itself, so a helper that the OS
 //! has not scheduled yet costs time, not a deadlock. Joins nest (a half may
@@ -22,6 +23,7 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super as threads;
+use super::fork::PerProcess;
 
 /// How long a helper spins without work before it parks: long enough to
 /// stay hot from one pass of a training step to the next, short enough to
@@ -61,11 +63,20 @@ struct Helper {
 // the Acquire load that sees it order the two.
 unsafe impl Sync for Helper {}
 
-/// Helper `i`, started on first use; `None` if the thread could not be
-/// started (then its share runs on the caller).
-fn helper(i: usize) -> Option<&'static Helper> {
-    static HELPERS: [OnceLock<Option<&'static Helper>>; MAX_HELPERS] = [const { OnceLock::new() }; MAX_HELPERS];
-    *HELPERS[i].get_or_init(|| {
+/// This process image's helpers, each started on first use.
+type Helpers = [OnceLock<Option<&'static Helper>>; MAX_HELPERS];
+
+/// The helpers of this process (a forked child gets fresh ones: the
+/// parent's threads do not exist in it).
+fn helpers() -> &'static Helpers {
+    static HELPERS: PerProcess<Helpers> = PerProcess::new();
+    HELPERS.get(|| [const { OnceLock::new() }; MAX_HELPERS])
+}
+
+/// Helper `i` of `helpers`, started on first use; `None` if the thread could
+/// not be started (then its share runs on the caller).
+fn helper(helpers: &'static Helpers, i: usize) -> Option<&'static Helper> {
+    *helpers[i].get_or_init(|| {
         let h: &'static Helper = Box::leak(Box::new(Helper {
             owner: Mutex::new(()),
             state: AtomicU8::new(IDLE),
@@ -144,8 +155,9 @@ unsafe fn run_half<B: FnOnce()>(data: *const ()) {
 /// Runs `a` on this thread and `b` on an idle helper, and returns when both
 /// are done; both here when no helper is idle or the thread count is 1.
 pub(crate) fn join<A: FnOnce() + Send, B: FnOnce() + Send>(a: A, b: B) {
-    let helpers = threads::num_threads().saturating_sub(1).min(MAX_HELPERS);
-    for h in (0..helpers).filter_map(helper) {
+    let count = threads::num_threads().saturating_sub(1).min(MAX_HELPERS);
+    let helpers = helpers();
+    for h in (0..count).filter_map(|i| helper(helpers, i)) {
         if let Ok(_owner) = h.owner.try_lock() {
             post_and_run(h, a, b);
             return;

@@ -1,0 +1,124 @@
+//! Runs one benchmark shape's work N times, for profilers: instruction
+//! counts do not depend on what else the machine runs, wall-clock times do.
+//!
+//! ```text
+//! cargo build --release --example profile_step
+//! valgrind --tool=callgrind target/release/examples/profile_step seed f32 step 20
+//! SINCOS_RS_SIMD=baseline perf record target/release/examples/profile_step h128 f64 forward 5
+//! ```
+//!
+//! Shapes as in `benches/lstm.rs`: `seed` (the seed network's train step,
+//! B50 T20 1→10→1), `long` (B1 T1000 I1 H10), `h128` (B64 T100 I32 H128),
+//! `h512` (B64 T100 I128 H512). Parts: `forward`, `backward` (after one
+//! untimed forward), `step` (forward + backward + Adam; the only part of
+//! `seed`). Prints the instance (`simd_level`) and the mean time per run.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use sincos_rs::model::{demo_params, SplitMix64};
+use sincos_rs::{Adam, AdamConfig, Lstm, LstmGrads, LstmParams, Real, SeedConfig, SeedNetwork};
+
+fn random<T: Real>(n: usize, scale: f64, seed: u64) -> Vec<T> {
+    let mut rng = SplitMix64(seed);
+    (0..n)
+        .map(|_| T::from_f64(scale * (2.0 * rng.next_f64() - 1.0)))
+        .collect()
+}
+
+/// Runs `part` of `shape` `reps` times; returns seconds per run.
+fn run<T: Real>(shape: &str, part: &str, reps: usize) -> f64 {
+    if shape == "seed" {
+        let cfg = SeedConfig::default();
+        let (batch, steps) = (50, 20);
+        let xs: Vec<f64> = (0..batch * steps)
+            .map(|k| k as f64 / (10.0 * std::f64::consts::PI))
+            .collect();
+        let seq: Vec<T> = xs.iter().map(|&x| T::from_f64(x.sin())).collect();
+        let res: Vec<T> = xs.iter().map(|&x| T::from_f64(x.cos())).collect();
+        let mut net =
+            SeedNetwork::new(cfg, AdamConfig::default(), demo_params::<T>(&cfg, 1.0, 0)).expect("seed network");
+        let start = Instant::now();
+        for _ in 0..reps {
+            black_box(net.train_step(&seq, &res, batch, steps).expect("train_step"));
+        }
+        return start.elapsed().as_secs_f64() / reps as f64;
+    }
+    let (batch, steps, input, hidden) = match shape {
+        "long" => (1, 1000, 1, 10),
+        "h128" => (64, 100, 32, 128),
+        "h512" => (64, 100, 128, 512),
+        _ => panic!("unknown shape {shape}: seed, long, h128 or h512"),
+    };
+    let (n_ih, n_hh, n_b) = (4 * hidden * input, 4 * hidden * hidden, 4 * hidden);
+    let mut params: Vec<T> = random(n_ih + n_hh + n_b, 1.0 / (hidden as f64).sqrt(), 1);
+    let mut grads = vec![T::ZERO; params.len()];
+    let x: Vec<T> = random(batch * steps * input, 1.0, 2);
+    let d_out: Vec<T> = random(batch * steps * hidden, 1.0, 3);
+    let mut dx = vec![T::ZERO; x.len()];
+    let mut lstm = Lstm::new(input, hidden).expect("sizes");
+    let mut adam = Adam::new(
+        AdamConfig {
+            lr: 1e-3,
+            ..AdamConfig::default()
+        },
+        params.len(),
+    )
+    .expect("adam");
+    let mut once = |params: &[T], grads: &mut [T], forward: bool, backward: bool| {
+        let (w_ih, rest) = params.split_at(n_ih);
+        let (w_hh, bias) = rest.split_at(n_hh);
+        let p = LstmParams {
+            weight_ih: w_ih,
+            weight_hh: w_hh,
+            bias,
+        };
+        if forward {
+            lstm.forward(p, &x, batch, steps, None).expect("forward");
+        }
+        if backward {
+            let (g_ih, rest) = grads.split_at_mut(n_ih);
+            let (g_hh, g_b) = rest.split_at_mut(n_hh);
+            let g = LstmGrads {
+                weight_ih: g_ih,
+                weight_hh: g_hh,
+                bias: g_b,
+            };
+            lstm.backward(p, &d_out, None, Some(&mut dx), g).expect("backward");
+        }
+    };
+    if part == "backward" {
+        once(&params, &mut grads, true, false);
+    }
+    let start = Instant::now();
+    for _ in 0..reps {
+        match part {
+            "forward" => once(&params, &mut grads, true, false),
+            "backward" => once(&params, &mut grads, false, true),
+            "step" => {
+                once(&params, &mut grads, true, true);
+                adam.update(&mut params, &grads).expect("adam");
+            }
+            _ => panic!("unknown part {part}: forward, backward or step"),
+        }
+        black_box(&grads);
+    }
+    start.elapsed().as_secs_f64() / reps as f64
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
+    let (shape, dtype, part) = (arg(0, "seed"), arg(1, "f32"), arg(2, "step"));
+    let reps: usize = arg(3, "10").parse().expect("a repetition count");
+    let seconds = match dtype.as_str() {
+        "f32" | "float32" => run::<f32>(&shape, &part, reps),
+        "f64" | "float64" => run::<f64>(&shape, &part, reps),
+        _ => panic!("unknown dtype {dtype}: f32 or f64"),
+    };
+    println!(
+        "{shape} {dtype} {part} x{reps} [{}]: {:.1} us per run",
+        sincos_rs::simd_level(),
+        seconds * 1e6
+    );
+}
