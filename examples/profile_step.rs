@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use sincos_rs::model::{demo_params, SplitMix64};
-use sincos_rs::{Adam, AdamConfig, Lstm, LstmGrads, LstmParams, Real, SeedConfig, SeedNetwork};
+use sincos_rs::{Adam, AdamConfig, Kernel, Lstm, LstmGrads, LstmParams, Real, SeedConfig, SeedNetwork};
 
 fn random<T: Real>(n: usize, scale: f64, seed: u64) -> Vec<T> {
     let mut rng = SplitMix64(seed);
@@ -57,6 +57,13 @@ fn run<T: Real>(shape: &str, part: &str, reps: usize) -> f64 {
     let d_out: Vec<T> = random(batch * steps * hidden, 1.0, 3);
     let mut dx = vec![T::ZERO; x.len()];
     let mut lstm = Lstm::new(input, hidden).expect("sizes");
+    // SINCOS_RS_KERNEL=lanes|rows|gemm forces a kernel (default: the layer's choice).
+    match std::env::var("SINCOS_RS_KERNEL").as_deref() {
+        Ok("lanes") => lstm.set_kernel(Kernel::Lanes),
+        Ok("rows") => lstm.set_kernel(Kernel::Rows),
+        Ok("gemm") => lstm.set_kernel(Kernel::Gemm),
+        _ => {}
+    }
     let mut adam = Adam::new(
         AdamConfig {
             lr: 1e-3,

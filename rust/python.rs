@@ -27,7 +27,7 @@ use pyo3::types::PyDict;
 
 use crate::adam::{adam_update as core_adam_update, adam_update_check, AdamCoefficients, AdamConfig, EpsilonStyle};
 use crate::error::Error;
-use crate::lstm::{functional, Lstm, LstmGrads, LstmParams, LstmShape, Sequences};
+use crate::lstm::{functional, LstmGrads, LstmParams, LstmShape, Sequences};
 use crate::model::{SeedConfig, SeedNetwork, PARAM_NAMES};
 use crate::simd::Real;
 use crate::threads;
@@ -238,22 +238,6 @@ fn new_array<'py, T: Element + Real>(
 ) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
     let array = zeros::<T>(py, shape)?;
     borrow_write(&array, "new array")?.as_slice_mut()?.copy_from_slice(data);
-    Ok(array)
-}
-
-/// A new zero-filled array of `shape` and `write`'s result on its elements
-/// (run without the GIL): kernels write their outputs straight into it.
-fn new_array_with<'py, T: Element + Real>(
-    py: Python<'py>,
-    shape: &[usize],
-    write: impl FnOnce(&mut [T]) -> crate::error::Result<()> + Send,
-) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
-    let array = zeros::<T>(py, shape)?;
-    {
-        let mut view = borrow_write(&array, "new array")?;
-        let data = view.as_slice_mut()?;
-        py.detach(|| write(data)).map_err(to_py_err)?;
-    }
     Ok(array)
 }
 
@@ -587,240 +571,7 @@ impl SeedNetworkCore {
 
 // ---------------------------------------------------------------- the LSTM layer
 
-enum LayerWs {
-    F32(Lstm<f32>),
-    F64(Lstm<f64>),
-}
-
-/// An LSTM layer's workspace: forward saves activations here for backward.
-/// Use `sincos_rs.LSTM`, which wraps this and owns the weights.
-#[pyclass(module = "sincos_rs._core")]
-struct LstmCore {
-    ws: LayerWs,
-}
-
-macro_rules! with_ws {
-    ($self:expr, $ws:ident, $t:ident => $body:expr) => {
-        match &mut $self.ws {
-            LayerWs::F32($ws) => {
-                type $t = f32;
-                $body
-            }
-            LayerWs::F64($ws) => {
-                type $t = f64;
-                $body
-            }
-        }
-    };
-}
-
 const WEIGHT_NAMES: [&str; 3] = ["weight_ih", "weight_hh", "bias"];
-
-/// Checks the three weight arrays of an LSTM with the given sizes.
-fn weight_args<'py, T: Element + Real>(
-    w_ih: &Bound<'py, PyAny>,
-    w_hh: &Bound<'py, PyAny>,
-    bias: &Bound<'py, PyAny>,
-    input: usize,
-    hidden: usize,
-) -> PyResult<[Bound<'py, PyArrayDyn<T>>; 3]> {
-    let w_ih = array_arg::<T>(w_ih, "weight_ih", Some(2))?;
-    check_shape("weight_ih", w_ih.shape(), &[4 * hidden, input])?;
-    let w_hh = array_arg::<T>(w_hh, "weight_hh", Some(2))?;
-    check_shape("weight_hh", w_hh.shape(), &[4 * hidden, hidden])?;
-    let bias = array_arg::<T>(bias, "bias", Some(1))?;
-    check_shape("bias", bias.shape(), &[4 * hidden])?;
-    Ok([w_ih, w_hh, bias])
-}
-
-/// Borrows checked weights for reading; ValueError naming the array if one
-/// holds NaN or inf (the weights are input to the layer, too).
-fn borrow_weights<'py, T: Element + Real>(
-    weights: &[Bound<'py, PyArrayDyn<T>>; 3],
-) -> PyResult<[PyReadonlyArrayDyn<'py, T>; 3]> {
-    let mut read = Vec::with_capacity(3);
-    for (array, name) in weights.iter().zip(WEIGHT_NAMES) {
-        let view = borrow_read(array, name)?;
-        check_finite_named(name, view.as_slice()?)?;
-        read.push(view);
-    }
-    read.try_into().map_err(|_| PyRuntimeError::new_err("three weights"))
-}
-
-/// Reads the three weight arrays of an LSTM with the given sizes.
-fn read_weights<'py, T: Element + Real>(
-    w_ih: &Bound<'py, PyAny>,
-    w_hh: &Bound<'py, PyAny>,
-    bias: &Bound<'py, PyAny>,
-    input: usize,
-    hidden: usize,
-) -> PyResult<[PyReadonlyArrayDyn<'py, T>; 3]> {
-    borrow_weights(&weight_args::<T>(w_ih, w_hh, bias, input, hidden)?)
-}
-
-type StatePair<'py> = Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>;
-
-/// Checks an optional (h, c) pair, each (batch, hidden).
-fn pair_args<'py, T: Element + Real>(
-    pair: &StatePair<'py>,
-    names: (&str, &str),
-    batch: usize,
-    hidden: usize,
-) -> PyResult<Option<[Bound<'py, PyArrayDyn<T>>; 2]>> {
-    match pair {
-        None => Ok(None),
-        Some((h, c)) => {
-            let h = array_arg::<T>(h, names.0, Some(2))?;
-            check_shape(names.0, h.shape(), &[batch, hidden])?;
-            let c = array_arg::<T>(c, names.1, Some(2))?;
-            check_shape(names.1, c.shape(), &[batch, hidden])?;
-            Ok(Some([h, c]))
-        }
-    }
-}
-
-/// Borrows a checked (h, c) pair for reading.
-fn borrow_pair<'py, T: Element + Real>(
-    pair: &Option<[Bound<'py, PyArrayDyn<T>>; 2]>,
-    names: (&str, &str),
-) -> PyResult<Option<[PyReadonlyArrayDyn<'py, T>; 2]>> {
-    match pair {
-        None => Ok(None),
-        Some([h, c]) => Ok(Some([borrow_read(h, names.0)?, borrow_read(c, names.1)?])),
-    }
-}
-
-/// Reads an optional (h, c) pair, each (batch, hidden).
-fn read_pair<'py, T: Element + Real>(
-    pair: &StatePair<'py>,
-    names: (&str, &str),
-    batch: usize,
-    hidden: usize,
-) -> PyResult<Option<[PyReadonlyArrayDyn<'py, T>; 2]>> {
-    borrow_pair(&pair_args::<T>(pair, names, batch, hidden)?, names)
-}
-
-#[pymethods]
-impl LstmCore {
-    #[new]
-    fn new(input_size: usize, hidden_size: usize, dtype: &str) -> PyResult<Self> {
-        let ws = match parse_dtype(dtype)? {
-            DType::F32 => LayerWs::F32(Lstm::new(input_size, hidden_size).map_err(to_py_err)?),
-            DType::F64 => LayerWs::F64(Lstm::new(input_size, hidden_size).map_err(to_py_err)?),
-        };
-        Ok(LstmCore { ws })
-    }
-
-    /// forward(x (B,T,I), weight_ih, weight_hh, bias, state=None) -> (out (B,T,H), h_n, c_n)
-    #[pyo3(signature = (x, weight_ih, weight_hh, bias, state=None))]
-    fn forward<'py>(
-        &mut self,
-        py: Python<'py>,
-        x: &Bound<'py, PyAny>,
-        weight_ih: &Bound<'py, PyAny>,
-        weight_hh: &Bound<'py, PyAny>,
-        bias: &Bound<'py, PyAny>,
-        state: StatePair<'py>,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        with_ws!(self, ws, T => {
-            let (input, hidden) = (ws.input_size(), ws.hidden_size());
-            let xa = read_array::<T>(x, "x", 3)?;
-            let shape = xa.shape().to_vec();
-            if shape[2] != input || shape[0] == 0 || shape[1] == 0 {
-                return Err(PyValueError::new_err(format!(
-                    "x: expected shape (B, T, {input}) with B, T >= 1, got {}",
-                    shape_str(&shape)
-                )));
-            }
-            let (batch, steps) = (shape[0], shape[1]);
-            let [w_ih, w_hh, b] = read_weights::<T>(weight_ih, weight_hh, bias, input, hidden)?;
-            let st = read_pair::<T>(&state, ("h0", "c0"), batch, hidden)?;
-            let p = LstmParams { weight_ih: w_ih.as_slice()?, weight_hh: w_hh.as_slice()?, bias: b.as_slice()? };
-            let xs = xa.as_slice()?;
-            let init = match &st {
-                Some([h, c]) => Some((h.as_slice()?, c.as_slice()?)),
-                None => None,
-            };
-            let out = new_array_with::<T>(py, &[batch, steps, hidden], |out| {
-                ws.forward_into(p, xs, batch, steps, init, out)
-            })?;
-            let (h_n, c_n) = ws.final_state();
-            Ok((out.into_any(), new_array(py, h_n, &[batch, hidden])?.into_any(), new_array(py, c_n, &[batch, hidden])?.into_any()))
-        })
-    }
-
-    /// backward(d_out, weight_ih, weight_hh, bias, grad_weight_ih, grad_weight_hh,
-    /// grad_bias, d_state=None) -> (dx, dh0, dc0); gradients written in place.
-    #[pyo3(signature = (d_out, weight_ih, weight_hh, bias, grad_weight_ih, grad_weight_hh, grad_bias, d_state=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn backward<'py>(
-        &mut self,
-        py: Python<'py>,
-        d_out: &Bound<'py, PyAny>,
-        weight_ih: &Bound<'py, PyAny>,
-        weight_hh: &Bound<'py, PyAny>,
-        bias: &Bound<'py, PyAny>,
-        grad_weight_ih: &Bound<'py, PyAny>,
-        grad_weight_hh: &Bound<'py, PyAny>,
-        grad_bias: &Bound<'py, PyAny>,
-        d_state: StatePair<'py>,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        with_ws!(self, ws, T => {
-            let s = ws.shape().ok_or_else(|| PyRuntimeError::new_err("backward called before forward"))?;
-            let d_arg = array_arg::<T>(d_out, "d_out", Some(3))?;
-            check_shape("d_out", d_arg.shape(), &[s.batch, s.steps, s.hidden])?;
-            let weights = weight_args::<T>(weight_ih, weight_hh, bias, s.input, s.hidden)?;
-            let ds_args = pair_args::<T>(&d_state, ("dh_n", "dc_n"), s.batch, s.hidden)?;
-            let grad_args = [
-                (grad_weight_ih, "grad_weight_ih", [4 * s.hidden, s.input].as_slice()),
-                (grad_weight_hh, "grad_weight_hh", &[4 * s.hidden, s.hidden]),
-                (grad_bias, "grad_bias", &[4 * s.hidden]),
-            ]
-            .into_iter()
-            .map(|(obj, name, shape)| {
-                let array = array_arg::<T>(obj, name, None)?;
-                check_shape(name, array.shape(), shape)?;
-                Ok(array)
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-            // The gradients are written while everything else is read.
-            let mut uses = vec![ArrayUse { name: "d_out".into(), array: d_arg.as_untyped(), written: false }];
-            for (array, name) in weights.iter().zip(WEIGHT_NAMES) {
-                uses.push(ArrayUse { name: name.into(), array: array.as_untyped(), written: false });
-            }
-            if let Some([h, c]) = &ds_args {
-                uses.push(ArrayUse { name: "dh_n".into(), array: h.as_untyped(), written: false });
-                uses.push(ArrayUse { name: "dc_n".into(), array: c.as_untyped(), written: false });
-            }
-            for (array, name) in grad_args.iter().zip(["grad_weight_ih", "grad_weight_hh", "grad_bias"]) {
-                uses.push(ArrayUse { name: name.into(), array: array.as_untyped(), written: true });
-            }
-            check_no_aliasing(&uses)?;
-            let d = borrow_read(&d_arg, "d_out")?;
-            let [w_ih, w_hh, b] = borrow_weights(&weights)?;
-            let ds = borrow_pair(&ds_args, ("dh_n", "dc_n"))?;
-            let mut g_ih = borrow_write(&grad_args[0], "grad_weight_ih")?;
-            let mut g_hh = borrow_write(&grad_args[1], "grad_weight_hh")?;
-            let mut g_b = borrow_write(&grad_args[2], "grad_bias")?;
-            let p = LstmParams { weight_ih: w_ih.as_slice()?, weight_hh: w_hh.as_slice()?, bias: b.as_slice()? };
-            let d_slice = d.as_slice()?;
-            let d_final = match &ds {
-                Some([h, c]) => Some((h.as_slice()?, c.as_slice()?)),
-                None => None,
-            };
-            let grads = LstmGrads { weight_ih: g_ih.as_slice_mut()?, weight_hh: g_hh.as_slice_mut()?, bias: g_b.as_slice_mut()? };
-            let dx = new_array_with::<T>(py, &[s.batch, s.steps, s.input], |dx| {
-                ws.backward(p, d_slice, d_final, Some(dx), grads)
-            })?;
-            let (dh0, dc0) = ws.initial_state_grad();
-            Ok((
-                dx.into_any(),
-                new_array(py, dh0, &[s.batch, s.hidden])?.into_any(),
-                new_array(py, dc0, &[s.batch, s.hidden])?.into_any(),
-            ))
-        })
-    }
-}
 
 // ---------------------------------------------------------------- the functional LSTM
 
@@ -1060,28 +811,17 @@ fn pair_or_zeros<'a, T: Element + Real>(
 /// Elements of `dtype` the saved activations of a forward pass take.
 #[pyfunction]
 fn lstm_saved_size(batch: usize, steps: usize, input_size: usize, hidden_size: usize, dtype: &str) -> PyResult<usize> {
-    for (arg, v) in [
-        ("batch", batch),
-        ("steps", steps),
-        ("input_size", input_size),
-        ("hidden_size", hidden_size),
-    ] {
-        if v == 0 {
-            return Err(PyValueError::new_err(format!(
-                "{arg}: expected a positive integer, got 0"
-            )));
-        }
-    }
     let s = LstmShape {
         batch,
         steps,
         input: input_size,
         hidden: hidden_size,
     };
-    Ok(match parse_dtype(dtype)? {
-        DType::F32 => functional::saved_len::<f32>(s),
-        DType::F64 => functional::saved_len::<f64>(s),
-    })
+    match parse_dtype(dtype)? {
+        DType::F32 => functional::check_sizes::<f32>(s).map(|()| functional::saved_len::<f32>(s)),
+        DType::F64 => functional::check_sizes::<f64>(s).map(|()| functional::saved_len::<f64>(s)),
+    }
+    .map_err(to_py_err)
 }
 
 /// Stateless forward: writes out, h_n, c_n and (unless None) saved.
@@ -1845,7 +1585,6 @@ fn simd_level() -> &'static str {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SeedNetworkCore>()?;
-    m.add_class::<LstmCore>()?;
     m.add_class::<AdamCore>()?;
     m.add_function(wrap_pyfunction!(check_adam_config, m)?)?;
     m.add_function(wrap_pyfunction!(lstm_saved_size, m)?)?;

@@ -154,9 +154,9 @@ def test_backward_d_out_overlaps_a_gradient_array() -> None:
 
 def core_error_paths() -> list[tuple[str, Callable[[], Any], type[Exception]]]:
     f32 = np.float32
-    layer = _core.LstmCore(4, 4, "float32")
     w_ih, w_hh, b = np.zeros((16, 4), f32), np.zeros((16, 4), f32), np.zeros(16, f32)
     x = np.zeros((2, 3, 4), f32)
+    out, h_n, c_n = np.zeros((2, 3, 4), f32), np.zeros((2, 4), f32), np.zeros((2, 4), f32)
     unaligned = np.frombuffer(bytearray(2 * 3 * 4 * 4 + 1), f32, offset=1, count=24)
     unaligned = unaligned.reshape(2, 3, 4)
     swapped = x.astype(">f4")
@@ -164,23 +164,28 @@ def core_error_paths() -> list[tuple[str, Callable[[], Any], type[Exception]]]:
     net = sr.LSTMRegressor(seed=0)._core
     hyper = {"lr": 0.1, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "eps_style": "tensorflow"}
     huge = 2**62
+
+    def saved_size(batch: int, steps: int) -> int:
+        return _core.lstm_saved_size(batch, steps, 1, 1, "float32")
+
+    def forward(x: np.ndarray) -> None:
+        _core.lstm_forward(x, w_ih, w_hh, b, None, None, out, h_n, c_n, None)
+
     return [
-        ("LstmCore huge sizes", lambda: _core.LstmCore(huge, huge, "float32"), ValueError),
-        ("LstmCore 4H overflows", lambda: _core.LstmCore(1, 2**62 + 1, "float32"), ValueError),
-        ("LstmCore negative size", lambda: _core.LstmCore(-1, 4, "float32"), OverflowError),
-        ("LstmCore bad dtype", lambda: _core.LstmCore(1, 4, "float16"), ValueError),
+        ("LSTM huge sizes", lambda: sr.LSTM(huge, huge), ValueError),
+        ("LSTM 4H overflows", lambda: sr.LSTM(1, 2**62 + 1), ValueError),
+        ("LSTM negative size", lambda: sr.LSTM(-1, 4), ValueError),
+        ("LSTM bad dtype", lambda: sr.LSTM(1, 4, dtype="float16"), ValueError),
+        ("saved size overflows", lambda: saved_size(huge, huge), ValueError),
+        ("saved size negative", lambda: saved_size(-1, 1), OverflowError),
         (
             "SeedNetworkCore huge sizes",
             lambda: _core.SeedNetworkCore(huge, huge, huge, params, dtype="float32", **hyper),
             ValueError,
         ),
-        ("unaligned x", lambda: layer.forward(unaligned, w_ih, w_hh, b), ValueError),
-        ("byte-swapped x", lambda: layer.forward(swapped, w_ih, w_hh, b), TypeError),
-        (
-            "backward before forward",
-            lambda: layer.backward(x, w_ih, w_hh, b, w_ih, w_hh, b),
-            RuntimeError,
-        ),  # fmt: skip
+        ("unaligned x", lambda: forward(unaligned), ValueError),
+        ("byte-swapped x", lambda: forward(swapped), TypeError),
+        ("backward before forward", lambda: sr.LSTM(4, 4).backward(out), RuntimeError),
         ("state of size 0", lambda: net.set_state((np.zeros((0, 10), f32),) * 2), ValueError),
         ("negative Adam step", lambda: net.set_adam({}, {}, -1), OverflowError),
         ("adam m missing keys", lambda: net.set_adam({}, {}, 1), KeyError),

@@ -7,7 +7,6 @@ from typing_extensions import Self
 
 __all__ = [
     "SeedNetworkCore",
-    "LstmCore",
     "AdamCore",
     "check_adam_config",
     "lstm_saved_size",
@@ -59,29 +58,6 @@ class SeedNetworkCore:
     def set_state(self, state: tuple[Any, Any] | None) -> None: ...
     @property
     def step(self) -> int: ...
-
-@final
-class LstmCore:
-    def __new__(cls, input_size: int, hidden_size: int, dtype: str) -> Self: ...
-    def forward(
-        self,
-        x: np.ndarray,
-        weight_ih: np.ndarray,
-        weight_hh: np.ndarray,
-        bias: np.ndarray,
-        state: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-    def backward(
-        self,
-        d_out: np.ndarray,
-        weight_ih: np.ndarray,
-        weight_hh: np.ndarray,
-        bias: np.ndarray,
-        grad_weight_ih: np.ndarray,
-        grad_weight_hh: np.ndarray,
-        grad_bias: np.ndarray,
-        d_state: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 def lstm_saved_size(batch: int, steps: int, input_size: int, hidden_size: int, dtype: str) -> int:
     """Elements of ``dtype`` ("float32" or "float64") the ``saved`` buffer of

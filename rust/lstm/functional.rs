@@ -16,8 +16,38 @@ use crate::simd::Real;
 
 /// Elements of `T` the saved activations of a forward pass over `s` take
 /// (any `T`-aligned buffer of this length works: the kernels align inside).
+/// The shape must pass [`check_sizes`] (else the count may overflow).
 pub fn saved_len<T: Real>(s: LstmShape) -> usize {
     Kernel::Auto.saved_len::<T>(s)
+}
+
+/// Checks that every size is positive and that the buffers of shape `s`
+/// (the saved activations above all) can be counted in bytes without
+/// overflow: `Error::Config` naming the shape otherwise. Every kernel's
+/// saved buffer is below `(B + 16)·(T + 1)·(I + 8·(H + 16)) + 64` values.
+pub fn check_sizes<T: Real>(s: LstmShape) -> Result<()> {
+    check_positive("batch size", s.batch)?;
+    check_positive("time steps", s.steps)?;
+    check_positive("input_size", s.input)?;
+    check_positive("hidden_size", s.hidden)?;
+    let bound = (s.hidden.checked_add(16))
+        .and_then(|h| h.checked_mul(8))
+        .and_then(|h| h.checked_add(s.input))
+        .and_then(|k| k.checked_mul(s.steps.checked_add(1)?))
+        .and_then(|n| n.checked_mul(s.batch.checked_add(16)?))
+        .and_then(|n| n.checked_add(64))
+        .and_then(|n| n.checked_mul(std::mem::size_of::<T>()));
+    match bound {
+        Some(bytes) if bytes <= isize::MAX as usize => Ok(()),
+        _ => Err(Error::Config {
+            arg: "sizes",
+            expected: "a shape whose buffers can be addressed".into(),
+            got: format!(
+                "batch {}, steps {}, input_size {}, hidden_size {}",
+                s.batch, s.steps, s.input, s.hidden
+            ),
+        }),
+    }
 }
 
 /// Forward over x (B, T, I) from `initial` (h0, c0), each (B, H), or zeros.
@@ -36,7 +66,7 @@ pub fn forward<T: Pooled>(
     c_n: &mut [T],
     saved: Option<&mut [T]>,
 ) -> Result<()> {
-    check_shape(s)?;
+    check_sizes::<T>(s)?;
     check_params(p, s)?;
     check_len("x", x, &[s.batch, s.steps, s.input])?;
     seq.check(s.batch, s.steps)?;
@@ -78,7 +108,7 @@ pub fn step<T: Pooled>(
     c_out: &mut [T],
 ) -> Result<()> {
     debug_assert_eq!(s.steps, 1);
-    check_shape(s)?;
+    check_sizes::<T>(s)?;
     check_params(p, s)?;
     check_len("x_t", x_t, &[s.batch, s.input])?;
     check_finite("x_t", x_t)?;
@@ -126,7 +156,7 @@ pub fn backward<T: Pooled>(
     dh0: &mut [T],
     dc0: &mut [T],
 ) -> Result<()> {
-    check_shape(s)?;
+    check_sizes::<T>(s)?;
     check_params(p, s)?;
     grads.check(s.input, s.hidden)?;
     check_len("x", x, &[s.batch, s.steps, s.input])?;
@@ -188,13 +218,6 @@ fn check_finite_steps<T: Real>(arg: &'static str, data: &[T], s: LstmShape, seq:
         }
     }
     Ok(())
-}
-
-fn check_shape(s: LstmShape) -> Result<()> {
-    check_positive("batch size", s.batch)?;
-    check_positive("time steps", s.steps)?;
-    check_positive("input_size", s.input)?;
-    check_positive("hidden_size", s.hidden)
 }
 
 /// Checks an optional (h, c) pair: each (B, H) and finite.
