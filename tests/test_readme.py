@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_COMMAND = "pip install . && python -m sincos_rs.train"
-TEST_COMMAND = 'pip install ".[test]" && cargo test -q && python -m pytest -q'
+TEST_COMMAND = 'pip install ".[test,torch]" && cargo test -q && python -m pytest -q'
 
 
 def fenced_lines(text: str) -> list[str]:
