@@ -139,6 +139,8 @@ def _run_backward(
     view,
     empty,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dh0, dc0, grad_weight_ih, grad_weight_hh, grad_bias) as tensors:
+    ``view`` makes the gradients' NumPy views, ``empty`` the outputs."""
     x, weight_ih, weight_hh, *_, lengths = arrays
     batch, steps, features = x.shape
     hidden = weight_hh.shape[1]
