@@ -12,7 +12,10 @@ Models (float32): ``seed``, the seed network Linear(1 -> 10) -> LSTM(10) ->
 Linear(10 -> 1) at B50 T20 with the seed's cost and carried state;
 ``layers2``, a 2-layer LSTM B64 T100 I32 H128 -> Linear(128 -> 1);
 ``bidir``, a bidirectional 1-layer LSTM B64 T100 I32 H128 -> Linear(256 -> 1)
-(mean squared error against a fixed target). Also the NumPy API's time for
+(mean squared error against a fixed target). ``torch.optim.Adam`` is built
+as in ``benches/compare.py``: fused (one kernel over all parameters), else
+foreach; ``--adam single`` uses the per-tensor loop (torch's CPU default),
+which costs each parameter tensor a dozen small ops. Also the NumPy API's time for
 the same LSTM layers' forward + backward (``sr.LSTM``), against which
 (b) - (c) is held: at most 1.5x that + 30 us.
 
@@ -70,12 +73,28 @@ CASES = {
     "bidir": Case("bidirectional LSTM B64 T100 I32 H128", 64, 100, 32, 128, bidirectional=True),
 }
 SEED_LR, LR = 0.006, 1e-3
+ADAM_KINDS = ("fused", "foreach", "single")
+
+
+def make_adam(params, lr: float, kind: str):
+    """torch.optim.Adam: ``fused`` (falls back to foreach where this build
+    has no fused CPU kernel), ``foreach``, or ``single`` (per tensor)."""
+    import torch
+
+    if kind == "fused":
+        try:
+            return torch.optim.Adam(params, lr=lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            kind = "foreach"
+    if kind == "foreach":
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+    return torch.optim.Adam(params, lr=lr, foreach=False)
 
 
 # --- the models ----------------------------------------------------------------------------
 
 
-def make_step(case: Case, variant: str) -> Callable[[], object]:
+def make_step(case: Case, variant: str, adam: str = "fused") -> Callable[[], object]:
     """One training iteration of ``case`` with the LSTM of ``variant``."""
     import torch
     from torch import nn
@@ -120,7 +139,7 @@ def make_step(case: Case, variant: str) -> Callable[[], object]:
 
     torch.manual_seed(0)
     model = Model()
-    opt = torch.optim.Adam(model.parameters(), lr=SEED_LR if case.seed_net else LR)
+    opt = make_adam(list(model.parameters()), SEED_LR if case.seed_net else LR, adam)
     gen = torch.Generator().manual_seed(1)
     if case.seed_net:
         xs = torch.arange(case.batch * case.steps, dtype=torch.float64).reshape(
@@ -229,14 +248,16 @@ class Result:
     numpy_api: float
 
 
-def measure(case_key: str, rounds: int, per_round: int, warmup: int, log) -> Result:
+def measure(
+    case_key: str, rounds: int, per_round: int, warmup: int, log, adam: str = "fused"
+) -> Result:
     import torch
 
     case = CASES[case_key]
     best: dict[str, tuple[float, int]] = {}
     for threads in thread_counts():
         torch.set_num_threads(threads)
-        steps = {variant: make_step(case, variant) for variant in VARIANTS}
+        steps = {variant: make_step(case, variant, adam) for variant in VARIANTS}
         times = time_interleaved(steps, rounds, per_round, warmup)
         for variant, ts in times.items():
             median = statistics.median(ts)
@@ -264,7 +285,7 @@ def fmt_time(seconds: float) -> str:
     return f"{seconds * 1e6:.3g} µs"
 
 
-def table(results: list[Result]) -> list[str]:
+def table(results: list[Result], adam: str = "fused") -> list[str]:
     headers = [
         "model",
         *[LABELS[v] for v in VARIANTS],
@@ -304,18 +325,19 @@ def table(results: list[Result]) -> list[str]:
         "brackets (the best of "
         + ", ".join(str(t) for t in thread_counts())
         + "); the NumPy API column is `sr.LSTM.forward` + `backward` of the same layers "
-        "(dx always formed, `reverse=True` for a bidirectional layer's second direction).",
+        "(dx always formed, `reverse=True` for a bidirectional layer's second direction). "
+        f"torch.optim.Adam: {adam}.",
     ]
     return lines
 
 
-def run(cases: list[str], quick: bool, rounds: int | None, log) -> list[str]:
+def run(cases: list[str], quick: bool, rounds: int | None, log, adam: str = "fused") -> list[str]:
     """The section for benches/compare.py, or this script's output."""
     if rounds is None:
         rounds = 3 if quick else 10
     per_round, warmup = (3, 2) if quick else (10, 5)
-    results = [measure(key, rounds, per_round, warmup, log) for key in cases]
-    return table(results)
+    results = [measure(key, rounds, per_round, warmup, log, adam) for key in cases]
+    return table(results, adam)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", default=",".join(CASES), help=f"from {', '.join(CASES)}")
     p.add_argument("--quick", action="store_true", help="few repetitions: a smoke test")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 10, quick 3)")
+    p.add_argument("--adam", choices=ADAM_KINDS, default="fused", help="torch.optim.Adam kind")
     args = p.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
@@ -332,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    print("\n".join(run(cases, args.quick, args.rounds, log)))
+    print("\n".join(run(cases, args.quick, args.rounds, log, args.adam)))
     return 0
 
 

@@ -106,9 +106,11 @@ class LSTM(torch.nn.RNNBase):
 
     def _check_input(self, x: Tensor) -> None:
         """x (B, T, I) batch-major: dtype, device and size as the kernels need."""
-        weight = self.weight_ih_l0
-        if x.device.type != "cpu" or weight.device.type != "cpu":
-            raise ValueError(_device_message(x.device if x.device.type != "cpu" else weight.device))
+        weight = self._parameters.get("weight_ih_l0")
+        if weight is None:
+            weight = self.weight_ih_l0
+        if not (x.is_cpu and weight.is_cpu):
+            raise ValueError(_device_message(weight.device if x.is_cpu else x.device))
         if x.dtype != weight.dtype:
             raise ValueError(
                 f"RNN input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). "
@@ -142,7 +144,7 @@ class LSTM(torch.nn.RNNBase):
         for i, t in enumerate((h0, c0)):
             if t.shape != expected:
                 raise RuntimeError(f"Expected hidden[{i}] size {expected}, got {list(t.shape)}")
-            if t.dtype != x.dtype or t.device.type != "cpu":
+            if t.dtype != x.dtype or not t.is_cpu:
                 raise ValueError(
                     f"hx[{i}]: expected a CPU tensor of {x.dtype}, got {t.dtype} on {t.device}"
                 )
@@ -158,8 +160,14 @@ class LSTM(torch.nn.RNNBase):
         """The layers over batch-major x (B, T, I): output (B, T, D*H), h_n, c_n."""
         directions = 2 if self.bidirectional else 1
         # Read by name on each call (not the cached self._flat_weights), so
-        # reassigned parameters and torch.func.functional_call are seen.
-        weights = [getattr(self, name) for name in self._flat_weights_names]
+        # reassigned parameters and torch.func.functional_call (which swaps
+        # entries of _parameters) are seen; straight from _parameters, the
+        # cheap lookup, else through getattr (a parametrized weight).
+        params = self._parameters
+        weights = [
+            params[name] if name in params else getattr(self, name)
+            for name in self._flat_weights_names
+        ]
         per_direction = 4 if self.bias else 2
         store = torch.is_grad_enabled() and (
             x.requires_grad

@@ -15,8 +15,9 @@ One call runs one direction of one layer over a batch-major sequence:
   activations backward needs (empty when ``store`` is False: inference).
 
 Tensors reach Rust as NumPy views of torch's memory (no copies); outputs are
-allocated with ``torch.empty`` and written by Rust in place, with the GIL
-released. The kernel takes one bias: the two torch biases are summed into a
+allocated (``torch.empty`` in the operator, ``np.empty`` wrapped by
+``torch.from_numpy`` in the eager path) and written by Rust in place, with
+the GIL released. The kernel takes one bias: the two torch biases are summed into a
 (4H,) temporary, and each one's gradient is the kernel's bias gradient.
 
 ``lstm`` is what ``sincos_rs.torch.LSTM`` calls: the custom operator while
@@ -37,25 +38,16 @@ from .._saved import saved_size
 
 __all__ = ["lstm", "lstm_backward", "lstm_forward"]
 
-_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
-
 
 def _array(t: Tensor) -> np.ndarray:
     """A NumPy view of a CPU tensor's memory (contiguous first if it is not)."""
     return t.detach().contiguous().numpy()
 
 
-def _optional(t: Tensor | None) -> np.ndarray | None:
-    return None if t is None else t.detach().contiguous().numpy()
-
-
-def _kernel_bias(
-    bias_ih: Tensor | None, bias_hh: Tensor | None, gates: int, dtype: torch.dtype
-) -> np.ndarray:
-    """The kernel's one bias: bias_ih + bias_hh, or zeros without biases."""
-    if bias_ih is None or bias_hh is None:
-        return np.zeros(gates, _DTYPE_NAMES[dtype])
-    return _array(bias_ih) + _array(bias_hh)
+def _view(t: Tensor) -> np.ndarray:
+    """``_array`` where grad mode is off (inside an autograd.Function), so
+    ``.numpy()`` needs no ``detach``: one torch call fewer per tensor."""
+    return t.contiguous().numpy()
 
 
 def _saved_numel(x: Tensor, hidden: int, store: bool) -> int:
@@ -73,75 +65,106 @@ def _saved_numel(x: Tensor, hidden: int, store: bool) -> int:
 Arrays = tuple
 
 
-def _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths) -> Arrays:
+def _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, view=_array) -> Arrays:
+    """The inputs as NumPy views (``view``: ``_array``, or ``_view`` with
+    grad mode off), the two biases summed into the kernel's one (zeros
+    without biases)."""
+    x_a = view(x)
+    if bias_ih is None or bias_hh is None:
+        bias = np.zeros(weight_ih.shape[0], x_a.dtype)
+    else:
+        bias = np.add(view(bias_ih), view(bias_hh))
     return (
-        _array(x),
-        _array(weight_ih),
-        _array(weight_hh),
-        _kernel_bias(bias_ih, bias_hh, weight_ih.shape[0], x.dtype),
-        _optional(h0),
-        _optional(c0),
-        _optional(lengths),
+        x_a,
+        view(weight_ih),
+        view(weight_hh),
+        bias,
+        None if h0 is None else view(h0),
+        None if c0 is None else view(c0),
+        None if lengths is None else view(lengths),
     )
+
+
+def _torch_empty(like: Tensor):
+    """An allocator of (tensor, its NumPy view) pairs by ``torch.empty``:
+    the operator's outputs, which torch owns and may resize."""
+
+    def empty(shape, zero: bool = False) -> tuple[Tensor, np.ndarray]:
+        t = like.new_zeros(shape) if zero else like.new_empty(shape)
+        return t, t.numpy()
+
+    return empty
+
+
+def _numpy_empty(dtype: np.dtype):
+    """An allocator of (tensor, array) pairs by ``np.empty`` and
+    ``torch.from_numpy``: one torch call per tensor instead of two (the
+    eager path, where that is a measurable share at small sizes)."""
+
+    def empty(shape, zero: bool = False) -> tuple[Tensor, np.ndarray]:
+        a = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+        return torch.from_numpy(a), a
+
+    return empty
 
 
 def _run_forward(
-    arrays: Arrays, x: Tensor, hidden: int, reverse: bool, store: bool, zero_saved: bool
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    batch, steps, _ = x.shape
-    out = x.new_empty((batch, steps, hidden))
-    h_n = x.new_empty((batch, hidden))
-    c_n = x.new_empty((batch, hidden))
-    numel = _saved_numel(x, hidden, store)
-    saved = x.new_zeros((numel,)) if zero_saved else x.new_empty((numel,))
+    arrays: Arrays, hidden: int, reverse: bool, store: bool, zero_saved: bool, empty
+) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], np.ndarray]:
+    """(out, h_n, c_n, saved) as tensors, and saved's array."""
     *inputs, lengths = arrays
-    _kernel.lstm_forward(
-        *inputs,
-        out.numpy(),
-        h_n.numpy(),
-        c_n.numpy(),
-        saved.numpy() if store else None,
-        lengths=lengths,
-        reverse=reverse,
+    x = inputs[0]
+    batch, steps, features = x.shape
+    numel = saved_size(batch, steps, features, hidden, x.itemsize) if store else 0
+    (out, out_a), (h_n, h_a), (c_n, c_a) = (
+        empty((batch, steps, hidden)),
+        empty((batch, hidden)),
+        empty((batch, hidden)),
     )
-    return out, h_n, c_n, saved
+    saved, saved_a = empty((numel,), zero_saved)
+    _kernel.lstm_forward(
+        *inputs, out_a, h_a, c_a, saved_a if store else None, lengths=lengths, reverse=reverse
+    )
+    return (out, h_n, c_n, saved), saved_a
 
 
 def _run_backward(
     arrays: Arrays,
     saved: np.ndarray,
-    like: Tensor,
     d_out: Tensor,
     dh_n: Tensor | None,
     dc_n: Tensor | None,
     reverse: bool,
     need_dx: bool,
+    view,
+    empty,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dh0, dc0, grad_weight_ih, grad_weight_hh, grad_bias) as tensors:
+    ``view`` makes the gradients' NumPy views, ``empty`` the outputs."""
     x, weight_ih, weight_hh, *_, lengths = arrays
     batch, steps, features = x.shape
     hidden = weight_hh.shape[1]
-    dx = like.new_empty((batch, steps, features) if need_dx else (0,))
-    dh0 = like.new_empty((batch, hidden))
-    dc0 = like.new_empty((batch, hidden))
-    grad_weight_ih = like.new_empty(weight_ih.shape)
-    grad_weight_hh = like.new_empty(weight_hh.shape)
-    grad_bias = like.new_empty((4 * hidden,))
+    pairs = [
+        empty((batch, steps, features) if need_dx else (0,)),
+        empty((batch, hidden)),
+        empty((batch, hidden)),
+        empty(weight_ih.shape),
+        empty(weight_hh.shape),
+        empty((4 * hidden,)),
+    ]
+    dx, *rest = (a for _, a in pairs)
     _kernel.lstm_backward(
         *arrays[:6],
         saved,
-        _array(d_out),
-        _optional(dh_n),
-        _optional(dc_n),
-        dx.numpy() if need_dx else None,
-        dh0.numpy(),
-        dc0.numpy(),
-        grad_weight_ih.numpy(),
-        grad_weight_hh.numpy(),
-        grad_bias.numpy(),
+        view(d_out),
+        None if dh_n is None else view(dh_n),
+        None if dc_n is None else view(dc_n),
+        dx if need_dx else None,
+        *rest,
         lengths=lengths,
         reverse=reverse,
     )
-    return dx, dh0, dc0, grad_weight_ih, grad_weight_hh, grad_bias
+    return tuple(t for t, _ in pairs)
 
 
 def _forward(
@@ -164,7 +187,8 @@ def _forward(
     its inputs (``torch.library.opcheck`` compares them between eager mode
     and compiled graphs). The eager path (``_EagerLstm``) skips the fill."""
     arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
-    return _run_forward(arrays, x, weight_hh.shape[1], reverse, store, zero_saved=True)
+    hidden = weight_hh.shape[1]
+    return _run_forward(arrays, hidden, reverse, store, True, _torch_empty(x))[0]
 
 
 def _backward(
@@ -187,7 +211,8 @@ def _backward(
     (dx (B, T, I), or empty if not ``need_dx``, dh0, dc0, grad_weight_ih,
     grad_weight_hh, grad_bias (4H,), the gradient of each torch bias)."""
     arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
-    return _run_backward(arrays, _array(saved), x, d_out, dh_n, dc_n, reverse, need_dx)
+    empty = _torch_empty(x)
+    return _run_backward(arrays, _array(saved), d_out, dh_n, dc_n, reverse, need_dx, _array, empty)
 
 
 # --- the custom operators ----------------------------------------------------------------
@@ -281,16 +306,20 @@ lstm_forward.register_autograd(_operator_backward, setup_context=_save)
 
 class _EagerLstm(torch.autograd.Function):
     """The operator's forward and autograd formula, called directly; the
-    inputs' NumPy views made for the forward are kept for the backward."""
+    inputs' NumPy views made for the forward are kept for the backward.
+    Autograd runs both methods with grad mode off, so views need no
+    ``detach``; outputs are NumPy allocations wrapped by ``torch.from_numpy``
+    (the saved buffer is not zero-filled: nothing compares it)."""
 
     @staticmethod
     def forward(ctx, *inputs):
         x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, store = inputs
-        arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
-        output = _run_forward(arrays, x, weight_hh.shape[1], reverse, store, zero_saved=False)
+        arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, _view)
+        empty = _numpy_empty(arrays[0].dtype)
+        output, saved = _run_forward(arrays, weight_hh.shape[1], reverse, store, False, empty)
         _save(ctx, inputs, output)
         ctx.arrays = arrays
-        ctx.saved_array = output[3].numpy()
+        ctx.saved_array = saved
         return output
 
     @staticmethod
@@ -303,7 +332,9 @@ class _EagerLstm(torch.autograd.Function):
 
         def backward(ctx, tensors, d_out, dh_n, dc_n, need_dx):
             arrays, saved = ctx.arrays, ctx.saved_array
-            return _run_backward(arrays, saved, tensors[0], d_out, dh_n, dc_n, ctx.reverse, need_dx)
+            empty = _numpy_empty(arrays[0].dtype)
+            reverse = ctx.reverse
+            return _run_backward(arrays, saved, d_out, dh_n, dc_n, reverse, need_dx, _view, empty)
 
         return _input_grads(ctx, backward, d_out, dh_n, dc_n)
 
