@@ -6,6 +6,7 @@
 use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
 
+use super::vector::Vector;
 use super::IsaMarker;
 
 /// A floating-point type the kernels run on (`f32` or `f64`).
@@ -31,6 +32,9 @@ pub trait Real:
     const ONE: Self;
     /// The name NumPy gives this type ("float32" or "float64").
     const NAME: &'static str;
+    /// One vector register of this type in the kernel instance `S`
+    /// (`S::F32` or `S::F64`).
+    type Simd<S: IsaMarker>: Vector<Self>;
 
     /// Rounds an `f64` to this type.
     fn from_f64(x: f64) -> Self;
@@ -50,11 +54,12 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $name:literal, $activation:ident) => {
+    ($t:ty, $name:literal, $activation:ident, $simd:ident) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NAME: &'static str = $name;
+            type Simd<S: IsaMarker> = S::$simd;
 
             #[inline(always)]
             fn from_f64(x: f64) -> Self {
@@ -96,5 +101,5 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, "float32", f32s);
-impl_real!(f64, "float64", f64s);
+impl_real!(f32, "float32", f32s, F32);
+impl_real!(f64, "float64", f64s, F64);
