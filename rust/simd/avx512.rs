@@ -1,150 +1,160 @@
-//! σ on AVX-512 registers, for the kernels' AVX-512 instances (tanh there
-//! is the portable form of [`super::activation`], vectorised by the
-//! compiler).
+//! σ and tanh on AVX-512 registers: [`GateVector`] for 16 f32 and 8 f64
+//! (the formulas are `super::activation`'s, as on every instruction set).
 //!
-//! σ(x) = 1/(1 + e^−x) with x clamped to ±80 (so below −80 it is σ(−80),
-//! where the portable form goes on down to the subnormals), with three
-//! instructions portable code cannot reach: `vrndscale` rounds n, `vscalef` multiplies by 2ⁿ (no
-//! exponent-bit arithmetic), and `vrcp14` starts the reciprocal with 14
-//! correct bits, so one Newton step (two in f64) finishes it where the
-//! portable code needs three (five). That halves the instructions per gate,
-//! which is most of a forward step at small H (`cargo bench`, the seed step).
+//! Quotients start from `vrcp14` (14 correct bits): one corrected quotient
+//! finishes f32, a Newton step and a corrected quotient f64, where a
+//! `vdivps`/`vdivpd` on zmm would hold the divider for 10-20 cycles per
+//! vector. Only AVX-512F instructions: the float logic of AVX-512DQ
+//! (`vorps` on zmm) is done on integers.
 //!
-//! f64 uses the portable range reduction and polynomial. f32 reduces in
-//! base 2 instead: e^−x = 2ⁿ·2^f with t = −x·log₂e, n = round(t),
-//! f = t − n (exact), and a degree-5 polynomial for 2^f. That is one
-//! multiply where the split ln 2 took three, and no separate 1 + r + r²·P(r)
-//! tail: a σ costs 8 multiply-adds instead of 12, and the forward step at
-//! small H is bound by them. Rounding t loses |t|·2⁻²⁴ relatively in e^−x,
-//! but σ's absolute error is σ(1−σ) times that: below 2e-8 for every x.
+//! The types are made only by `activation::sigmoid_tanh_lanes` in the
+//! AVX-512 instance of a kernel, which runs only on CPUs with AVX-512F/VL:
+//! that is what makes the intrinsics below sound to call. This machine's
+//! tests cannot run them; `activation`'s tests run the same formulas with
+//! a 14-bit reciprocal estimate modelled in scalar code.
 
-use std::any::TypeId;
 use std::arch::x86_64::*;
-use std::mem::transmute_copy;
 
-use super::math::{EXP_POLY_F64, LN2_HI_F64, LN2_LO_F64};
-use super::{Lane, Real};
+use super::math::{refine_quotient, GateFloat, GateVector};
 
-/// 2^f ≈ 1 + f·(c1 + f·(c2 + ...)) on |f| ≤ 1/2: c5 down to c1, a
-/// relative-error minimax fit (Lawson's iterations on Chebyshev nodes);
-/// 9e-8 relative in exact arithmetic, 1.9e-7 evaluated in f32; σ stays
-/// within 1.5 ulp of 1 of the exact values (measured on an AVX-512 CPU).
-#[allow(clippy::approx_constant)] // c1 is the fit's, a little off ln 2
-const EXP2_POLY_F32: [f32; 5] = [1.326_472_7e-3, 9.671_513e-3, 5.550_733_6e-2, 0.240_222_42, 0.693_147];
+/// 16 f32 in a zmm register.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(crate) struct F32x16(__m512);
 
-/// Round to nearest, no exception: the `vrndscale` immediate.
-const ROUND: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+/// 8 f64 in a zmm register.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(crate) struct F64x8(__m512d);
 
-/// σ on every lane of N lane vectors in lockstep: each instruction of the
-/// formula is issued for all N before the next, so N independent dependency
-/// chains sit side by side in the instruction stream (the out-of-order
-/// window is too short to find them 100 instructions apart). `None` for an
-/// element type other than f32 and f64 (`Real` is a public trait), which
-/// the caller computes portably.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[inline(always)]
-pub(crate) unsafe fn sigmoid_lanes<T: Real, const N: usize>(x: [Lane<T>; N]) -> Option<[Lane<T>; N]> {
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        // SAFETY: T is f32, so each Lane<T> is 16 f32, the layout of __m512
-        // (and [Lane<T>; N] that of [__m512; N]).
-        Some(unsafe { transmute_copy(&sigmoid_ps_n(transmute_copy::<[Lane<T>; N], [__m512; N]>(&x))) })
-    } else if TypeId::of::<T>() == TypeId::of::<f64>() {
-        // SAFETY: T is f64, so each Lane<T> is 16 f64, two __m512d.
-        Some(unsafe {
-            let halves: [[__m512d; 2]; N] = transmute_copy(&x);
-            let (mut lo, mut hi) = ([_mm512_setzero_pd(); N], [_mm512_setzero_pd(); N]);
-            for j in 0..N {
-                [lo[j], hi[j]] = halves[j];
-            }
-            let (lo, hi) = (sigmoid_pd_n(lo), sigmoid_pd_n(hi));
-            let mut y = halves;
-            for j in 0..N {
-                y[j] = [lo[j], hi[j]];
-            }
-            transmute_copy(&y)
-        })
-    } else {
-        None
+// SAFETY (every `unsafe` block below): the CPU has AVX-512F (module doc).
+impl GateVector for F32x16 {
+    type Elem = f32;
+    #[inline(always)]
+    fn splat(v: f32) -> Self {
+        unsafe { F32x16(_mm512_set1_ps(v)) }
+    }
+    #[inline(always)]
+    fn add(self, b: Self) -> Self {
+        unsafe { F32x16(_mm512_add_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    fn sub(self, b: Self) -> Self {
+        unsafe { F32x16(_mm512_sub_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    fn mul(self, b: Self) -> Self {
+        unsafe { F32x16(_mm512_mul_ps(self.0, b.0)) }
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        unsafe { F32x16(_mm512_fmadd_ps(self.0, b.0, c.0)) }
+    }
+    #[inline(always)]
+    fn neg_mul_add(self, b: Self, c: Self) -> Self {
+        unsafe { F32x16(_mm512_fnmadd_ps(self.0, b.0, c.0)) }
+    }
+    #[inline(always)]
+    fn neg_abs(self) -> Self {
+        unsafe {
+            let sign = _mm512_set1_epi32(i32::MIN);
+            F32x16(_mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(self.0), sign)))
+        }
+    }
+    #[inline(always)]
+    fn max_keep_nan(self, floor: Self) -> Self {
+        // vmaxps returns its second operand when either is NaN.
+        unsafe { F32x16(_mm512_max_ps(floor.0, self.0)) }
+    }
+    #[inline(always)]
+    fn pow2(t: Self, k: i32) -> Self {
+        let offset = (f32::BIAS + k).wrapping_sub(f32::MAGIC.to_bits() as i32);
+        unsafe {
+            let n = _mm512_add_epi32(_mm512_castps_si512(t.0), _mm512_set1_epi32(offset));
+            F32x16(_mm512_castsi512_ps(_mm512_slli_epi32::<23>(n)))
+        }
+    }
+    #[inline(always)]
+    fn select_negative(x: Self, if_negative: Self, otherwise: Self) -> Self {
+        unsafe {
+            let negative = _mm512_cmplt_epi32_mask(_mm512_castps_si512(x.0), _mm512_setzero_si512());
+            F32x16(_mm512_mask_blend_ps(negative, otherwise.0, if_negative.0))
+        }
+    }
+    #[inline(always)]
+    fn with_sign_of(self, x: Self) -> Self {
+        unsafe {
+            let sign = _mm512_and_si512(_mm512_castps_si512(x.0), _mm512_set1_epi32(i32::MIN));
+            F32x16(_mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(self.0), sign)))
+        }
+    }
+    #[inline(always)]
+    fn quotient(self, d: Self) -> Self {
+        refine_quotient(self, d, unsafe { F32x16(_mm512_rcp14_ps(d.0)) }, 0)
     }
 }
 
-/// σ on N vectors of 16 f32 in lockstep (see [`sigmoid_lanes`]).
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[inline(always)]
-unsafe fn sigmoid_ps_n<const N: usize>(x: [__m512; N]) -> [__m512; N] {
-    // Plain loops over N, no closures: a closure the compiler chose not to
-    // inline would be compiled without AVX-512 and call every intrinsic.
-    // SAFETY: the caller guarantees AVX-512F.
-    unsafe {
-        let set = _mm512_set1_ps;
-        let one = set(1.0);
-        let (mut n, mut f, mut p, mut d) = (x, x, x, x);
-        for j in 0..N {
-            // max/min return their second operand if either is NaN: NaN stays NaN.
-            let x = _mm512_min_ps(set(80.0), _mm512_max_ps(set(-80.0), x[j]));
-            // e^−x = 2ⁿ·2^f with t = −x·log₂e, n = round(t), f = t − n (exact).
-            let t = _mm512_mul_ps(x, set(-std::f32::consts::LOG2_E));
-            n[j] = _mm512_roundscale_ps::<ROUND>(t);
-            f[j] = _mm512_sub_ps(t, n[j]);
-            p[j] = set(EXP2_POLY_F32[0]);
-        }
-        for &c in &EXP2_POLY_F32[1..] {
-            for j in 0..N {
-                p[j] = _mm512_fmadd_ps(p[j], f[j], set(c));
-            }
-        }
-        let mut y = x;
-        for j in 0..N {
-            d[j] = _mm512_add_ps(one, _mm512_scalef_ps(_mm512_fmadd_ps(p[j], f[j], one), n[j]));
-            // 1/d for d in [1, e^80]: 14 bits, then one Newton step y + y·(1 − d·y).
-            y[j] = _mm512_rcp14_ps(d[j]);
-        }
-        for j in 0..N {
-            y[j] = _mm512_fmadd_ps(y[j], _mm512_fnmadd_ps(d[j], y[j], one), y[j]);
-        }
-        y
+impl GateVector for F64x8 {
+    type Elem = f64;
+    #[inline(always)]
+    fn splat(v: f64) -> Self {
+        unsafe { F64x8(_mm512_set1_pd(v)) }
     }
-}
-
-/// σ on N vectors of 8 f64 in lockstep (see [`sigmoid_lanes`]).
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[inline(always)]
-unsafe fn sigmoid_pd_n<const N: usize>(x: [__m512d; N]) -> [__m512d; N] {
-    // Plain loops, as in sigmoid_ps_n.
-    // SAFETY: the caller guarantees AVX-512F.
-    unsafe {
-        let set = _mm512_set1_pd;
-        let one = set(1.0);
-        let (mut n, mut r, mut p, mut d) = (x, x, x, x);
-        for j in 0..N {
-            let x = _mm512_min_pd(set(80.0), _mm512_max_pd(set(-80.0), x[j]));
-            n[j] = _mm512_roundscale_pd::<ROUND>(_mm512_mul_pd(x, set(-std::f64::consts::LOG2_E)));
-            r[j] = _mm512_fnmsub_pd(n[j], set(LN2_LO_F64), _mm512_fmadd_pd(n[j], set(LN2_HI_F64), x));
-            p[j] = set(EXP_POLY_F64[0]);
+    #[inline(always)]
+    fn add(self, b: Self) -> Self {
+        unsafe { F64x8(_mm512_add_pd(self.0, b.0)) }
+    }
+    #[inline(always)]
+    fn sub(self, b: Self) -> Self {
+        unsafe { F64x8(_mm512_sub_pd(self.0, b.0)) }
+    }
+    #[inline(always)]
+    fn mul(self, b: Self) -> Self {
+        unsafe { F64x8(_mm512_mul_pd(self.0, b.0)) }
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        unsafe { F64x8(_mm512_fmadd_pd(self.0, b.0, c.0)) }
+    }
+    #[inline(always)]
+    fn neg_mul_add(self, b: Self, c: Self) -> Self {
+        unsafe { F64x8(_mm512_fnmadd_pd(self.0, b.0, c.0)) }
+    }
+    #[inline(always)]
+    fn neg_abs(self) -> Self {
+        unsafe {
+            let sign = _mm512_set1_epi64(i64::MIN);
+            F64x8(_mm512_castsi512_pd(_mm512_or_si512(_mm512_castpd_si512(self.0), sign)))
         }
-        for &c in &EXP_POLY_F64[1..] {
-            for j in 0..N {
-                p[j] = _mm512_fmadd_pd(p[j], r[j], set(c));
-            }
+    }
+    #[inline(always)]
+    fn max_keep_nan(self, floor: Self) -> Self {
+        unsafe { F64x8(_mm512_max_pd(floor.0, self.0)) }
+    }
+    #[inline(always)]
+    fn pow2(t: Self, k: i32) -> Self {
+        let offset = ((f64::BIAS + k) as i64).wrapping_sub(f64::MAGIC.to_bits() as i64);
+        unsafe {
+            let n = _mm512_add_epi64(_mm512_castpd_si512(t.0), _mm512_set1_epi64(offset));
+            F64x8(_mm512_castsi512_pd(_mm512_slli_epi64::<52>(n)))
         }
-        let mut y = x;
-        for j in 0..N {
-            let e_r = _mm512_add_pd(_mm512_fmadd_pd(_mm512_mul_pd(p[j], r[j]), r[j], r[j]), one);
-            d[j] = _mm512_add_pd(one, _mm512_scalef_pd(e_r, n[j]));
-            // 14 bits, then two Newton steps (28, 56).
-            y[j] = _mm512_rcp14_pd(d[j]);
+    }
+    #[inline(always)]
+    fn select_negative(x: Self, if_negative: Self, otherwise: Self) -> Self {
+        unsafe {
+            let negative = _mm512_cmplt_epi64_mask(_mm512_castpd_si512(x.0), _mm512_setzero_si512());
+            F64x8(_mm512_mask_blend_pd(negative, otherwise.0, if_negative.0))
         }
-        for _ in 0..2 {
-            for j in 0..N {
-                y[j] = _mm512_fmadd_pd(y[j], _mm512_fnmadd_pd(d[j], y[j], one), y[j]);
-            }
+    }
+    #[inline(always)]
+    fn with_sign_of(self, x: Self) -> Self {
+        unsafe {
+            let sign = _mm512_and_si512(_mm512_castpd_si512(x.0), _mm512_set1_epi64(i64::MIN));
+            F64x8(_mm512_castsi512_pd(_mm512_or_si512(_mm512_castpd_si512(self.0), sign)))
         }
-        y
+    }
+    #[inline(always)]
+    fn quotient(self, d: Self) -> Self {
+        refine_quotient(self, d, unsafe { F64x8(_mm512_rcp14_pd(d.0)) }, 1)
     }
 }

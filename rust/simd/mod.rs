@@ -11,9 +11,15 @@ use std::ops::{Index, IndexMut};
 
 pub mod activation;
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod math;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod real;
+#[cfg(target_arch = "x86_64")]
+mod sse2;
 
 pub use real::Real;
 
@@ -127,6 +133,9 @@ fn detect() -> Isa {
 /// after [`isa`] found them, which is what makes the intrinsics behind
 /// `AVX512 = true` sound to call.
 pub trait IsaMarker {
+    /// The instruction set of the instance (`Baseline`: SSE2 on x86-64,
+    /// NEON on aarch64), which picks its hand-written σ and tanh.
+    const ISA: Isa;
     /// The instance runs on a CPU with AVX-512F/VL (and is compiled for it).
     const AVX512: bool;
     /// The instance is compiled with a fused multiply-add instruction: x86
@@ -163,6 +172,7 @@ pub struct BaselineIsa;
 
 #[cfg(target_arch = "x86_64")]
 impl IsaMarker for Avx512Isa {
+    const ISA: Isa = Isa::Avx512;
     const AVX512: bool = true;
     const FMA: bool = true;
     const VECTOR_BYTES: usize = 64;
@@ -171,6 +181,7 @@ impl IsaMarker for Avx512Isa {
 
 #[cfg(target_arch = "x86_64")]
 impl IsaMarker for Avx2Isa {
+    const ISA: Isa = Isa::Avx2;
     const AVX512: bool = false;
     const FMA: bool = true;
     const VECTOR_BYTES: usize = 32;
@@ -178,6 +189,7 @@ impl IsaMarker for Avx2Isa {
 }
 
 impl IsaMarker for BaselineIsa {
+    const ISA: Isa = Isa::Baseline;
     const AVX512: bool = false;
     const FMA: bool = cfg!(target_arch = "aarch64");
     const VECTOR_BYTES: usize = 16;

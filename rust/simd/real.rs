@@ -50,7 +50,7 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $name:literal, $activation:ident) => {
+    ($t:ty, $name:literal) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -74,11 +74,11 @@ macro_rules! impl_real {
             }
             #[inline(always)]
             fn sigmoid<S: IsaMarker>(self) -> Self {
-                super::activation::$activation::sigmoid::<S>(self)
+                super::activation::sigmoid_scalar::<$t, S>(self)
             }
             #[inline(always)]
             fn tanh_fast<S: IsaMarker>(self) -> Self {
-                super::activation::$activation::tanh::<S>(self)
+                super::activation::tanh_scalar::<$t, S>(self)
             }
             #[inline(always)]
             fn mul_add(self, a: Self, b: Self) -> Self {
@@ -96,5 +96,5 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, "float32", f32s);
-impl_real!(f64, "float64", f64s);
+impl_real!(f32, "float32");
+impl_real!(f64, "float64");
