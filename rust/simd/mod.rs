@@ -13,8 +13,6 @@
 use std::ops::{Index, IndexMut};
 
 pub mod activation;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 pub mod math;
 mod real;
 pub(crate) mod vector;
@@ -190,9 +188,9 @@ impl IsaMarker for BaselineIsa {
     #[cfg(target_arch = "aarch64")]
     type F64 = vector::neon::F64x2;
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    type F32 = vector::portable::X4<f32>;
+    type F32 = vector::scalar::Scalar<f32, BaselineIsa>;
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    type F64 = vector::portable::X4<f64>;
+    type F64 = vector::scalar::Scalar<f64, BaselineIsa>;
 }
 
 /// `a·b + c`: one fused instruction where the instance `S` has one, else a

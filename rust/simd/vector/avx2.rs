@@ -1,5 +1,10 @@
 //! AVX2 + FMA registers: 8 f32 (`__m256`), 4 f64 (`__m256d`).
 //!
+//! The f32 quotient of σ/tanh starts from `vrcpps` (12 bits) and finishes
+//! with one Newton step and a corrected quotient, five multiply-adds that
+//! pipeline where `vdivps` would hold the divider for each vector; f64
+//! divides (no f64 reciprocal estimate below AVX-512).
+//!
 //! Only `Avx2Isa` and `Avx512Isa` name these types, in kernel instances
 //! compiled with (at least) AVX2 and FMA and run on CPUs that have them
 //! (see `super`), which is what makes the intrinsics below sound.
@@ -7,6 +12,7 @@
 use std::arch::x86_64::*;
 
 use super::Vector;
+use crate::simd::math::{refine_quotient, GateFloat};
 
 /// 8 f32 in a `ymm` register.
 #[derive(Clone, Copy)]
@@ -57,6 +63,39 @@ impl Vector<f32> for F32x8 {
         Self(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
     }
     #[inline(always)]
+    fn neg_mul_add(self, b: Self, c: Self) -> Self {
+        unsafe { F32x8(_mm256_fnmadd_ps(self.0, b.0, c.0)) }
+    }
+    #[inline(always)]
+    fn neg_abs(self) -> Self {
+        unsafe { F32x8(_mm256_or_ps(self.0, _mm256_set1_ps(-0.0))) }
+    }
+    #[inline(always)]
+    fn max_keep_nan(self, floor: Self) -> Self {
+        // vmaxps returns its second operand when either is NaN.
+        unsafe { F32x8(_mm256_max_ps(floor.0, self.0)) }
+    }
+    #[inline(always)]
+    fn pow2(t: Self, k: i32) -> Self {
+        let offset = (f32::BIAS + k).wrapping_sub(f32::MAGIC.to_bits() as i32);
+        unsafe {
+            let n = _mm256_add_epi32(_mm256_castps_si256(t.0), _mm256_set1_epi32(offset));
+            F32x8(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(n)))
+        }
+    }
+    #[inline(always)]
+    fn select_negative(x: Self, if_negative: Self, otherwise: Self) -> Self {
+        unsafe { F32x8(_mm256_blendv_ps(otherwise.0, if_negative.0, x.0)) }
+    }
+    #[inline(always)]
+    fn with_sign_of(self, x: Self) -> Self {
+        unsafe { F32x8(_mm256_or_ps(self.0, _mm256_and_ps(x.0, _mm256_set1_ps(-0.0)))) }
+    }
+    #[inline(always)]
+    fn quotient(self, d: Self) -> Self {
+        refine_quotient(self, d, unsafe { F32x8(_mm256_rcp_ps(d.0)) }, 1)
+    }
+    #[inline(always)]
     fn sum(self) -> f32 {
         unsafe {
             // (l, l + 4), then (l, l + 2), then (0, 1).
@@ -104,6 +143,38 @@ impl Vector<f64> for F64x4 {
     #[inline(always)]
     fn mul_add(self, b: Self, c: Self) -> Self {
         Self(unsafe { _mm256_fmadd_pd(self.0, b.0, c.0) })
+    }
+    #[inline(always)]
+    fn neg_mul_add(self, b: Self, c: Self) -> Self {
+        unsafe { F64x4(_mm256_fnmadd_pd(self.0, b.0, c.0)) }
+    }
+    #[inline(always)]
+    fn neg_abs(self) -> Self {
+        unsafe { F64x4(_mm256_or_pd(self.0, _mm256_set1_pd(-0.0))) }
+    }
+    #[inline(always)]
+    fn max_keep_nan(self, floor: Self) -> Self {
+        unsafe { F64x4(_mm256_max_pd(floor.0, self.0)) }
+    }
+    #[inline(always)]
+    fn pow2(t: Self, k: i32) -> Self {
+        let offset = ((f64::BIAS + k) as i64).wrapping_sub(f64::MAGIC.to_bits() as i64);
+        unsafe {
+            let n = _mm256_add_epi64(_mm256_castpd_si256(t.0), _mm256_set1_epi64x(offset));
+            F64x4(_mm256_castsi256_pd(_mm256_slli_epi64::<52>(n)))
+        }
+    }
+    #[inline(always)]
+    fn select_negative(x: Self, if_negative: Self, otherwise: Self) -> Self {
+        unsafe { F64x4(_mm256_blendv_pd(otherwise.0, if_negative.0, x.0)) }
+    }
+    #[inline(always)]
+    fn with_sign_of(self, x: Self) -> Self {
+        unsafe { F64x4(_mm256_or_pd(self.0, _mm256_and_pd(x.0, _mm256_set1_pd(-0.0)))) }
+    }
+    #[inline(always)]
+    fn quotient(self, d: Self) -> Self {
+        unsafe { F64x4(_mm256_div_pd(self.0, d.0)) }
     }
     #[inline(always)]
     fn sum(self) -> f64 {

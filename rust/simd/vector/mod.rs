@@ -1,5 +1,7 @@
 //! One SIMD register of f32 or f64 per instruction set, for the kernels'
-//! register-tiled inner loops (the projections, the weight-gradient sweep).
+//! register-tiled inner loops (the projections, the weight-gradient sweep)
+//! and for σ and tanh (`super::math`, `super::activation`, written once over
+//! [`Vector`]).
 //!
 //! The compiler's vectorisation of loops over `[T; W]` arrays was fragile:
 //! an accumulator of eight spilled to the stack every iteration, a block of
@@ -8,7 +10,8 @@
 //! nothing the compiler has to discover.
 //!
 //! Each instruction set has its file (`avx512.rs`, `avx2.rs`, `sse2.rs`,
-//! `neon.rs`; `portable.rs` for any other target), and each [`IsaMarker`]
+//! `neon.rs`; `scalar.rs`, one float, for any other target and for the
+//! one-value forms of σ and tanh), and each [`IsaMarker`]
 //! names its two types (`IsaMarker::F32`, `IsaMarker::F64`); a kernel
 //! generic over `T: Real` and `S: IsaMarker` reaches its type as
 //! [`Reg<T, S>`].
@@ -26,8 +29,7 @@ pub(crate) mod avx2;
 pub(crate) mod avx512;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-pub(crate) mod portable;
+pub(crate) mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod sse2;
 
@@ -56,6 +58,22 @@ pub trait Vector<T: Copy>: Copy {
     /// one (one rounding), else a multiply and an add (two), the same as
     /// `simd::mul_add` in that instance.
     fn mul_add(self, b: Self, c: Self) -> Self;
+    /// `c − self·b`, as [`Vector::mul_add`].
+    fn neg_mul_add(self, b: Self, c: Self) -> Self;
+    /// −|self|: the sign bit set.
+    fn neg_abs(self) -> Self;
+    /// `max(self, floor)`, NaN if `self` is NaN (a clamp that keeps NaN).
+    fn max_keep_nan(self, floor: Self) -> Self;
+    /// 2^(n + k) for the n in the low bits of `t` = n + MAGIC
+    /// (`math::reduce`), for n + k + bias ≥ 1: integer arithmetic on the bits.
+    fn pow2(t: Self, k: i32) -> Self;
+    /// `if_negative` where `x`'s sign bit is set, else `otherwise`.
+    fn select_negative(x: Self, if_negative: Self, otherwise: Self) -> Self;
+    /// `self` (≥ 0) with the sign bit of `x`.
+    fn with_sign_of(self, x: Self) -> Self;
+    /// `self / d` for d in [1, 2], within an ulp: a division, or a
+    /// reciprocal estimate refined by `math::refine_quotient`.
+    fn quotient(self, d: Self) -> Self;
     /// The sum of the elements in a fixed pairwise order: `WIDTH/2` pairs
     /// `s[l] + s[l + WIDTH/2]` first, and so on down to one.
     fn sum(self) -> T;
@@ -165,7 +183,7 @@ mod tests {
         let mut half = LANES / 2;
         while half > 0 {
             for l in 0..half {
-                s[l] = s[l] + s[l + half];
+                s[l] += s[l + half];
             }
             half /= 2;
         }
