@@ -1043,10 +1043,15 @@ fn dot_tile<'a, T: Real + 'a, S: IsaMarker, const N: usize>(
     runs: impl Iterator<Item = &'a [Lane<T>]>,
 ) -> [<Reg<T, S> as Vector<T>>::Regs; N] {
     let mut acc = array(|j| Reg::<T, S>::splat_regs(init.map_or(T::ZERO, |b| b[j])));
-    let (weights, _) = panel.as_chunks::<N>();
-    let mut weights = weights.iter();
+    let (mut weights, _) = panel.as_chunks::<N>();
     for run in runs {
-        for (v, w) in run.iter().zip(&mut weights) {
+        // Each run's weights as a slice of its own length: a zip of two
+        // slices has one trip count, where one with the shared iterator
+        // had a second exit mid-loop, and LLVM then shuffled and spilled
+        // the accumulators every iteration (44 instructions for 12 FMAs).
+        let (w_run, rest) = weights.split_at(run.len().min(weights.len()));
+        weights = rest;
+        for (v, w) in run.iter().zip(w_run) {
             let v = load_lane::<T, Reg<T, S>>(v);
             for (a, &wj) in acc.iter_mut().zip(w) {
                 let wj = Reg::<T, S>::splat(wj);
