@@ -127,7 +127,11 @@ pub(crate) const fn regs_per_lane<T: Copy, V: Vector<T>>() -> usize {
 #[inline(always)]
 pub(crate) fn tile_lanes<T: Real, S: IsaMarker>() -> usize {
     let per_lane = regs_per_lane::<T, Reg<T, S>>();
-    let lanes = if S::REGISTERS >= 32 { 16 / per_lane } else { 12 / per_lane - 1 };
+    let lanes = if S::REGISTERS >= 32 {
+        16 / per_lane
+    } else {
+        (12 / per_lane).saturating_sub(1)
+    };
     lanes.max(1)
 }
 
