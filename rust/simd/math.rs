@@ -90,6 +90,7 @@ impl GateFloat for f64 {
 /// with its exact residual (Markstein): within an ulp once y is good to
 /// more than half the mantissa. Needs a fused multiply-add.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86 registers estimate
 pub(crate) fn refine_quotient<T: Real, V: Vector<T>>(num: V, d: V, mut y: V, newton_steps: usize) -> V {
     let one = V::splat(T::ONE);
     for _ in 0..newton_steps {
