@@ -9,9 +9,11 @@
 //!
 //! Shapes as in `benches/lstm.rs`: `seed` (the seed network's train step,
 //! B50 T20 1→10→1), `long` (B1 T1000 I1 H10), `h128` (B64 T100 I32 H128),
-//! `h512` (B64 T100 I128 H512). Parts: `forward`, `backward` (after one
-//! untimed forward), `step` (forward + backward + Adam; the only part of
-//! `seed`). Prints the instance (`simd_level`) and the mean time per run.
+//! `h512` (B64 T100 I128 H512), and `small` (B50 T20 I10 H10, `sr.LSTM(10,
+//! 10)`). Parts: `forward`, `backward` (after one untimed forward; with dx),
+//! `step` (forward + backward + Adam; the only part of `seed`). Prints the
+//! instance (`simd_level`), the mean time per run, and a hash of the
+//! results' bits, so two builds can be checked to compute the same bits.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -26,8 +28,17 @@ fn random<T: Real>(n: usize, scale: f64, seed: u64) -> Vec<T> {
         .collect()
 }
 
-/// Runs `part` of `shape` `reps` times; returns seconds per run.
-fn run<T: Real>(shape: &str, part: &str, reps: usize) -> f64 {
+/// FNV-1a over the bits of `values`, chained from `h`.
+fn hash<T: Real>(mut h: u64, values: &[T]) -> u64 {
+    for v in values {
+        h = (h ^ v.to_f64().to_bits()).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// Runs `part` of `shape` `reps` times; returns seconds per run and a hash
+/// of the results.
+fn run<T: Real>(shape: &str, part: &str, reps: usize) -> (f64, u64) {
     if shape == "seed" {
         let cfg = SeedConfig::default();
         let (batch, steps) = (50, 20);
@@ -42,13 +53,15 @@ fn run<T: Real>(shape: &str, part: &str, reps: usize) -> f64 {
         for _ in 0..reps {
             black_box(net.train_step(&seq, &res, batch, steps).expect("train_step"));
         }
-        return start.elapsed().as_secs_f64() / reps as f64;
+        let seconds = start.elapsed().as_secs_f64() / reps as f64;
+        return (seconds, hash(0xcbf2_9ce4_8422_2325, net.params()));
     }
     let (batch, steps, input, hidden) = match shape {
         "long" => (1, 1000, 1, 10),
         "h128" => (64, 100, 32, 128),
         "h512" => (64, 100, 128, 512),
-        _ => panic!("unknown shape {shape}: seed, long, h128 or h512"),
+        "small" => (50, 20, 10, 10),
+        _ => panic!("unknown shape {shape}: seed, long, h128, h512 or small"),
     };
     let (n_ih, n_hh, n_b) = (4 * hidden * input, 4 * hidden * hidden, 4 * hidden);
     let mut params: Vec<T> = random(n_ih + n_hh + n_b, 1.0 / (hidden as f64).sqrt(), 1);
@@ -110,7 +123,9 @@ fn run<T: Real>(shape: &str, part: &str, reps: usize) -> f64 {
         }
         black_box(&grads);
     }
-    start.elapsed().as_secs_f64() / reps as f64
+    let seconds = start.elapsed().as_secs_f64() / reps as f64;
+    let h = hash(0xcbf2_9ce4_8422_2325, lstm.output());
+    (seconds, hash(hash(h, &grads), &dx))
 }
 
 fn main() {
@@ -118,13 +133,13 @@ fn main() {
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
     let (shape, dtype, part) = (arg(0, "seed"), arg(1, "f32"), arg(2, "step"));
     let reps: usize = arg(3, "10").parse().expect("a repetition count");
-    let seconds = match dtype.as_str() {
+    let (seconds, bits) = match dtype.as_str() {
         "f32" | "float32" => run::<f32>(&shape, &part, reps),
         "f64" | "float64" => run::<f64>(&shape, &part, reps),
         _ => panic!("unknown dtype {dtype}: f32 or f64"),
     };
     println!(
-        "{shape} {dtype} {part} x{reps} [{}]: {:.1} us per run",
+        "{shape} {dtype} {part} x{reps} [{}]: {:.1} us per run, results {bits:016x}",
         sincos_rs::simd_level(),
         seconds * 1e6
     );

@@ -24,8 +24,9 @@ use super::cell::{cell_backward, cell_state_lane};
 use super::params::Dense;
 use super::params::{LstmGrads, LstmParams, LstmShape, RowSteps, Sequences};
 use crate::simd::activation::{sigmoid_tanh_lanes, tanh_lane};
+use crate::simd::vector::{load_lane, store_lane, sum_regs, tile_lanes, Reg, Vector};
 use crate::simd::Real;
-use crate::simd::{array, dispatch, mul_add, prefetch_part, register_lanes, IsaMarker, Lane, LANES};
+use crate::simd::{array, dispatch, prefetch_part, IsaMarker, Lane, LANES};
 use crate::threads::{self, pool};
 
 /// Number of lane chunks for a batch of `batch` rows.
@@ -689,16 +690,23 @@ fn slot_from_rows_chunk<T: Real>(lanes: &mut [Lane<T>], src: Option<&[T]>, rows:
     }
 }
 
+dispatch!(fn pack_forward_weights<T: Real, S: IsaMarker>(
+    w_fwd: &mut Vec<T>,
+    p: LstmParams<'_, T>,
+    i_n: usize,
+    h_n: usize,
+) => pack_forward_weights_impl);
+
 /// [W_ih | W_hh] in panels, one per block of gate rows the projection
-/// takes at once: block g0..g0+n holds, from g0·(I+H), its n weights of
-/// input 0, then of input 1, ... so each block's pass reads one
-/// contiguous run (a strided walk missed the prefetchers at H = 512).
-fn pack_forward_weights<T: Real>(w_fwd: &mut Vec<T>, p: LstmParams<'_, T>, i_n: usize, h_n: usize) {
+/// takes at once ([`tile_blocks`]): block g0..g0+n holds, from g0·(I+H),
+/// its n weights of input 0, then of input 1, ... so each block's pass
+/// reads one contiguous run (a strided walk missed the prefetchers at
+/// H = 512). Dispatched like the kernels, so its blocks are theirs.
+#[inline(always)]
+fn pack_forward_weights_impl<T: Real, S: IsaMarker>(w_fwd: &mut Vec<T>, p: LstmParams<'_, T>, i_n: usize, h_n: usize) {
     let (g4, k_n) = (4 * h_n, i_n + h_n);
     fit(w_fwd, k_n * g4, T::ZERO);
-    let mut g0 = 0;
-    while g0 < g4 {
-        let n = gate_block_width::<T>(g0, g4);
+    for (g0, n) in tile_blocks::<T, S>(0, g4) {
         let panel = &mut w_fwd[g0 * k_n..][..k_n * n];
         for j in 0..n {
             let g = g0 + j;
@@ -709,7 +717,6 @@ fn pack_forward_weights<T: Real>(w_fwd: &mut Vec<T>, p: LstmParams<'_, T>, i_n: 
                 panel[(i_n + k) * n + j] = p.weight_hh[g * h_n + k];
             }
         }
-        g0 += n;
     }
 }
 
@@ -915,95 +922,146 @@ fn activate<T: Real, S: IsaMarker>(a: &mut ForwardChunk<'_, T>, t: usize, h_n: u
     }
 }
 
-/// How many gate rows the projection takes at once from row g0: 8 in f32,
-/// 4 in f64 (what fits the registers), 4 at the end (4H is a multiple of 4).
+/// The blocks `first..end` of rows (gate rows in the projection, columns
+/// in the back-projection) a register tile takes at once, as (start,
+/// width): equal widths of at most [`tile_lanes`] (so a tile keeps enough
+/// multiply-add chains in flight: a lone last column doubled the seed's
+/// backward step).
 #[inline(always)]
-fn gate_block_width<T: Real>(g0: usize, g4: usize) -> usize {
-    if std::mem::size_of::<T>() == 4 && g0 + 8 <= g4 {
-        8
-    } else {
-        4
-    }
+fn tile_blocks<T: Real, S: IsaMarker>(first: usize, end: usize) -> impl Iterator<Item = (usize, usize)> {
+    let blocks = (end - first).div_ceil(tile_lanes::<T, S>());
+    (0..blocks).scan(first, move |k0, b| {
+        let width = (end - *k0) / (blocks - b);
+        let block = (*k0, width);
+        *k0 += width;
+        Some(block)
+    })
 }
 
-/// z (4H) = bias + W · [x; h], W packed in panels (`w_p`, see `forward`).
+/// Calls `$body` with `$n` (1 to 16, at most `tile_lanes`) as the const
+/// generic `$N`: a tile's width is a constant inside it, so its
+/// accumulators are registers. Widths above the instance's `$max` are
+/// never asked for, and the compiler drops their arms.
+macro_rules! with_width {
+    ($n:expr, $max:expr, |$N:ident| $body:expr) => {
+        match $n {
+            16 if $max >= 16 => {
+                const $N: usize = 16;
+                $body
+            }
+            15 if $max >= 15 => {
+                const $N: usize = 15;
+                $body
+            }
+            14 if $max >= 14 => {
+                const $N: usize = 14;
+                $body
+            }
+            13 if $max >= 13 => {
+                const $N: usize = 13;
+                $body
+            }
+            12 if $max >= 12 => {
+                const $N: usize = 12;
+                $body
+            }
+            11 if $max >= 11 => {
+                const $N: usize = 11;
+                $body
+            }
+            10 if $max >= 10 => {
+                const $N: usize = 10;
+                $body
+            }
+            9 if $max >= 9 => {
+                const $N: usize = 9;
+                $body
+            }
+            8 if $max >= 8 => {
+                const $N: usize = 8;
+                $body
+            }
+            7 if $max >= 7 => {
+                const $N: usize = 7;
+                $body
+            }
+            6 if $max >= 6 => {
+                const $N: usize = 6;
+                $body
+            }
+            5 if $max >= 5 => {
+                const $N: usize = 5;
+                $body
+            }
+            4 if $max >= 4 => {
+                const $N: usize = 4;
+                $body
+            }
+            3 if $max >= 3 => {
+                const $N: usize = 3;
+                $body
+            }
+            2 if $max >= 2 => {
+                const $N: usize = 2;
+                $body
+            }
+            1 => {
+                const $N: usize = 1;
+                $body
+            }
+            n => unreachable!("a tile of {n} lanes"),
+        }
+    };
+}
+
+/// z (4H) = bias + W · [x; h], W packed in panels (`w_p`, see
+/// [`pack_forward_weights`]).
 #[inline(always)]
 fn project<T: Real, S: IsaMarker>(z: &mut [Lane<T>], bias: &[T], w_p: &[T], x: &[Lane<T>], h: &[Lane<T>]) {
     let (g4, k_n) = (z.len(), x.len() + h.len());
-    let mut g0 = 0;
-    while g0 < g4 {
-        let panel = &w_p[g0 * k_n..];
-        if gate_block_width::<T>(g0, g4) == 8 {
-            project_block::<T, S, 8>(&mut z[g0..g0 + 8], &bias[g0..g0 + 8], panel, x, h);
-            g0 += 8;
-        } else {
-            project_block::<T, S, 4>(&mut z[g0..g0 + 4], &bias[g0..g0 + 4], panel, x, h);
-            g0 += 4;
-        }
+    for (g0, n) in tile_blocks::<T, S>(0, g4) {
+        let panel = &w_p[g0 * k_n..][..n * k_n];
+        with_width!(n, tile_lanes::<T, S>(), |N| {
+            let acc = dot_tile::<T, S, N>(Some(&bias[g0..g0 + N]), panel, [x, h].into_iter());
+            for (zj, a) in z[g0..g0 + N].iter_mut().zip(&acc) {
+                store_lane::<T, Reg<T, S>>(a, zj);
+            }
+        });
     }
 }
 
-/// N gate rows at once, so N independent multiply-add chains run in flight.
+/// N lane vectors of sums `init[j] + Σ_i panel[i·N + j] · v_i` (lane-wise),
+/// over the lane vectors v_i of `runs` in order, as registers: each v_i is
+/// loaded once and each weight broadcast once, for its N rows.
+///
+/// `N · regs_per_lane` accumulators ([`tile_lanes`]) and one lane of
+/// operands fit the registers, so nothing spills.
 #[inline(always)]
-fn project_block<T: Real, S: IsaMarker, const N: usize>(
-    z: &mut [Lane<T>],
-    bias: &[T],
+fn dot_tile<'a, T: Real + 'a, S: IsaMarker, const N: usize>(
+    init: Option<&[T]>,
     panel: &[T],
-    x: &[Lane<T>],
-    h: &[Lane<T>],
-) {
-    // A register's width of lanes at a time (W), so the N accumulators
-    // are N registers: a whole Lane<f32> is two AVX2 registers, and eight
-    // gate rows of them spilled. AVX-512 takes the whole lane, as before.
-    match register_lanes::<T, S>() {
-        _ if S::AVX512 => project_part::<T, S, N, LANES>(z, bias, panel, x, h),
-        8 => project_part::<T, S, N, 8>(z, bias, panel, x, h),
-        4 => project_part::<T, S, N, 4>(z, bias, panel, x, h),
-        _ => project_part::<T, S, N, 2>(z, bias, panel, x, h),
-    }
-}
-
-/// [`project_block`] W lanes at a time.
-#[inline(always)]
-fn project_part<T: Real, S: IsaMarker, const N: usize, const W: usize>(
-    z: &mut [Lane<T>],
-    bias: &[T],
-    panel: &[T],
-    x: &[Lane<T>],
-    h: &[Lane<T>],
-) {
-    for from in (0..LANES).step_by(W) {
-        let mut acc: [[T; W]; N] = array(|j| [bias[j]; W]);
-        // Input k's weights times its lanes; x then h in two loops, so no
-        // per-k branch keeps the weight loads from folding into the FMAs.
-        for (k, v) in x.iter().enumerate() {
-            add_input::<T, S, N, W>(&mut acc, &panel[k * N..][..N], v, from);
-        }
-        for (k, v) in h.iter().enumerate() {
-            add_input::<T, S, N, W>(&mut acc, &panel[(x.len() + k) * N..][..N], v, from);
-        }
-        for (zj, a) in z.iter_mut().zip(&acc) {
-            zj.0[from..from + W].copy_from_slice(a);
+    runs: impl Iterator<Item = &'a [Lane<T>]>,
+) -> [<Reg<T, S> as Vector<T>>::Regs; N] {
+    let mut acc = array(|j| Reg::<T, S>::splat_regs(init.map_or(T::ZERO, |b| b[j])));
+    let (mut weights, _) = panel.as_chunks::<N>();
+    for run in runs {
+        // Each run's weights as a slice of its own length: a zip of two
+        // slices has one trip count, where one with the shared iterator
+        // had a second exit mid-loop, and LLVM then shuffled and spilled
+        // the accumulators every iteration (44 instructions for 12 FMAs).
+        let (w_run, rest) = weights.split_at(run.len().min(weights.len()));
+        weights = rest;
+        for (v, w) in run.iter().zip(w_run) {
+            let v = load_lane::<T, Reg<T, S>>(v);
+            for (a, &wj) in acc.iter_mut().zip(w) {
+                let wj = Reg::<T, S>::splat(wj);
+                for (a, v) in a.as_mut().iter_mut().zip(v.as_ref()) {
+                    *a = v.mul_add(wj, *a);
+                }
+            }
         }
     }
-}
-
-/// acc[j] += v[from..from + W] · w[j] for the N gate rows j.
-#[inline(always)]
-fn add_input<T: Real, S: IsaMarker, const N: usize, const W: usize>(
-    acc: &mut [[T; W]; N],
-    w: &[T],
-    v: &Lane<T>,
-    from: usize,
-) {
-    let w: [T; N] = w.try_into().unwrap();
-    // Lanes outermost: the compiler vectorises along them (contiguous)
-    // and unrolls the short loop over j.
-    for l in 0..W {
-        for j in 0..N {
-            acc[j][l] = mul_add::<T, S>(v[from + l], w[j], acc[j][l]);
-        }
-    }
+    acc
 }
 
 /// Backward through time over the last forward. `d_out` (B, T, H); `d_final`
@@ -1079,23 +1137,7 @@ fn backward_from_lanes<T: Real>(
         slot_from_rows(&mut ws.dh_final, 1, Some(dh_n), plan, h_n);
         slot_from_rows(&mut ws.dc_final, 1, Some(dc_n), plan, h_n);
     }
-    // [W_ih | W_hh] in panels, one per block of columns the back-projection
-    // takes at once: block k0..k0+n holds, from k0·4H, the n weights of gate
-    // row 0, then of row 1, ... so each block's pass reads one contiguous run.
-    fit(&mut ws.w_bwd, g4 * k_n, T::ZERO);
-    for (k0, n) in column_blocks(if dx.is_some() { 0 } else { i_n }, k_n) {
-        let panel = &mut ws.w_bwd[k0 * g4..][..g4 * n];
-        for g in 0..g4 {
-            for j in 0..n {
-                let k = k0 + j;
-                panel[g * n + j] = if k < i_n {
-                    p.weight_ih[g * i_n + k]
-                } else {
-                    p.weight_hh[g * h_n + k - i_n]
-                };
-            }
-        }
-    }
+    pack_backward_weights(&mut ws.w_bwd, p, if dx.is_some() { 0 } else { i_n }, i_n, h_n);
 
     let job = BackwardChunks {
         bufs: BackwardChunk {
@@ -1159,6 +1201,43 @@ fn backward_from_lanes<T: Real>(
         }
         rows_from_slot(&ws.dh, 1, dh0, plan, h_n, false);
         rows_from_slot(&ws.dc, 1, dc0, plan, h_n, false);
+    }
+}
+
+dispatch!(fn pack_backward_weights<T: Real, S: IsaMarker>(
+    w_bwd: &mut Vec<T>,
+    p: LstmParams<'_, T>,
+    first: usize,
+    i_n: usize,
+    h_n: usize,
+) => pack_backward_weights_impl);
+
+/// [W_ih | W_hh] in panels, one per block of columns `first..` the
+/// back-projection takes at once ([`tile_blocks`]): block k0..k0+n holds,
+/// from k0·4H, the n weights of gate row 0, then of row 1, ... so each
+/// block's pass reads one contiguous run.
+#[inline(always)]
+fn pack_backward_weights_impl<T: Real, S: IsaMarker>(
+    w_bwd: &mut Vec<T>,
+    p: LstmParams<'_, T>,
+    first: usize,
+    i_n: usize,
+    h_n: usize,
+) {
+    let (g4, k_n) = (4 * h_n, i_n + h_n);
+    fit(w_bwd, g4 * k_n, T::ZERO);
+    for (k0, n) in tile_blocks::<T, S>(first, k_n) {
+        let panel = &mut w_bwd[k0 * g4..][..g4 * n];
+        for g in 0..g4 {
+            for j in 0..n {
+                let k = k0 + j;
+                panel[g * n + j] = if k < i_n {
+                    p.weight_ih[g * i_n + k]
+                } else {
+                    p.weight_hh[g * h_n + k - i_n]
+                };
+            }
+        }
     }
 }
 
@@ -1391,114 +1470,29 @@ fn backward_chunk_impl<T: Real, S: IsaMarker>(
             dz[dz_index(3 * h_n + k, t, t_n)] = dzo;
             dc[k] = dc_prev;
         }
-        // [dx_t; dh_{t-1}] = [W_ih | W_hh]ᵀ · dz_t (dh only, unless dx is wanted)
-        let dz_t = DzStep { dz, t, t_n, g_n: g4 };
+        // [dx_t; dh_{t-1}] = [W_ih | W_hh]ᵀ · dz_t (dh only, unless dx is
+        // wanted), a block of columns at a time; dz_t is read in gate order,
+        // four rows at a time (its layout, see `dz_index`).
         let dx_t = &mut dx[t * i_n..][..i_n];
-        for (k0, width) in column_blocks(if need_dx { 0 } else { i_n }, i_n + h_n) {
-            let panel = &w[k0 * g4..][..g4 * width];
-            match register_lanes::<T, S>() {
-                16 => back_block_width::<T, S, 16>(width, &dz_t, panel, k0, dx_t, dh),
-                8 => back_block_width::<T, S, 8>(width, &dz_t, panel, k0, dx_t, dh),
-                4 => back_block_width::<T, S, 4>(width, &dz_t, panel, k0, dx_t, dh),
-                _ => back_block_width::<T, S, 2>(width, &dz_t, panel, k0, dx_t, dh),
-            }
+        for (k0, n) in tile_blocks::<T, S>(if need_dx { 0 } else { i_n }, i_n + h_n) {
+            let panel = &w[k0 * g4..][..g4 * n];
+            let dz_t = (0..h_n).map(|blk| &dz[(blk * t_n + t) * 4..][..4]);
+            with_width!(n, tile_lanes::<T, S>(), |N| {
+                let acc = dot_tile::<T, S, N>(None, panel, dz_t);
+                for (j, a) in acc.iter().enumerate() {
+                    let k = k0 + j;
+                    let out = if k < i_n { &mut dx_t[k] } else { &mut dh[k - i_n] };
+                    store_lane::<T, Reg<T, S>>(a, out);
+                }
+            });
         }
     }
-}
-
-/// [`back_block`] for a run-time width (1 to 8).
-#[inline(always)]
-fn back_block_width<T: Real, S: IsaMarker, const W: usize>(
-    width: usize,
-    dz: &DzStep<'_, T>,
-    panel: &[T],
-    k0: usize,
-    dx_t: &mut [Lane<T>],
-    dh: &mut [Lane<T>],
-) {
-    match width {
-        8 => back_block::<T, S, 8, W>(dz, panel, k0, dx_t, dh),
-        7 => back_block::<T, S, 7, W>(dz, panel, k0, dx_t, dh),
-        6 => back_block::<T, S, 6, W>(dz, panel, k0, dx_t, dh),
-        5 => back_block::<T, S, 5, W>(dz, panel, k0, dx_t, dh),
-        4 => back_block::<T, S, 4, W>(dz, panel, k0, dx_t, dh),
-        3 => back_block::<T, S, 3, W>(dz, panel, k0, dx_t, dh),
-        2 => back_block::<T, S, 2, W>(dz, panel, k0, dx_t, dh),
-        _ => back_block::<T, S, 1, W>(dz, panel, k0, dx_t, dh),
-    }
-}
-
-/// The back-projection's blocks of columns `first..k_n`, as (start, width):
-/// equal widths of at most 8. Each block's N multiply-add chains run 4H
-/// long, and fewer than 4 would wait on FMA latency (a lone last column
-/// doubled the seed's backward step).
-fn column_blocks(first: usize, k_n: usize) -> impl Iterator<Item = (usize, usize)> {
-    let blocks = (k_n - first).div_ceil(8);
-    (0..blocks).scan(first, move |k0, b| {
-        let width = (k_n - *k0) / (blocks - b);
-        let block = (*k0, width);
-        *k0 += width;
-        Some(block)
-    })
 }
 
 /// Where gate row g at step t sits in one chunk's dz (4H/4, T, 4).
 #[inline(always)]
 fn dz_index(g: usize, t: usize, t_n: usize) -> usize {
     ((g / 4) * t_n + t) * 4 + g % 4
-}
-
-/// The gate gradients of one chunk at one step, read in gate order.
-struct DzStep<'a, T> {
-    dz: &'a [Lane<T>],
-    t: usize,
-    t_n: usize,
-    g_n: usize,
-}
-
-/// N columns k0.. of Wᵀ·dz (`panel`: the block's (4H, N) weights), written to dx_t
-/// for input columns and to dh for hidden ones.
-///
-/// The lanes go in parts W wide, one vector register (W = LANES in f32, two
-/// halves in f64), each part a full pass over the gate rows: with both
-/// halves in one pass, each weight fed two multiply-adds, so the compiler
-/// held the broadcasts in registers, ran out and spilled them every row.
-#[inline(always)]
-fn back_block<T: Real, S: IsaMarker, const N: usize, const W: usize>(
-    dz: &DzStep<'_, T>,
-    panel: &[T],
-    k0: usize,
-    dx_t: &mut [Lane<T>],
-    dh: &mut [Lane<T>],
-) {
-    let mut sums = [Lane::splat(T::ZERO); N];
-    for part in 0..LANES / W {
-        let mut acc = [[T::ZERO; W]; N];
-        for blk in 0..dz.g_n / 4 {
-            let d4 = &dz.dz[(blk * dz.t_n + dz.t) * 4..][..4];
-            for (j4, d) in d4.iter().enumerate() {
-                let g = 4 * blk + j4;
-                let wr: [T; N] = panel[g * N..][..N].try_into().unwrap();
-                for l in 0..W {
-                    for j in 0..N {
-                        acc[j][l] = mul_add::<T, S>(d[part * W + l], wr[j], acc[j][l]);
-                    }
-                }
-            }
-        }
-        for (sum, a) in sums.iter_mut().zip(&acc) {
-            sum.0[part * W..][..W].copy_from_slice(a);
-        }
-    }
-    let i_n = dx_t.len();
-    for (j, a) in sums.iter().enumerate() {
-        let k = k0 + j;
-        if k < i_n {
-            dx_t[k] = *a;
-        } else {
-            dh[k - i_n] = *a;
-        }
-    }
 }
 
 /// out (G, K) = Σ over chunks q, steps t and lanes of dz[q][t][g] · v[q][t][k],
@@ -1616,7 +1610,7 @@ fn weight_grads_rows_impl<T: Real, S: IsaMarker>(
                     };
                     if let (Some(bias), 0) = (bias.as_deref_mut(), k_first) {
                         let row0 = (rg * row_group + blk) * 4;
-                        bias_block(&tile, &mut bias[row0..row0 + 4]);
+                        bias_block::<T, S>(&tile, &mut bias[row0..row0 + 4]);
                     }
                     let mut k0 = k_first;
                     // Larger than L2, the next row block's dz comes from
@@ -1644,19 +1638,10 @@ fn weight_grads_rows_impl<T: Real, S: IsaMarker>(
                             2.. => 2,
                             _ => 1,
                         };
-                        match (n, register_lanes::<T, S>()) {
-                            (4, 16) => outer_block::<T, S, 4, 16>(&tile, block, k0, k_n),
-                            (4, 8) => outer_block::<T, S, 4, 8>(&tile, block, k0, k_n),
-                            (4, 4) => outer_block::<T, S, 4, 4>(&tile, block, k0, k_n),
-                            (4, _) => outer_block::<T, S, 4, 2>(&tile, block, k0, k_n),
-                            (2, 16) => outer_block::<T, S, 2, 16>(&tile, block, k0, k_n),
-                            (2, 8) => outer_block::<T, S, 2, 8>(&tile, block, k0, k_n),
-                            (2, 4) => outer_block::<T, S, 2, 4>(&tile, block, k0, k_n),
-                            (2, _) => outer_block::<T, S, 2, 2>(&tile, block, k0, k_n),
-                            (_, 16) => outer_block::<T, S, 1, 16>(&tile, block, k0, k_n),
-                            (_, 8) => outer_block::<T, S, 1, 8>(&tile, block, k0, k_n),
-                            (_, 4) => outer_block::<T, S, 1, 4>(&tile, block, k0, k_n),
-                            (_, _) => outer_block::<T, S, 1, 2>(&tile, block, k0, k_n),
+                        match n {
+                            4 => outer_block::<T, S, 4>(&tile, block, k0, k_n),
+                            2 => outer_block::<T, S, 2>(&tile, block, k0, k_n),
+                            _ => outer_block::<T, S, 1>(&tile, block, k0, k_n),
                         }
                         k0 += n;
                     }
@@ -1716,95 +1701,59 @@ const STEP_BLOCK: usize = 64;
 /// `bias`: overwritten by the first step block, added to by later ones. The
 /// block's dz was just read by its first tile, so it comes from L1.
 #[inline(always)]
-fn bias_block<T: Real>(tile: &Tile<'_, T>, bias: &mut [T]) {
-    // Four separate sums, not an array of four: the compiler kept the array
-    // in memory, each add waiting on the store before it (measured).
-    let zero = Lane::splat(T::ZERO);
-    let (mut s0, mut s1, mut s2, mut s3) = (zero, zero, zero, zero);
+fn bias_block<T: Real, S: IsaMarker>(tile: &Tile<'_, T>, bias: &mut [T]) {
+    let mut sums = [Reg::<T, S>::splat_regs(T::ZERO); 4];
     for (_, dz) in tile.runs() {
         for a in dz.chunks_exact(4) {
-            for l in 0..LANES {
-                s0[l] += a[0][l];
-                s1[l] += a[1][l];
-                s2[l] += a[2][l];
-                s3[l] += a[3][l];
-            }
-        }
-    }
-    for (out, sum) in bias.iter_mut().zip(&[s0, s1, s2, s3]) {
-        let sum = lane_sum(sum);
-        *out = if tile.first { sum } else { *out + sum };
-    }
-}
-
-/// A 4 x N block of the weight gradient, accumulated lane-wise in
-/// registers, then summed across lanes once.
-///
-/// The accumulators are W wide, one vector register: W = LANES in f32;
-/// in f64 (W = 8) each lane vector is added to them as two halves, so a
-/// 4 x 4 tile fits the 32 registers (16 accumulators, 8 operands).
-#[inline(always)]
-fn outer_block<T: Real, S: IsaMarker, const N: usize, const W: usize>(
-    tile: &Tile<'_, T>,
-    rows: &mut [T],
-    k0: usize,
-    k_n: usize,
-) {
-    let sb = tile.sb;
-    let columns: [&[Lane<T>]; N] = array(|m| &tile.v[(k0 + m) * sb..][..sb]);
-    // One array per row, not one 4 x N array: the compiler keeps small
-    // arrays in registers but left a 4 x 4 one in memory (measured).
-    let zero = [[T::ZERO; W]; N];
-    let (mut acc0, mut acc1, mut acc2, mut acc3) = (zero, zero, zero, zero);
-    // One run of steps per chunk the block spans.
-    for (first, dz) in tile.runs() {
-        let cols: [&[Lane<T>]; N] = array(|m| &columns[m][first..][..dz.len() / 4]);
-        for (i, a) in dz.chunks_exact(4).enumerate() {
-            let b: [Lane<T>; N] = array(|m| cols[m][i]);
-            for half in 0..LANES / W {
-                for m in 0..N {
-                    fma_part::<T, S, W>(&a[0], &b[m], half * W, &mut acc0[m]);
-                    fma_part::<T, S, W>(&a[1], &b[m], half * W, &mut acc1[m]);
-                    fma_part::<T, S, W>(&a[2], &b[m], half * W, &mut acc2[m]);
-                    fma_part::<T, S, W>(&a[3], &b[m], half * W, &mut acc3[m]);
+            for (sum, a) in sums.iter_mut().zip(a) {
+                let a = load_lane::<T, Reg<T, S>>(a);
+                for (s, a) in sum.as_mut().iter_mut().zip(a.as_ref()) {
+                    *s = s.add(*a);
                 }
             }
         }
     }
-    for (j, acc) in [acc0, acc1, acc2, acc3].iter().enumerate() {
-        for m in 0..N {
-            let sum = pairwise_sum(acc[m]);
+    for (out, sum) in bias.iter_mut().zip(sums) {
+        let sum = sum_regs::<T, Reg<T, S>>(sum);
+        *out = if tile.first { sum } else { *out + sum };
+    }
+}
+
+/// A 4 x N block of the weight gradient, accumulated in registers, then
+/// summed across the register once.
+///
+/// Each accumulator is one register, and takes every register of a lane
+/// vector in turn (a lane of f32 is two AVX2 registers, of f64 four): 4 x 4
+/// tiles (16 accumulators, 5 operands) fit 32 registers, 4 x 2 fit 16.
+#[inline(always)]
+fn outer_block<T: Real, S: IsaMarker, const N: usize>(tile: &Tile<'_, T>, rows: &mut [T], k0: usize, k_n: usize) {
+    type V<T, S> = Reg<T, S>;
+    let sb = tile.sb;
+    let width = V::<T, S>::WIDTH;
+    let columns: [&[Lane<T>]; N] = array(|m| &tile.v[(k0 + m) * sb..][..sb]);
+    let mut acc = [[V::<T, S>::splat(T::ZERO); N]; 4];
+    // One run of steps per chunk the block spans.
+    for (first, dz) in tile.runs() {
+        let cols: [&[Lane<T>]; N] = array(|m| &columns[m][first..][..dz.len() / 4]);
+        for (i, a) in dz.chunks_exact(4).enumerate() {
+            for from in (0..LANES).step_by(width) {
+                let a: [V<T, S>; 4] = array(|j| V::<T, S>::load(&a[j].0[from..]));
+                for m in 0..N {
+                    let b = V::<T, S>::load(&cols[m][i].0[from..]);
+                    for (acc, a) in acc.iter_mut().zip(&a) {
+                        acc[m] = a.mul_add(b, acc[m]);
+                    }
+                }
+            }
+        }
+    }
+    for (j, acc) in acc.iter().enumerate() {
+        for (m, a) in acc.iter().enumerate() {
+            let sum = a.sum();
             let out = &mut rows[j * k_n + k0 + m];
             *out = if tile.first { sum } else { *out + sum };
         }
     }
-}
-
-/// acc += a·b on lanes `from..from + W`, lane by lane.
-#[inline(always)]
-fn fma_part<T: Real, S: IsaMarker, const W: usize>(a: &Lane<T>, b: &Lane<T>, from: usize, acc: &mut [T; W]) {
-    for l in 0..W {
-        acc[l] = mul_add::<T, S>(a[from + l], b[from + l], acc[l]);
-    }
-}
-
-/// Sum of W values, in a fixed pairwise order (W a power of two).
-#[inline(always)]
-fn pairwise_sum<T: Real, const W: usize>(mut s: [T; W]) -> T {
-    let mut width = W / 2;
-    while width > 0 {
-        for l in 0..width {
-            s[l] += s[l + width];
-        }
-        width /= 2;
-    }
-    s[0]
-}
-
-/// Sum of the lanes, in a fixed pairwise order.
-#[inline(always)]
-fn lane_sum<T: Real>(v: &Lane<T>) -> T {
-    pairwise_sum(v.0)
 }
 
 /// pred (B, T, O) = h·Wᵀ + b for every step of the last forward.
@@ -1867,13 +1816,10 @@ fn dense_forward_impl<T: Real, S: IsaMarker>(
 /// b + Σ_k w[k]·h[k], lane by lane.
 #[inline(always)]
 fn dense_row<T: Real, S: IsaMarker>(h: &[Lane<T>], w: &[T], b: T) -> Lane<T> {
-    let mut acc = Lane::splat(b);
-    for (&hk, &wk) in h.iter().zip(w) {
-        for l in 0..LANES {
-            acc[l] = mul_add::<T, S>(hk[l], wk, acc[l]);
-        }
-    }
-    acc
+    let acc = dot_tile::<T, S, 1>(Some(&[b]), w, std::iter::once(h));
+    let mut y = Lane::splat(T::ZERO);
+    store_lane::<T, Reg<T, S>>(&acc[0], &mut y);
+    y
 }
 
 /// Backward of [`dense_forward`] then of the LSTM: from d_pred (B, T, O),
@@ -1982,10 +1928,10 @@ fn dense_grads_impl<T: Real, S: IsaMarker>(
         }
     }
     for (dw, acc) in d_weight.iter_mut().zip(acc_w.iter()) {
-        *dw = lane_sum(acc);
+        *dw = sum_regs::<T, Reg<T, S>>(load_lane::<T, Reg<T, S>>(acc));
     }
     for (db, acc) in d_bias.iter_mut().zip(acc_b.iter()) {
-        *db = lane_sum(acc);
+        *db = sum_regs::<T, Reg<T, S>>(load_lane::<T, Reg<T, S>>(acc));
     }
 }
 
@@ -1999,43 +1945,16 @@ fn dense_grad_row<T: Real, S: IsaMarker>(
     d_h: &mut [Lane<T>],
     acc_w: &mut [Lane<T>],
 ) {
-    let mut k0 = 0;
-    while k0 < h.len() {
-        let n = h.len() - k0;
-        let r = k0..;
-        if n >= 8 {
-            dense_grad_block::<T, S, 8>(dp, &h[r.clone()], &w[r.clone()], &mut d_h[r.clone()], &mut acc_w[r]);
-            k0 += 8;
-        } else if n >= 4 {
-            dense_grad_block::<T, S, 4>(dp, &h[r.clone()], &w[r.clone()], &mut d_h[r.clone()], &mut acc_w[r]);
-            k0 += 4;
-        } else {
-            dense_grad_block::<T, S, 1>(dp, &h[r.clone()], &w[r.clone()], &mut d_h[r.clone()], &mut acc_w[r]);
-            k0 += 1;
+    type V<T, S> = Reg<T, S>;
+    let dp = load_lane::<T, V<T, S>>(&dp);
+    for (((hk, &wk), dk), ak) in h.iter().zip(w).zip(d_h).zip(acc_w) {
+        let (hr, wk) = (load_lane::<T, V<T, S>>(hk), V::<T, S>::splat(wk));
+        let (mut dr, mut ar) = (load_lane::<T, V<T, S>>(dk), load_lane::<T, V<T, S>>(ak));
+        for (p, &dp) in dp.as_ref().iter().enumerate() {
+            dr.as_mut()[p] = dp.mul_add(wk, dr.as_ref()[p]);
+            ar.as_mut()[p] = dp.mul_add(hr.as_ref()[p], ar.as_ref()[p]);
         }
+        store_lane::<T, V<T, S>>(&dr, dk);
+        store_lane::<T, V<T, S>>(&ar, ak);
     }
-}
-
-/// N hidden units of [`dense_grad_row`]: fixed-size copies, lanes outermost,
-/// so the compiler vectorises along the lanes (as in `project_block`).
-#[inline(always)]
-fn dense_grad_block<T: Real, S: IsaMarker, const N: usize>(
-    dp: Lane<T>,
-    h: &[Lane<T>],
-    w: &[T],
-    d_h: &mut [Lane<T>],
-    acc_w: &mut [Lane<T>],
-) {
-    let hk: [Lane<T>; N] = h[..N].try_into().unwrap();
-    let wk: [T; N] = w[..N].try_into().unwrap();
-    let mut dk: [Lane<T>; N] = d_h[..N].try_into().unwrap();
-    let mut ak: [Lane<T>; N] = acc_w[..N].try_into().unwrap();
-    for l in 0..LANES {
-        for j in 0..N {
-            dk[j][l] = mul_add::<T, S>(dp[l], wk[j], dk[j][l]);
-            ak[j][l] = mul_add::<T, S>(dp[l], hk[j][l], ak[j][l]);
-        }
-    }
-    d_h[..N].copy_from_slice(&dk);
-    acc_w[..N].copy_from_slice(&ak);
 }

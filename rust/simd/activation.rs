@@ -1,92 +1,97 @@
-//! The gate nonlinearities σ and tanh, branch-free so that loops over them
-//! vectorise, accurate to a few ulp *relative* over the whole range.
+//! The gate nonlinearities σ and tanh, branch-free, accurate to a few ulp
+//! *relative* over the whole range, written once over
+//! [`Vector`] and run on each instruction set's own registers
+//! (`vector/avx2.rs`, `sse2.rs`, `avx512.rs`, `neon.rs`).
 //!
 //! Both are built on [`super::math`]'s reduction of `e^y` for y = −|x|:
 //!
 //! - `σ(x) = 1/(1 + e^−|x|)` for x ≥ 0 and `e^−|x|/(1 + e^−|x|)` for x < 0,
 //!   so no form subtracts from 1; e^−|x| is carried scaled by 2^K so that
 //!   σ stays exact down into the subnormal numbers (σ(−100) in f32).
-//! - `tanh(x) = sign(x)·(−m)/(2 + m)` with `m = e^−2|x| − 1`, computed as
-//!   an expm1 (no cancellation), so tanh keeps its relative accuracy near 0
-//!   (`2σ(2x) − 1` lost it: 1e-4 relative at x = 1e-3 in f32).
+//! - `tanh(x) = sign(x)·(1 − e^−2|x|)/(1 + e^−2|x|)`, with `1 − e^−2|x|`
+//!   from an expm1 (no cancellation), so tanh keeps its relative accuracy
+//!   near 0 (`2σ(2x) − 1` lost it: 1e-4 relative at x = 1e-3 in f32).
 //!
-//! The kernels call the lane forms (`sigmoid_lane`, `tanh_lane`,
-//! `sigmoid_tanh_lanes`): σ in AVX-512 kernel instances runs
-//! `super::avx512` (`vrndscale`, `vscalef`, `vrcp14`, half the
-//! instructions); everything else is a loop over the scalar forms, which
-//! the compiler vectorises for the instance's registers.
+//! Each ends in one quotient of numbers in [1, 2]: a division, or a
+//! reciprocal estimate refined with multiply-adds where the instruction set
+//! has one (AVX2 `vrcpps`, AVX-512 `vrcp14`), which is shorter and does
+//! not tie up the divider. The kernels call the lane forms (`sigmoid_lane`,
+//! `tanh_lane`, `sigmoid_tanh_lanes`), which run the formulas on the
+//! instance's registers, several vectors stage by stage in lockstep.
 
+use super::math::{expm1_reduced, reduce, Reduced};
+use super::vector::{Reg, Vector};
 use super::{IsaMarker, Lane, Real, LANES};
 
-/// σ and tanh for one float type (one source for f32 and f64).
-macro_rules! activations {
-    ($reduce:ident, $float:ty, $sigmoid_limit:literal, $tanh_limit:literal, $scale_bits:literal) => {
-        use crate::simd::math::$reduce::reduce;
-        use crate::simd::{mul_add, IsaMarker};
-
-        type F = $float;
-
-        /// Beyond it σ(x) rounds to 1, or σ(−x) below half the smallest
-        /// subnormal; it keeps n in range for the scaled e^−|x|.
-        const SIGMOID_LIMIT: F = $sigmoid_limit;
-        /// Beyond it tanh(x) rounds to ±1.
-        const TANH_LIMIT: F = $tanh_limit;
-
-        /// The logistic function `1 / (1 + e^-x)`.
-        #[inline(always)]
-        pub(crate) fn sigmoid<S: IsaMarker>(x: F) -> F {
-            let a = x.abs();
-            // Written as a comparison, not `min`: NaN stays NaN.
-            let a = if a > SIGMOID_LIMIT { SIGMOID_LIMIT } else { a };
-            let red = reduce::<S>(-a);
-            // e^−|x|·2^K, a normal number even where e^−|x| is not.
-            let scale = red.pow2($scale_bits);
-            let e = mul_add::<F, S>(red.em1, scale, scale);
-            let unscale = 1.0 / (1u64 << $scale_bits) as F;
-            let q = 1.0 / mul_add::<F, S>(e, unscale, 1.0);
-            if x >= 0.0 {
-                q
-            } else {
-                e * q * unscale
-            }
-        }
-
-        /// The hyperbolic tangent.
-        #[inline(always)]
-        pub(crate) fn tanh<S: IsaMarker>(x: F) -> F {
-            let a = x.abs();
-            let a = if a > TANH_LIMIT { TANH_LIMIT } else { a };
-            let red = reduce::<S>(-(a + a));
-            // m = e^−2|x| − 1 = 2ⁿ·(e^r − 1) + (2ⁿ − 1), in (−1, 0].
-            let s = red.pow2(0);
-            let m = mul_add::<F, S>(red.em1, s, s - 1.0);
-            (-m / (m + 2.0)).copysign(x)
-        }
-    };
-}
-
-pub(crate) mod f32s {
-    activations!(f32s, f32, 104.0, 9.5, 24);
-}
-
-pub(crate) mod f64s {
-    activations!(f64s, f64, 746.0, 19.5, 54);
+/// σ on the N vectors `s` and tanh on the M vectors `t`, a stage of the
+/// formula at a time for all of them, so their independent dependency
+/// chains sit side by side in the instruction stream (the out-of-order
+/// window is too short to find them a whole formula apart).
+#[inline(always)]
+pub(crate) fn sigmoid_tanh<T: Real, V: Vector<T>, const N: usize, const M: usize>(
+    s: [V; N],
+    t: [V; M],
+) -> ([V; N], [V; M]) {
+    let one = V::splat(T::ONE);
+    let (mut ys, mut yt) = (s, t);
+    // y = −|x| (σ) or −2|x| (tanh), clamped where the result saturates
+    // (NaN stays NaN); then y = n·ln2 + r.
+    let filler = Reduced { t: one, r: one };
+    let (mut rs, mut rt) = ([filler; N], [filler; M]);
+    for j in 0..N {
+        let y = s[j].neg_abs().max_keep_nan(V::splat(T::SIGMOID_LIMIT).neg_abs());
+        rs[j] = reduce::<T, V>(y);
+    }
+    for j in 0..M {
+        let y = t[j].neg_abs().max_keep_nan(V::splat(T::TANH_LIMIT).neg_abs());
+        rt[j] = reduce::<T, V>(y.add(y));
+    }
+    let (mut em_s, mut em_t) = (s, t);
+    for j in 0..N {
+        em_s[j] = expm1_reduced::<T, V>(rs[j].r);
+    }
+    for j in 0..M {
+        em_t[j] = expm1_reduced::<T, V>(rt[j].r);
+    }
+    // Numerator and denominator, the latter in [1, 2]. σ: e = e^y·2^K
+    // (2ⁿ⁺ᴷ·(1 + (e^r − 1))), d = 1 + e^y, the numerator 2^K or e.
+    // tanh: 1 − e^y = −(2ⁿ·(e^r − 1) + (2ⁿ − 1)) and 2 minus it.
+    let (mut ds, mut dt) = (s, t);
+    for j in 0..N {
+        let scale = V::pow2(rs[j].t, T::SCALE_BITS);
+        let e = em_s[j].mul_add(scale, scale);
+        ds[j] = e.mul_add(V::splat(T::UNSCALE), one);
+        ys[j] = V::select_negative(s[j], e, V::splat(T::SCALE));
+    }
+    for j in 0..M {
+        let p = V::pow2(rt[j].t, 0);
+        yt[j] = em_t[j].neg_mul_add(p, one.sub(p));
+        dt[j] = V::splat(T::ONE + T::ONE).sub(yt[j]);
+    }
+    for j in 0..N {
+        ys[j] = ys[j].quotient(ds[j]).mul(V::splat(T::UNSCALE));
+    }
+    for j in 0..M {
+        yt[j] = yt[j].quotient(dt[j]).with_sign_of(t[j]);
+    }
+    (ys, yt)
 }
 
 /// The logistic function `1 / (1 + e^-x)`, for the instance `S`.
 #[inline(always)]
 pub fn sigmoid<T: Real, S: IsaMarker>(x: T) -> T {
-    x.sigmoid::<S>()
+    let ([y], []) = sigmoid_tanh::<T, T::Scalar<S>, 1, 0>([Vector::splat(x)], []);
+    y.sum()
 }
 
 /// The hyperbolic tangent, for the instance `S`.
 #[inline(always)]
 pub fn tanh<T: Real, S: IsaMarker>(x: T) -> T {
-    x.tanh_fast::<S>()
+    let ([], [y]) = sigmoid_tanh::<T, T::Scalar<S>, 0, 1>([], [Vector::splat(x)]);
+    y.sum()
 }
 
-/// σ on every lane: the AVX-512 form in AVX-512 kernel instances
-/// (`super::avx512`), else a loop the compiler vectorises.
+/// σ on every lane.
 #[inline(always)]
 pub(crate) fn sigmoid_lane<T: Real, S: IsaMarker>(x: Lane<T>) -> Lane<T> {
     sigmoid_lanes::<T, S, 1>([x])[0]
@@ -98,41 +103,37 @@ pub(crate) fn tanh_lane<T: Real, S: IsaMarker>(x: Lane<T>) -> Lane<T> {
     sigmoid_tanh_lanes::<T, S, 0, 1>([], [x]).1[0]
 }
 
-/// σ on N lane vectors in lockstep, so their dependency chains overlap
-/// (`super::avx512::sigmoid_lanes`); elsewhere one loop over all of them.
+/// σ on N lane vectors in lockstep (see [`sigmoid_tanh_lanes`]).
 #[inline(always)]
 pub(crate) fn sigmoid_lanes<T: Real, S: IsaMarker, const N: usize>(x: [Lane<T>; N]) -> [Lane<T>; N] {
     sigmoid_tanh_lanes::<T, S, N, 0>(x, []).0
 }
 
 /// σ on the N lane vectors `s` and tanh on the M vectors `t`, in lockstep
-/// where the instance can: one loop over the lanes that computes all of
-/// them, so the compiler interleaves their independent chains (one at a
-/// time, each waited alone at the end of a long dependency chain).
+/// ([`sigmoid_tanh`]), on the registers of the instance `S`, a register's
+/// width of lanes at a time.
 #[inline(always)]
 pub(crate) fn sigmoid_tanh_lanes<T: Real, S: IsaMarker, const N: usize, const M: usize>(
     s: [Lane<T>; N],
     t: [Lane<T>; M],
 ) -> ([Lane<T>; N], [Lane<T>; M]) {
+    let width = <Reg<T, S> as Vector<T>>::WIDTH;
     let (mut ys, mut yt) = (s, t);
-    #[cfg(target_arch = "x86_64")]
-    if S::AVX512 && N > 0 {
-        // SAFETY: S::AVX512 holds only in instances that run on AVX-512 CPUs (IsaMarker).
-        if let Some(y) = unsafe { super::avx512::sigmoid_lanes(s) } {
-            for l in 0..LANES {
-                for j in 0..M {
-                    yt[j][l] = tanh::<T, S>(t[j][l]);
-                }
-            }
-            return (y, yt);
-        }
-    }
-    for l in 0..LANES {
+    for at in (0..LANES).step_by(width) {
+        let filler = <Reg<T, S> as Vector<T>>::splat(T::ONE);
+        let (mut vs, mut vt) = ([filler; N], [filler; M]);
         for j in 0..N {
-            ys[j][l] = sigmoid::<T, S>(s[j][l]);
+            vs[j] = Vector::load(&s[j].0[at..]);
         }
         for j in 0..M {
-            yt[j][l] = tanh::<T, S>(t[j][l]);
+            vt[j] = Vector::load(&t[j].0[at..]);
+        }
+        let (rs, rt) = sigmoid_tanh::<T, Reg<T, S>, N, M>(vs, vt);
+        for j in 0..N {
+            rs[j].store(&mut ys[j].0[at..]);
+        }
+        for j in 0..M {
+            rt[j].store(&mut yt[j].0[at..]);
         }
     }
     (ys, yt)
@@ -141,6 +142,7 @@ pub(crate) fn sigmoid_tanh_lanes<T: Real, S: IsaMarker, const N: usize, const M:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::vector::scalar::Scalar;
     use crate::simd::BaselineIsa;
 
     #[test]
@@ -243,6 +245,138 @@ mod tests {
     #[test]
     fn baseline_instance_is_accurate() {
         check("baseline", both::<f32, BaselineIsa>, both::<f64, BaselineIsa>);
+    }
+
+    /// The portable form (one float at a time), which other `Real` types
+    /// and the cell update of the GEMM kernel use.
+    #[test]
+    fn scalar_form_is_accurate() {
+        fn scalar<T: Real>(x: Lane<T>) -> (Lane<T>, Lane<T>) {
+            let (mut s, mut t) = (x, x);
+            for l in 0..LANES {
+                s[l] = sigmoid::<T, BaselineIsa>(x[l]);
+                t[l] = tanh::<T, BaselineIsa>(x[l]);
+            }
+            (s, t)
+        }
+        check("scalar", scalar::<f32>, scalar::<f64>);
+    }
+
+    /// An instance with a fused multiply-add, for [`Estimated`].
+    struct Fused;
+
+    impl IsaMarker for Fused {
+        const AVX512: bool = false;
+        const FMA: bool = true;
+        const REGISTERS: usize = 16;
+        type F32 = Scalar<f32, Fused>;
+        type F64 = Scalar<f64, Fused>;
+    }
+
+    /// One float whose quotients are refined from a reciprocal estimate
+    /// off by 2^−BITS relative, the worst a `vrcp14` (14) or `vrcpps`
+    /// (1.5·2^−12, so 11) may be, of either sign: [`super::math::refine_quotient`]
+    /// with STEPS Newton steps, as the AVX-512 and AVX2 register types use
+    /// it. A model of their formulas that runs on any CPU (this machine has
+    /// no AVX-512).
+    #[derive(Clone, Copy)]
+    struct Estimated<F: Copy, const BITS: i32, const STEPS: usize>(Scalar<F, Fused>);
+
+    macro_rules! estimated {
+        ($float:ty) => {
+            impl<const BITS: i32, const STEPS: usize> Vector<$float> for Estimated<$float, BITS, STEPS> {
+                const WIDTH: usize = 1;
+                type Regs = [Self; LANES];
+                fn splat(v: $float) -> Self {
+                    Self(Scalar::new(v))
+                }
+                fn splat_regs(v: $float) -> [Self; LANES] {
+                    [Self::splat(v); LANES]
+                }
+                fn load(src: &[$float]) -> Self {
+                    Self::splat(src[0])
+                }
+                fn store(self, dst: &mut [$float]) {
+                    dst[0] = self.0 .0;
+                }
+                fn sum(self) -> $float {
+                    self.0 .0
+                }
+                fn add(self, b: Self) -> Self {
+                    Self(self.0.add(b.0))
+                }
+                fn sub(self, b: Self) -> Self {
+                    Self(self.0.sub(b.0))
+                }
+                fn mul(self, b: Self) -> Self {
+                    Self(self.0.mul(b.0))
+                }
+                fn mul_add(self, b: Self, c: Self) -> Self {
+                    Self(self.0.mul_add(b.0, c.0))
+                }
+                fn neg_mul_add(self, b: Self, c: Self) -> Self {
+                    Self(self.0.neg_mul_add(b.0, c.0))
+                }
+                fn neg_abs(self) -> Self {
+                    Self(self.0.neg_abs())
+                }
+                fn max_keep_nan(self, floor: Self) -> Self {
+                    Self(self.0.max_keep_nan(floor.0))
+                }
+                fn pow2(t: Self, k: i32) -> Self {
+                    Self(Vector::pow2(t.0, k))
+                }
+                fn select_negative(x: Self, if_negative: Self, otherwise: Self) -> Self {
+                    Self(Vector::select_negative(x.0, if_negative.0, otherwise.0))
+                }
+                fn with_sign_of(self, x: Self) -> Self {
+                    Self(self.0.with_sign_of(x.0))
+                }
+                fn quotient(self, d: Self) -> Self {
+                    let d64 = d.0 .0 as f64;
+                    let sign = if d64.to_bits() & (1 << 40) == 0 { 1.0 } else { -1.0 };
+                    let estimate = (1.0 + sign * 2f64.powi(-BITS)) / d64;
+                    super::super::math::refine_quotient::<$float, Self>(self, d, Self::splat(estimate as $float), STEPS)
+                }
+            }
+        };
+    }
+    estimated!(f32);
+    estimated!(f64);
+
+    fn modelled<T: Real, V: Vector<T>>(
+        x: Lane<T>,
+        wrap: impl Fn(T) -> V,
+        unwrap: impl Fn(V) -> T,
+    ) -> (Lane<T>, Lane<T>) {
+        let (mut s, mut t) = (x, x);
+        for l in 0..LANES {
+            let ([sv], [tv]) = sigmoid_tanh::<T, V, 1, 1>([wrap(x[l])], [wrap(x[l])]);
+            (s[l], t[l]) = (unwrap(sv), unwrap(tv));
+        }
+        (s, t)
+    }
+
+    /// The AVX-512 quotients (`avx512.rs`: `vrcp14`, no Newton step in
+    /// f32, one in f64), modelled: within a few ulp.
+    #[test]
+    fn avx512_formulas_are_accurate_in_a_scalar_model() {
+        check(
+            "avx512 model",
+            |x| modelled(x, |v| Estimated::<f32, 14, 0>(Scalar::new(v)), |v| v.0 .0),
+            |x| modelled(x, |v| Estimated::<f64, 14, 1>(Scalar::new(v)), |v| v.0 .0),
+        );
+    }
+
+    /// The AVX2 f32 quotient (`avx2.rs`: `vrcpps`, one Newton step) with
+    /// the worst estimates the instruction may give, not only this CPU's.
+    #[test]
+    fn avx2_formulas_are_accurate_in_a_scalar_model() {
+        check(
+            "avx2 model",
+            |x| modelled(x, |v| Estimated::<f32, 11, 1>(Scalar::new(v)), |v| v.0 .0),
+            |x| modelled(x, |v| Estimated::<f64, 11, 3>(Scalar::new(v)), |v| v.0 .0),
+        );
     }
 
     #[cfg(target_arch = "x86_64")]

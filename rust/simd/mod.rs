@@ -1,19 +1,21 @@
-//! SIMD support: the `Lane` vector the small-size kernels work on, and a
-//! run-time choice of instruction set.
+//! SIMD support: the `Lane` vector the small-size kernels work on, one
+//! vector register type per instruction set ([`vector`]), and a run-time
+//! choice of instruction set.
 //!
-//! Kernels are written once, generic and `#[inline(always)]`, as plain loops
-//! over the `LANES` elements of a [`Lane`], which the compiler turns into
-//! vector instructions. [`dispatch!`] compiles each kernel three times
-//! (AVX-512, AVX2 + FMA, baseline) and calls the best one this CPU runs, so
-//! the extension is fast without being built for one machine.
+//! Kernels are written once, generic and `#[inline(always)]`: their
+//! register-tiled inner loops (the projections, the weight-gradient sweep)
+//! against [`vector::Vector`], the rest as plain loops over the `LANES`
+//! elements of a [`Lane`], which the compiler turns into vector
+//! instructions. [`dispatch!`] compiles each kernel three times (AVX-512,
+//! AVX2 + FMA, baseline) and calls the best one this CPU runs, so the
+//! extension is fast without being built for one machine.
 
 use std::ops::{Index, IndexMut};
 
 pub mod activation;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 pub mod math;
 mod real;
+pub(crate) mod vector;
 
 pub use real::Real;
 
@@ -119,13 +121,14 @@ fn detect() -> Isa {
 
 /// Which instruction set a kernel instance was compiled for, as a type, so
 /// that generic code can pick, at compile time, what the instance has: a
-/// fused multiply-add instruction ([`mul_add`]), and the hand-written gate
-/// nonlinearities of `avx512.rs` ([`activation`]).
+/// fused multiply-add instruction ([`mul_add`]), the hand-written gate
+/// nonlinearities of `avx512.rs` ([`activation`]), and its vector
+/// registers ([`vector`]).
 ///
 /// Only [`dispatch!`] names these types: it uses [`Avx512Isa`] and
 /// [`Avx2Isa`] in the variants compiled with those features and called
 /// after [`isa`] found them, which is what makes the intrinsics behind
-/// `AVX512 = true` sound to call.
+/// `AVX512 = true` and behind their vector types sound to call.
 pub trait IsaMarker {
     /// The instance runs on a CPU with AVX-512F/VL (and is compiled for it).
     const AVX512: bool;
@@ -134,19 +137,12 @@ pub trait IsaMarker {
     /// `f32::mul_add` is a call to the software `fmaf`, so [`mul_add`]
     /// multiplies and adds instead.
     const FMA: bool;
-    /// Bytes in one vector register: 64 (AVX-512), 32 (AVX2), 16 (SSE2,
-    /// NEON). A `Lane` of f64 is two AVX-512 registers but four AVX2 ones
-    /// and eight SSE2 ones, so register-blocked loops go a register's width
-    /// of lanes at a time ([`register_lanes`]).
-    const VECTOR_BYTES: usize;
     /// Vector registers: 32 (AVX-512, NEON) or 16 (AVX2, SSE2).
     const REGISTERS: usize;
-}
-
-/// Elements of `T` in one vector register of the instance `S`.
-#[inline(always)]
-pub(crate) fn register_lanes<T, S: IsaMarker>() -> usize {
-    (S::VECTOR_BYTES / std::mem::size_of::<T>()).clamp(1, LANES)
+    /// One register of f32 and of f64 ([`vector`]; kernels name the one of
+    /// their element type as `vector::Reg<T, S>`).
+    type F32: vector::Vector<f32>;
+    type F64: vector::Vector<f64>;
 }
 
 /// The AVX-512 instance (see [`IsaMarker`]).
@@ -165,23 +161,36 @@ pub struct BaselineIsa;
 impl IsaMarker for Avx512Isa {
     const AVX512: bool = true;
     const FMA: bool = true;
-    const VECTOR_BYTES: usize = 64;
     const REGISTERS: usize = 32;
+    type F32 = vector::avx512::F32x16;
+    type F64 = vector::avx512::F64x8;
 }
 
 #[cfg(target_arch = "x86_64")]
 impl IsaMarker for Avx2Isa {
     const AVX512: bool = false;
     const FMA: bool = true;
-    const VECTOR_BYTES: usize = 32;
     const REGISTERS: usize = 16;
+    type F32 = vector::avx2::F32x8;
+    type F64 = vector::avx2::F64x4;
 }
 
 impl IsaMarker for BaselineIsa {
     const AVX512: bool = false;
     const FMA: bool = cfg!(target_arch = "aarch64");
-    const VECTOR_BYTES: usize = 16;
     const REGISTERS: usize = if cfg!(target_arch = "aarch64") { 32 } else { 16 };
+    #[cfg(target_arch = "x86_64")]
+    type F32 = vector::sse2::F32x4;
+    #[cfg(target_arch = "x86_64")]
+    type F64 = vector::sse2::F64x2;
+    #[cfg(target_arch = "aarch64")]
+    type F32 = vector::neon::F32x4;
+    #[cfg(target_arch = "aarch64")]
+    type F64 = vector::neon::F64x2;
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    type F32 = vector::scalar::Scalar<f32, BaselineIsa>;
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    type F64 = vector::scalar::Scalar<f64, BaselineIsa>;
 }
 
 /// `a·b + c`: one fused instruction where the instance `S` has one, else a

@@ -6,6 +6,8 @@
 use std::fmt::{Debug, Display};
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
 
+use super::math::GateFloat;
+use super::vector::Vector;
 use super::IsaMarker;
 
 /// A floating-point type the kernels run on (`f32` or `f64`).
@@ -25,22 +27,25 @@ pub trait Real:
     + AddAssign
     + SubAssign
     + MulAssign
+    + GateFloat
     + 'static
 {
     const ZERO: Self;
     const ONE: Self;
     /// The name NumPy gives this type ("float32" or "float64").
     const NAME: &'static str;
+    /// One vector register of this type in the kernel instance `S`
+    /// (`S::F32` or `S::F64`).
+    type Simd<S: IsaMarker>: Vector<Self>;
+    /// One value of this type as a one-wide [`Vector`] of the instance `S`
+    /// (`vector/scalar.rs`), for σ and tanh of one value.
+    type Scalar<S: IsaMarker>: Vector<Self>;
 
     /// Rounds an `f64` to this type.
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
     fn sqrt(self) -> Self;
     fn exp(self) -> Self;
-    /// σ(self), branch-free, for the kernel instance `S` (`simd/activation.rs`).
-    fn sigmoid<S: IsaMarker>(self) -> Self;
-    /// tanh(self), branch-free, for the kernel instance `S` (`simd/activation.rs`).
-    fn tanh_fast<S: IsaMarker>(self) -> Self;
     /// `self * a + b` with one rounding: an FMA instruction where the
     /// calling kernel was compiled with FMA, else a call to the software
     /// `fma`. Kernels call `simd::mul_add`, which picks per instance.
@@ -50,11 +55,13 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $name:literal, $activation:ident) => {
+    ($t:ty, $name:literal, $simd:ident) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NAME: &'static str = $name;
+            type Simd<S: IsaMarker> = S::$simd;
+            type Scalar<S: IsaMarker> = super::vector::scalar::Scalar<$t, S>;
 
             #[inline(always)]
             fn from_f64(x: f64) -> Self {
@@ -73,14 +80,6 @@ macro_rules! impl_real {
                 <$t>::exp(self)
             }
             #[inline(always)]
-            fn sigmoid<S: IsaMarker>(self) -> Self {
-                super::activation::$activation::sigmoid::<S>(self)
-            }
-            #[inline(always)]
-            fn tanh_fast<S: IsaMarker>(self) -> Self {
-                super::activation::$activation::tanh::<S>(self)
-            }
-            #[inline(always)]
             fn mul_add(self, a: Self, b: Self) -> Self {
                 <$t>::mul_add(self, a, b)
             }
@@ -96,5 +95,5 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, "float32", f32s);
-impl_real!(f64, "float64", f64s);
+impl_real!(f32, "float32", F32);
+impl_real!(f64, "float64", F64);
