@@ -77,15 +77,15 @@ ADAM_KINDS = ("fused", "foreach", "single")
 
 
 def make_adam(params, lr: float, kind: str):
-    """torch.optim.Adam: ``fused`` (falls back to foreach where this build
-    has no fused CPU kernel), ``foreach``, or ``single`` (per tensor)."""
+    """torch.optim.Adam: ``fused`` (as ``compare.py`` picks it: foreach where
+    this build has no fused CPU kernel for the dtype), ``foreach``, or
+    ``single`` (per tensor)."""
     import torch
 
     if kind == "fused":
-        try:
-            return torch.optim.Adam(params, lr=lr, fused=True)
-        except (RuntimeError, TypeError, ValueError):
-            kind = "foreach"
+        from compare import torch_adam  # beside this file, on sys.path when run as a script
+
+        return torch_adam(params, lr, params[0].dtype)[0]
     if kind == "foreach":
         return torch.optim.Adam(params, lr=lr, foreach=True)
     return torch.optim.Adam(params, lr=lr, foreach=False)
