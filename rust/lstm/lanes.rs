@@ -330,6 +330,9 @@ impl Plan {
                 .sort_unstable_by_key(|&b| (std::cmp::Reverse(seq.len(b, t_n)), b));
         }
         self.row.resize(q_n * LANES, NONE);
+        if seq.lengths.is_some() {
+            self.fold_chunks();
+        }
         self.len.clear();
         self.len
             .extend(self.row.iter().map(|&b| if b == NONE { 0 } else { seq.len(b, t_n) }));
@@ -343,6 +346,19 @@ impl Plan {
         for (lane, &b) in self.row.iter().enumerate().take(batch) {
             self.lane_of[b] = lane;
         }
+    }
+
+    /// Reorders the chunks of rows sorted longest first as longest,
+    /// shortest, second longest, second shortest, ...: neighbours then
+    /// balance, so [`run_split`]'s contiguous runs of chunks cost about the
+    /// same (sorted, the first half of the chunks holds most of the steps).
+    fn fold_chunks(&mut self) {
+        let q_n = self.row.len() / LANES;
+        let order = (0..q_n).map(|k| if k % 2 == 0 { k / 2 } else { q_n - 1 - k / 2 });
+        let folded: Vec<usize> = order
+            .flat_map(|q| self.row[q * LANES..][..LANES].iter().copied())
+            .collect();
+        self.row = folded;
     }
 
     /// Where run step s of lane `lane` reads and writes in its row's (T, F)
@@ -589,6 +605,10 @@ impl<T: Real> Split for StreamChunks<'_, '_, T> {
         self.out.len()
     }
 
+    fn steps(&self) -> &[usize] {
+        &self.plan.steps[self.first_chunk..][..self.out.len()]
+    }
+
     fn split(self, q: usize) -> (Self, Self) {
         let (s0, s1) = self.stream.split_at_mut(q * (self.i_n + 11 * self.h_n));
         let (o0, o1) = self.out.split_at_mut(q);
@@ -738,6 +758,10 @@ impl<T: Real> Split for ForwardChunks<'_, T> {
         self.q_n
     }
 
+    fn steps(&self) -> &[usize] {
+        self.steps
+    }
+
     fn split(self, q: usize) -> (Self, Self) {
         let (first, rest) = self.bufs.split_at(q, self.t_n, self.i_n, self.h_n);
         let (steps0, steps1) = self.steps.split_at(q);
@@ -772,6 +796,8 @@ impl<T: Real> Split for ForwardChunks<'_, T> {
 /// Work that can be cut into two contiguous runs of chunks.
 trait Split: Send + Sized {
     fn len(&self) -> usize;
+    /// (len,): the steps each chunk runs, its cost.
+    fn steps(&self) -> &[usize];
     fn split(self, at: usize) -> (Self, Self);
     fn run(self);
 }
@@ -783,10 +809,28 @@ fn run_split<W: Split>(work: W, tasks: usize) {
         work.run();
     } else {
         let left_tasks = tasks / 2;
-        let at = (n * left_tasks / tasks).clamp(1, n - 1);
+        let at = balanced_cut(work.steps(), left_tasks, tasks - left_tasks);
         let (a, b) = work.split(at);
         pool::join(|| run_split(a, left_tasks), || run_split(b, tasks - left_tasks));
     }
+}
+
+/// Where to cut chunks costing `steps` (at least two) into a left run for
+/// `left` tasks and a right run for `right`: the cut whose slower side per
+/// task is fastest (the first such). Equal costs cut in proportion.
+fn balanced_cut(steps: &[usize], left: usize, right: usize) -> usize {
+    let total: usize = steps.iter().sum();
+    let mut prefix = 0;
+    let mut best = (usize::MAX, 1);
+    for (at, &n) in steps.iter().enumerate().take(steps.len() - 1) {
+        prefix += n;
+        // max(prefix / left, rest / right), scaled by left · right.
+        let slower = (prefix * right).max((total - prefix) * left);
+        if slower < best.0 {
+            best = (slower, at + 1);
+        }
+    }
+    best.1
 }
 
 /// Below this many lane multiply-adds a pass runs on the calling thread:
@@ -1299,6 +1343,10 @@ struct BackwardChunks<'a, T> {
 impl<T: Real> Split for BackwardChunks<'_, T> {
     fn len(&self) -> usize {
         self.q_n
+    }
+
+    fn steps(&self) -> &[usize] {
+        self.steps
     }
 
     fn split(self, q: usize) -> (Self, Self) {
@@ -1956,5 +2004,54 @@ fn dense_grad_row<T: Real, S: IsaMarker>(
         }
         store_lane::<T, V<T, S>>(&dr, dk);
         store_lane::<T, V<T, S>>(&ar, ak);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_chunks_cut_in_proportion() {
+        for n in 2..12 {
+            for tasks in 2..6 {
+                let left = tasks / 2;
+                let steps = vec![7; n];
+                let at = balanced_cut(&steps, left, tasks - left);
+                // Within a chunk of the proportional cut, and exactly half for two.
+                assert!((at * tasks).abs_diff(n * left) <= tasks, "n {n} tasks {tasks}: {at}");
+                if tasks == 2 {
+                    assert_eq!(at, n / 2);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn uneven_chunks_cut_where_both_sides_balance() {
+        assert_eq!(balanced_cut(&[98, 25, 74, 49], 1, 1), 2);
+        assert_eq!(balanced_cut(&[98, 74, 49, 25], 1, 1), 1);
+        assert_eq!(balanced_cut(&[100, 1, 1, 1], 1, 1), 1);
+        assert_eq!(balanced_cut(&[1, 1, 1, 100], 1, 1), 3);
+    }
+
+    #[test]
+    fn lengths_fold_chunks_longest_beside_shortest() {
+        let lengths: Vec<usize> = (1..=64).collect();
+        let mut plan = Plan::new();
+        plan.make(
+            64,
+            64,
+            Sequences {
+                lengths: Some(&lengths),
+                reverse: false,
+            },
+        );
+        // Sorted longest first, the chunks run 64, 48, 32, 16 steps.
+        assert_eq!(plan.steps, [64, 16, 48, 32]);
+        for (b, &lane) in plan.lane_of.iter().enumerate() {
+            assert_eq!(plan.row[lane], b);
+            assert_eq!(plan.len[lane], b + 1);
+        }
     }
 }
