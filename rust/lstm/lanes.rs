@@ -20,10 +20,10 @@
 //! order (a sweep blocked like a matrix product: 4 x 4 register tiles,
 //! column groups sized to L2). Results do not depend on the thread count.
 
-use super::cell::{cell_backward, cell_state_lane};
+use super::cell::cell_backward;
 use super::params::Dense;
 use super::params::{LstmGrads, LstmParams, LstmShape, RowSteps, Sequences};
-use crate::simd::activation::{sigmoid_tanh_lanes, tanh_lane};
+use crate::simd::activation::sigmoid_tanh;
 use crate::simd::vector::{load_lane, store_lane, sum_regs, tile_lanes, Reg, Vector};
 use crate::simd::Real;
 use crate::simd::{array, dispatch, prefetch_part, IsaMarker, Lane, LANES};
@@ -924,10 +924,12 @@ fn forward_chunk_impl<T: Real, S: IsaMarker>(
 /// place in `gates`) and the cell update into slot t+1 of c and h.
 ///
 /// Software-pipelined by unit: tanh(c_k) is computed in lockstep with the
-/// four gates of unit k+1 (`sigmoid_tanh_lanes`), so five independent
-/// chains run side by side. One unit at a time, each unit's
-/// tanh waited alone at the end of a long dependency chain (the seed's
-/// forward step was bound by that latency, not by arithmetic).
+/// four gates of unit k+1 (`sigmoid_tanh`), so five independent chains run
+/// side by side. One unit at a time, each unit's tanh waited alone at the
+/// end of a long dependency chain (the seed's forward step was bound by
+/// that latency, not by arithmetic). The batch lanes are independent, so
+/// the units run one register of lanes at a time, in registers: passing
+/// whole lane vectors by value went through the stack.
 #[inline(always)]
 fn activate<T: Real, S: IsaMarker>(a: &mut ForwardChunk<'_, T>, t: usize, h_n: usize) {
     let z = &mut a.gates[t * 4 * h_n..][..4 * h_n];
@@ -939,29 +941,34 @@ fn activate<T: Real, S: IsaMarker>(a: &mut ForwardChunk<'_, T>, t: usize, h_n: u
     let (zi, rest) = z.split_at_mut(h_n);
     let (zf, rest) = rest.split_at_mut(h_n);
     let (zg, zo) = rest.split_at_mut(h_n);
-    let ([i, f, o], [g]) = sigmoid_tanh_lanes::<T, S, 3, 1>([zi[0], zf[0], zo[0]], [zg[0]]);
-    let mut gates = [i, f, g, o];
-    let mut c = cell_state_lane::<T, S>(i, f, g, c_prev[0]);
-    for k in 0..h_n {
-        let [i, f, g, o] = gates;
-        (zi[k], zf[k], zg[k], zo[k]) = (i, f, g, o);
-        c_next[k] = c;
-        let tc = if k + 1 < h_n {
-            let n = k + 1;
-            let ([ni, nf, no], [ng, tc]) = sigmoid_tanh_lanes::<T, S, 3, 2>([zi[n], zf[n], zo[n]], [zg[n], c]);
-            gates = [ni, nf, ng, no];
-            tc
-        } else {
-            tanh_lane::<T, S>(c)
-        };
-        tc_t[k] = tc;
-        let mut h = tc;
-        for l in 0..LANES {
-            h[l] = o[l] * tc[l];
-        }
-        h_next[k] = h;
-        if k + 1 < h_n {
-            c = cell_state_lane::<T, S>(gates[0], gates[1], gates[2], c_prev[k + 1]);
+    for at in (0..LANES).step_by(<Reg<T, S> as Vector<T>>::WIDTH) {
+        let part = |v: &Lane<T>| -> Reg<T, S> { Vector::load(&v.0[at..]) };
+        let ([i, f, o], [g]) =
+            sigmoid_tanh::<T, Reg<T, S>, 3, 1>([part(&zi[0]), part(&zf[0]), part(&zo[0])], [part(&zg[0])]);
+        let mut gates = [i, f, g, o];
+        // c = f·c_prev + i·g, rounded as `cell_state_lane` rounds it.
+        let mut c = f.mul_add(part(&c_prev[0]), i.mul(g));
+        for k in 0..h_n {
+            let [i, f, g, o] = gates;
+            i.store(&mut zi[k].0[at..]);
+            f.store(&mut zf[k].0[at..]);
+            g.store(&mut zg[k].0[at..]);
+            o.store(&mut zo[k].0[at..]);
+            c.store(&mut c_next[k].0[at..]);
+            let tc = if k + 1 < h_n {
+                let n = k + 1;
+                let ([ni, nf, no], [ng, tc]) =
+                    sigmoid_tanh::<T, Reg<T, S>, 3, 2>([part(&zi[n]), part(&zf[n]), part(&zo[n])], [part(&zg[n]), c]);
+                gates = [ni, nf, ng, no];
+                tc
+            } else {
+                sigmoid_tanh::<T, Reg<T, S>, 0, 1>([], [c]).1[0]
+            };
+            tc.store(&mut tc_t[k].0[at..]);
+            o.mul(tc).store(&mut h_next[k].0[at..]);
+            if k + 1 < h_n {
+                c = gates[1].mul_add(part(&c_prev[k + 1]), gates[0].mul(gates[2]));
+            }
         }
     }
 }
