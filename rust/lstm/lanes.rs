@@ -288,7 +288,8 @@ fn from_lanes<T: Real>(
 /// input; nothing reads what it computes (outputs, final state and
 /// gradients are taken at the row's own length).
 pub(crate) struct Plan {
-    /// (Q·LANES): the batch row in each lane; `NONE` past the batch.
+    /// (Q·LANES): the batch row in each lane; `NONE` in padding lanes (in
+    /// the shortest chunk, which need not be the last: see `fold_chunks`).
     row: Vec<usize>,
     /// (Q·LANES): the steps each lane's row runs (0 past the batch).
     len: Vec<usize>,
@@ -343,8 +344,10 @@ impl Plan {
                 .map(|l| l.iter().copied().max().unwrap_or(0)),
         );
         self.lane_of.resize(batch, 0);
-        for (lane, &b) in self.row.iter().enumerate().take(batch) {
-            self.lane_of[b] = lane;
+        for (lane, &b) in self.row.iter().enumerate() {
+            if b != NONE {
+                self.lane_of[b] = lane;
+            }
         }
     }
 
@@ -2059,6 +2062,26 @@ mod tests {
         for (b, &lane) in plan.lane_of.iter().enumerate() {
             assert_eq!(plan.row[lane], b);
             assert_eq!(plan.len[lane], b + 1);
+        }
+    }
+
+    #[test]
+    fn padding_lanes_may_sit_in_a_middle_chunk() {
+        // 50 rows: the shortest chunk holds 2 rows and 14 padding lanes.
+        let lengths: Vec<usize> = (1..=50).collect();
+        let mut plan = Plan::new();
+        plan.make(
+            50,
+            50,
+            Sequences {
+                lengths: Some(&lengths),
+                reverse: false,
+            },
+        );
+        assert_eq!(plan.steps, [50, 2, 34, 18]);
+        assert_eq!(plan.row.iter().filter(|&&b| b == NONE).count(), 14);
+        for (b, &lane) in plan.lane_of.iter().enumerate() {
+            assert_eq!((plan.row[lane], plan.len[lane]), (b, b + 1));
         }
     }
 }
