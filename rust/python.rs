@@ -569,10 +569,6 @@ impl SeedNetworkCore {
     }
 }
 
-// ---------------------------------------------------------------- the LSTM layer
-
-const WEIGHT_NAMES: [&str; 3] = ["weight_ih", "weight_hh", "bias"];
-
 // ---------------------------------------------------------------- the functional LSTM
 
 /// An argument's memory, for the aliasing checks: [start, end) in bytes.
@@ -631,15 +627,6 @@ fn check_args_alias(args: &[(&str, Option<&Bound<'_, PyAny>>, bool)]) -> PyResul
         })
         .collect();
     check_no_aliasing(&uses)
-}
-
-/// ValueError naming the first weight that holds NaN or inf: the weights
-/// are input to the layer, too.
-fn check_weights_finite<T: Element + Real>(weights: [&PyReadonlyArrayDyn<'_, T>; 3]) -> PyResult<()> {
-    for (w, name) in weights.into_iter().zip(WEIGHT_NAMES) {
-        check_finite_named(name, w.as_slice()?)?;
-    }
-    Ok(())
 }
 
 /// Which float type the functional calls run in: that of `x`.
@@ -902,7 +889,6 @@ fn functional_forward<T: Element + functional::Pooled>(
     let w_ih = read_exact::<T>(a.weight_ih, "weight_ih", &[4 * h, i])?;
     let w_hh = read_exact::<T>(a.weight_hh, "weight_hh", &[4 * h, h])?;
     let bias = read_exact::<T>(a.bias, "bias", &[4 * h])?;
-    check_weights_finite([&w_ih, &w_hh, &bias])?;
     let h0 = read_optional::<T>(&a.h0, "h0", &[b, h])?;
     let c0 = read_optional::<T>(&a.c0, "c0", &[b, h])?;
     let mut out = write_exact::<T>(a.out, "out", &[b, t, h])?;
@@ -1055,7 +1041,6 @@ fn functional_backward<T: Element + functional::Pooled>(
     let w_ih = read_exact::<T>(a.weight_ih, "weight_ih", &[4 * h, i])?;
     let w_hh = read_exact::<T>(a.weight_hh, "weight_hh", &[4 * h, h])?;
     let bias = read_exact::<T>(a.bias, "bias", &[4 * h])?;
-    check_weights_finite([&w_ih, &w_hh, &bias])?;
     let h0 = read_optional::<T>(&a.h0, "h0", &[b, h])?;
     let c0 = read_optional::<T>(&a.c0, "c0", &[b, h])?;
     let n = functional::saved_len::<T>(s);
@@ -1231,7 +1216,6 @@ fn functional_step<T: Element + functional::Pooled>(py: Python<'_>, a: StepArgs<
     let w_ih = read_exact::<T>(a.weight_ih, "weight_ih", &[4 * h, i])?;
     check_aligned("weight_hh", w_hh.is_aligned())?;
     let bias = read_exact::<T>(a.bias, "bias", &[4 * h])?;
-    check_weights_finite([&w_ih, &w_hh, &bias])?;
     // The state is copied first when the outputs are the state arrays
     // themselves (an in-place step): the kernel reads it all before writing.
     let h0 = read_state::<T>(&a.h, "h", a.h_out, &[b, h])?;
