@@ -292,15 +292,17 @@ class LSTM:
         an in-place update. ``step`` called T times gives the same bits as
         ``forward`` over the T steps.
         """
+        # Attributes read directly, not through properties: at B1 H10 the
+        # Python around the kernel is most of a step's time.
         if out is None:
-            batch = len(x_t)
-            h_out = np.empty((batch, self.hidden_size), self.dtype)
-            c_out = np.empty((batch, self.hidden_size), self.dtype)
+            shape = (len(x_t), self._sizes[1])
+            h_out, c_out = np.empty(shape, self._dtype), np.empty(shape, self._dtype)
         else:
             h_out, c_out = out
         h, c = (None, None) if state is None else state
+        w = self._weights
         with self._lock:
-            _core.lstm_step(x_t, self.weight_ih, self.weight_hh, self.bias, h, c, h_out, c_out)
+            _core.lstm_step(x_t, w["weight_ih"], w["weight_hh"], w["bias"], h, c, h_out, c_out)
         return h_out, (h_out, c_out)
 
     def parameters(self) -> dict[str, np.ndarray]:
