@@ -228,7 +228,7 @@ pub(crate) fn array<E: Copy, const N: usize>(f: impl Fn(usize) -> E) -> [E; N] {
 /// set (`$name::avx512`, `::avx2`, `::baseline`), never inlined into the
 /// dispatcher: `.ci/disasm` finds them by name and checks their code.
 ///
-/// ```ignore
+/// ```text
 /// dispatch!(fn forward_chunk<T: Real, S: IsaMarker>(a: &[T], b: &mut [T]) => forward_chunk_impl);
 /// ```
 macro_rules! dispatch {
