@@ -837,9 +837,12 @@ fn balanced_cut(steps: &[usize], left: usize, right: usize) -> usize {
 }
 
 /// Below this many lane multiply-adds a pass runs on the calling thread:
-/// waking a worker costs more than it saves (the seed network, 35 000 per
-/// pass, measured faster on one thread; `cargo bench`).
-const PARALLEL_MIN_LANE_MACS: usize = 1 << 18;
+/// handing half to a worker costs more than it saves. The seed network's
+/// passes (35 000 and 64 000) run on two: its train step on AVX2 took
+/// 121 µs against 167 µs on one thread (f64 226 against 361 µs; median of
+/// five interleaved runs of `examples/profile_step seed <dtype> step`,
+/// 2-core AMD EPYC). The helper is still spinning from the previous pass.
+const PARALLEL_MIN_LANE_MACS: usize = 1 << 14;
 
 /// How many parallel pieces to cut `q_n` chunks into, for `macs` lane
 /// multiply-adds of work: one below the size where a second thread pays.
