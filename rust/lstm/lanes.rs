@@ -17,8 +17,8 @@
 //!
 //! Chunks are independent, so forward and backward run them in parallel;
 //! the weight gradients are then summed over chunks and steps in a fixed
-//! order (a sweep blocked like a matrix product: 4 x 4 register tiles,
-//! column groups sized to L2). Results do not depend on the thread count.
+//! order (a sweep blocked like a matrix product: register tiles of 4 gate rows by
+//! up to 4 columns, column groups sized to L2). Results do not depend on the thread count.
 
 use super::cell::cell_backward;
 use super::params::Dense;
