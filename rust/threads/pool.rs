@@ -28,8 +28,9 @@ use super::fork::PerProcess;
 /// How long a helper spins without work before it parks: long enough to
 /// stay hot from one pass of a training step to the next, short enough to
 /// hand the core back to other work (NumPy's BLAS threads, say) at once.
-/// The passes that fork are long (the seed network's do not fork), so
-/// waking a parked helper costs them little.
+/// A training step's passes follow each other well within it (the seed
+/// network's too, from one Python call to the next), so only the first
+/// pass after a pause wakes a parked helper.
 const SPIN: Duration = Duration::from_micros(100);
 
 /// At most this many helpers, whatever the thread count asks for.
