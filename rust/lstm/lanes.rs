@@ -355,13 +355,16 @@ impl Plan {
     /// shortest, second longest, second shortest, ...: neighbours then
     /// balance, so [`run_split`]'s contiguous runs of chunks cost about the
     /// same (sorted, the first half of the chunks holds most of the steps).
+    /// `len` (rebuilt from `row` next) holds the new order meanwhile, so
+    /// nothing is allocated once the plan has its size.
     fn fold_chunks(&mut self) {
         let q_n = self.row.len() / LANES;
         let order = (0..q_n).map(|k| if k % 2 == 0 { k / 2 } else { q_n - 1 - k / 2 });
-        let folded: Vec<usize> = order
-            .flat_map(|q| self.row[q * LANES..][..LANES].iter().copied())
-            .collect();
-        self.row = folded;
+        self.len.clear();
+        for q in order {
+            self.len.extend_from_slice(&self.row[q * LANES..][..LANES]);
+        }
+        std::mem::swap(&mut self.row, &mut self.len);
     }
 
     /// Where run step s of lane `lane` reads and writes in its row's (T, F)
@@ -2102,18 +2105,21 @@ mod tests {
         assert_eq!(balanced_cut(&[1, 1, 1, 100], 1, 1), 3);
     }
 
+    /// The plan of `n` rows of lengths 1..=n over n steps.
+    fn plan_for_lengths_1_to(n: usize) -> Plan {
+        let lengths: Vec<usize> = (1..=n).collect();
+        let mut plan = Plan::new();
+        let seq = Sequences {
+            lengths: Some(&lengths),
+            reverse: false,
+        };
+        plan.make(n, n, seq);
+        plan
+    }
+
     #[test]
     fn lengths_fold_chunks_longest_beside_shortest() {
-        let lengths: Vec<usize> = (1..=64).collect();
-        let mut plan = Plan::new();
-        plan.make(
-            64,
-            64,
-            Sequences {
-                lengths: Some(&lengths),
-                reverse: false,
-            },
-        );
+        let plan = plan_for_lengths_1_to(64);
         // Sorted longest first, the chunks run 64, 48, 32, 16 steps.
         assert_eq!(plan.steps, [64, 16, 48, 32]);
         for (b, &lane) in plan.lane_of.iter().enumerate() {
@@ -2125,16 +2131,7 @@ mod tests {
     #[test]
     fn padding_lanes_may_sit_in_a_middle_chunk() {
         // 50 rows: the shortest chunk holds 2 rows and 14 padding lanes.
-        let lengths: Vec<usize> = (1..=50).collect();
-        let mut plan = Plan::new();
-        plan.make(
-            50,
-            50,
-            Sequences {
-                lengths: Some(&lengths),
-                reverse: false,
-            },
-        );
+        let plan = plan_for_lengths_1_to(50);
         assert_eq!(plan.steps, [50, 2, 34, 18]);
         assert_eq!(plan.row.iter().filter(|&&b| b == NONE).count(), 14);
         for (b, &lane) in plan.lane_of.iter().enumerate() {
