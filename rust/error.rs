@@ -83,9 +83,10 @@ pub(crate) fn check_len<T>(arg: &'static str, data: &[T], expected: &[usize]) ->
 /// Checks that every value of `data` is finite.
 pub(crate) fn check_finite<T: crate::simd::Real>(arg: &'static str, data: &[T]) -> Result<()> {
     // A branch-free scan: `x * 0` is 0 for finite x and NaN for NaN or ±inf,
-    // and a NaN makes a sum NaN. 64 independent sums, so it vectorises (one
-    // sum would be a chain of dependent adds, ~4 cycles per element).
-    const WIDTH: usize = 64;
+    // and a NaN makes a sum NaN. 16 independent sums, so it vectorises (one
+    // sum would be a chain of dependent adds, ~4 cycles per element), and
+    // small arrays (a step's state, bias) pay little for the final sum.
+    const WIDTH: usize = 16;
     let mut acc = [T::ZERO; WIDTH];
     let blocks = data.chunks_exact(WIDTH);
     let tail = blocks.remainder();
@@ -94,7 +95,7 @@ pub(crate) fn check_finite<T: crate::simd::Real>(arg: &'static str, data: &[T]) 
             *a += x * T::ZERO;
         }
     }
-    if acc.iter().all(|&a| a == T::ZERO) && tail.iter().all(|x| x.is_finite()) {
+    if acc.iter().fold(T::ZERO, |sum, &a| sum + a) == T::ZERO && tail.iter().all(|x| x.is_finite()) {
         return Ok(());
     }
     let index = data.iter().position(|x| !x.is_finite()).unwrap_or(0);

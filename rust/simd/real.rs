@@ -52,6 +52,8 @@ pub trait Real:
     fn mul_add(self, a: Self, b: Self) -> Self;
     fn tanh(self) -> Self;
     fn is_finite(self) -> bool;
+    /// The bit pattern, widened: equal exactly when the values are the same bits.
+    fn bits(self) -> u64;
 }
 
 macro_rules! impl_real {
@@ -90,6 +92,10 @@ macro_rules! impl_real {
             #[inline(always)]
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
+            }
+            #[inline(always)]
+            fn bits(self) -> u64 {
+                self.to_bits() as u64
             }
         }
     };
