@@ -362,29 +362,42 @@ fn forward_row_impl<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_, T>, t
 }
 
 /// [`forward_row_impl`] for H ≤ LANES: each gate block is one vector, and
-/// the gates and c stay in registers for the cell update. A step is a chain
-/// of dependent latencies (projection, σ, cell, tanh), so what shortens the
-/// chain pays: the projection runs two multiply-add chains per gate vector,
-/// each half as long, added at the end (B1 T1000 H10 forward 81 → 61 µs).
+/// the gates, c and h stay in registers for the cell update. A step is a
+/// chain of dependent latencies (projection, σ, cell, tanh), so what
+/// shortens the chain pays: the projection runs two multiply-add chains per
+/// gate vector, each half as long, added at the end (B1 T1000 H10 forward
+/// 81 → 61 µs). The weights and the saved rows are read as fixed-size
+/// arrays, so the step loop has no bounds checks (they were about a sixth
+/// of its instructions).
 #[inline(always)]
 fn forward_row_one_vector<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_, T>, t_n: usize, i_n: usize, h: usize) {
     const GATES: usize = 4;
-    let (hp, gp) = (LANES, 4 * LANES);
+    const GP: usize = GATES * LANES;
     let bias = load4(k.bias, 0);
-    let mut c_prev = load(row.c, 0);
+    // [W_ih | W_hh]ᵀ: one column of four gate vectors per input feature.
+    let (w_x, w_h) = k.w_t.as_chunks::<GP>().0[..i_n + h].split_at(i_n);
+    let (w_pairs, w_last) = w_h.as_chunks::<2>();
+    // (T, 4 gate vectors), and (T+1, one vector) for c and h, slot 0 the initial state.
+    let gates = &mut row.gates.as_chunks_mut::<GP>().0[..t_n];
+    let tanh_c = &mut row.tanh_c.as_chunks_mut::<LANES>().0[..t_n];
+    let c_rows = &mut row.c.as_chunks_mut::<LANES>().0[..t_n + 1];
+    let h_rows = &mut row.h.as_chunks_mut::<LANES>().0[..t_n + 1];
+    let mut c_prev = Lane(c_rows[0]);
+    let mut h_prev = Lane(h_rows[0]);
     for t in 0..t_n {
         let mut even = bias;
         let mut odd = [Lane::splat(T::ZERO); GATES];
         let x_t = &row.x[row.x_steps.at(t)..][..i_n];
-        for (f, &x_f) in x_t.iter().enumerate() {
-            add_column::<T, S>(&mut even, &k.w_t[f * gp..], x_f);
+        for (column, &x_f) in w_x.iter().zip(x_t) {
+            add_column::<T, S>(&mut even, column, x_f);
         }
-        let h_t = &row.h[t * hp..][..h];
-        for (pair, hs) in h_t.chunks(2).enumerate() {
-            add_column::<T, S>(&mut odd, &k.w_t[(i_n + 2 * pair) * gp..], hs[0]);
-            if let Some(&h1) = hs.get(1) {
-                add_column::<T, S>(&mut even, &k.w_t[(i_n + 2 * pair + 1) * gp..], h1);
-            }
+        let (h_pairs, _) = h_prev.0[..w_pairs.len() * 2].as_chunks::<2>();
+        for ([w0, w1], &[h0, h1]) in w_pairs.iter().zip(h_pairs) {
+            add_column::<T, S>(&mut odd, w0, h0);
+            add_column::<T, S>(&mut even, w1, h1);
+        }
+        if let [w0] = w_last {
+            add_column::<T, S>(&mut odd, w0, h_prev[h - 1]);
         }
         // The four gate blocks' σ and tanh in lockstep (see `sigmoid_tanh_lanes`).
         let mut z = even;
@@ -395,14 +408,15 @@ fn forward_row_one_vector<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_,
         }
         let ([i, f, o], [g]) = sigmoid_tanh_lanes::<T, S, 3, 1>([z[0], z[1], z[3]], [z[2]]);
         let gate = [i, f, g, o];
+        let gates_t = &mut gates[t];
         for (j, v) in gate.iter().enumerate() {
-            store(row.gates, t * gp + j * LANES, *v);
+            gates_t[j * LANES..][..LANES].copy_from_slice(&v.0);
         }
-        let (c, tc, h_new) = cell_forward_lane::<T, S>(gate[0], gate[1], gate[2], gate[3], c_prev);
-        store(row.c, (t + 1) * hp, c);
-        store(row.tanh_c, t * hp, tc);
-        store(row.h, (t + 1) * hp, h_new);
-        c_prev = c;
+        let (c, tc, h_new) = cell_forward_lane::<T, S>(i, f, g, o, c_prev);
+        c_rows[t + 1] = c.0;
+        tanh_c[t] = tc.0;
+        h_rows[t + 1] = h_new.0;
+        (c_prev, h_prev) = (c, h_new);
     }
 }
 
@@ -422,7 +436,7 @@ fn load4<T: Real>(v: &[T], at: usize) -> [Lane<T>; 4] {
 /// closure: a closure left out of line is compiled without the instance's
 /// features (`fmaf` calls in the baseline, no AVX2 in the AVX2 one).
 #[inline(always)]
-fn add_column<T: Real, S: IsaMarker>(acc: &mut [Lane<T>; 4], w: &[T], input: T) {
+fn add_column<T: Real, S: IsaMarker>(acc: &mut [Lane<T>; 4], w: &[T; 4 * LANES], input: T) {
     let w = load4(w, 0);
     for l in 0..LANES {
         for j in 0..4 {
@@ -762,8 +776,13 @@ fn weight_sums<T: Real, S: IsaMarker>(row: &mut BackRow<'_, T>, t_n: usize, i_n:
 /// the four gate blocks. A function, not a closure: a closure the compiler
 /// leaves out of line is compiled without AVX-512 (measured 15× slower).
 #[inline(always)]
-fn back_row_add<T: Real, S: IsaMarker>(acc: &mut [Lane<T>; 4], w: &[T], dz: &[T], u: usize) {
-    let rows: [Lane<T>; 4] = array(|q| load(w, (q * LANES + u) * LANES));
+fn back_row_add<T: Real, S: IsaMarker>(
+    acc: &mut [Lane<T>; 4],
+    w: &[[T; LANES]; 4 * LANES],
+    dz: &[T; 4 * LANES],
+    u: usize,
+) {
+    let rows: [Lane<T>; 4] = array(|q| Lane(w[q * LANES + u]));
     let d: [T; 4] = array(|q| dz[q * LANES + u]);
     for l in 0..LANES {
         for q in 0..4 {
@@ -801,6 +820,11 @@ fn back_steps_one_vector<T: Real, S: IsaMarker>(
     for l in 0..h {
         hidden[l] = T::ONE;
     }
+    // The back-projection's 4·LANES rows, as fixed-size arrays: no bounds
+    // checks in the step loop.
+    let w: &[[T; LANES]; 4 * LANES] = w.as_chunks::<LANES>().0[..4 * LANES].try_into().expect("4·LANES rows");
+    let half = h.div_ceil(2);
+    assert!(2 * half <= LANES, "H ≤ LANES");
     for t in (0..t_n).rev() {
         let gates = &row.gates[t * gp..][..gp];
         let (i, f) = (load(gates, 0), load(gates, LANES));
@@ -829,16 +853,15 @@ fn back_steps_one_vector<T: Real, S: IsaMarker>(
                 dz4[q][l] = dz_l[q];
             }
         }
-        let dz = &mut row.dz[t * gp..][..gp];
+        let dz = &mut row.dz.as_chunks_mut::<{ GATES * LANES }>().0[t];
         for (q, d) in dz4.iter().enumerate() {
-            store(dz, q * LANES, *d);
+            dz[q * LANES..][..LANES].copy_from_slice(&d.0);
         }
         // [dh_{t−1} | dx_t] = Σ over gate rows of dz · row.
         // Two chains per gate block, over the first and the second half of
         // the rows. For an odd H the second half ends on a padding row
         // (zero weights and zero dz, as H < LANES): it adds nothing, and no
         // branch splits the loop.
-        let half = h.div_ceil(2);
         let (mut first, mut second) = ([zero; GATES], [zero; GATES]);
         for u in 0..half {
             back_row_add::<T, S>(&mut first, w, dz, u);

@@ -14,10 +14,12 @@
 //!
 //! Each ends in one quotient of numbers in [1, 2]: a division, or a
 //! reciprocal estimate refined with multiply-adds where the instruction set
-//! has one (AVX2 `vrcpps`, AVX-512 `vrcp14`), which is shorter and does
-//! not tie up the divider. The kernels call the lane forms (`sigmoid_lane`,
-//! `tanh_lane`, `sigmoid_tanh_lanes`), which run the formulas on the
-//! instance's registers, several vectors stage by stage in lockstep.
+//! has one (AVX2 `vrcpps`, AVX-512 `vrcp14`), which does not tie up the
+//! divider: the lanes kernel, bound by throughput, calls [`sigmoid_tanh`]
+//! on its registers. The rows kernel, whose steps wait on each other, calls
+//! the lane forms (`sigmoid_lane`, `tanh_lane`, `sigmoid_tanh_lanes`),
+//! which take the quotient of the shorter latency (a division on AVX2).
+//! Both run several vectors stage by stage in lockstep.
 
 use super::math::{expm1_reduced, reduce, Reduced};
 use super::vector::{Reg, Vector};
@@ -32,6 +34,24 @@ pub(crate) fn sigmoid_tanh<T: Real, V: Vector<T>, const N: usize, const M: usize
     s: [V; N],
     t: [V; M],
 ) -> ([V; N], [V; M]) {
+    sigmoid_tanh_by::<T, V, N, M, false>(s, t)
+}
+
+/// [`sigmoid_tanh`], its final quotients by [`Vector::latency_quotient`]
+/// when `LATENCY` (for a chain of dependent steps), else by
+/// [`Vector::quotient`] (for throughput).
+#[inline(always)]
+fn sigmoid_tanh_by<T: Real, V: Vector<T>, const N: usize, const M: usize, const LATENCY: bool>(
+    s: [V; N],
+    t: [V; M],
+) -> ([V; N], [V; M]) {
+    let quotient = |num: V, d: V| {
+        if LATENCY {
+            num.latency_quotient(d)
+        } else {
+            num.quotient(d)
+        }
+    };
     let one = V::splat(T::ONE);
     let (mut ys, mut yt) = (s, t);
     // y = −|x| (σ) or −2|x| (tanh), clamped where the result saturates
@@ -69,10 +89,10 @@ pub(crate) fn sigmoid_tanh<T: Real, V: Vector<T>, const N: usize, const M: usize
         dt[j] = V::splat(T::ONE + T::ONE).sub(yt[j]);
     }
     for j in 0..N {
-        ys[j] = ys[j].quotient(ds[j]).mul(V::splat(T::UNSCALE));
+        ys[j] = quotient(ys[j], ds[j]).mul(V::splat(T::UNSCALE));
     }
     for j in 0..M {
-        yt[j] = yt[j].quotient(dt[j]).with_sign_of(t[j]);
+        yt[j] = quotient(yt[j], dt[j]).with_sign_of(t[j]);
     }
     (ys, yt)
 }
@@ -111,7 +131,8 @@ pub(crate) fn sigmoid_lanes<T: Real, S: IsaMarker, const N: usize>(x: [Lane<T>; 
 
 /// σ on the N lane vectors `s` and tanh on the M vectors `t`, in lockstep
 /// ([`sigmoid_tanh`]), on the registers of the instance `S`, a register's
-/// width of lanes at a time.
+/// width of lanes at a time. The lane forms serve the rows kernel, whose
+/// steps wait on each other: they take the shorter-latency quotient.
 #[inline(always)]
 pub(crate) fn sigmoid_tanh_lanes<T: Real, S: IsaMarker, const N: usize, const M: usize>(
     s: [Lane<T>; N],
@@ -128,7 +149,7 @@ pub(crate) fn sigmoid_tanh_lanes<T: Real, S: IsaMarker, const N: usize, const M:
         for j in 0..M {
             vt[j] = Vector::load(&t[j].0[at..]);
         }
-        let (rs, rt) = sigmoid_tanh::<T, Reg<T, S>, N, M>(vs, vt);
+        let (rs, rt) = sigmoid_tanh_by::<T, Reg<T, S>, N, M, true>(vs, vt);
         for j in 0..N {
             rs[j].store(&mut ys[j].0[at..]);
         }

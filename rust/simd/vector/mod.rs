@@ -74,6 +74,14 @@ pub trait Vector<T: Copy>: Copy {
     /// `self / d` for d in [1, 2], within an ulp: a division, or a
     /// reciprocal estimate refined by `math::refine_quotient`.
     fn quotient(self, d: Self) -> Self;
+    /// [`Vector::quotient`] by the path of the shorter *latency*, for a
+    /// chain of dependent steps (one batch row's time steps in the rows
+    /// kernel), where the throughput-minded estimate can be the slower one.
+    /// `quotient` itself unless an instruction set says otherwise.
+    #[inline(always)]
+    fn latency_quotient(self, d: Self) -> Self {
+        self.quotient(d)
+    }
     /// The sum of the elements in a fixed pairwise order: `WIDTH/2` pairs
     /// `s[l] + s[l + WIDTH/2]` first, and so on down to one.
     fn sum(self) -> T;
