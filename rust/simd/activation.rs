@@ -263,6 +263,20 @@ mod tests {
         (sigmoid_lane::<T, S>(x), tanh_lane::<T, S>(x))
     }
 
+    /// The lanes kernel's form: [`sigmoid_tanh`] on the instance's
+    /// registers, with the throughput quotient (the lane forms above take
+    /// the latency one).
+    fn both_for_throughput<T: Real, S: IsaMarker>(x: Lane<T>) -> (Lane<T>, Lane<T>) {
+        let (mut s, mut t) = (x, x);
+        for at in (0..LANES).step_by(<Reg<T, S> as Vector<T>>::WIDTH) {
+            let v = <Reg<T, S> as Vector<T>>::load(&x.0[at..]);
+            let ([ys], [yt]) = sigmoid_tanh::<T, Reg<T, S>, 1, 1>([v], [v]);
+            ys.store(&mut s.0[at..]);
+            yt.store(&mut t.0[at..]);
+        }
+        (s, t)
+    }
+
     #[test]
     fn baseline_instance_is_accurate() {
         check("baseline", both::<f32, BaselineIsa>, both::<f64, BaselineIsa>);
@@ -408,11 +422,20 @@ mod tests {
         fn avx2<T: Real>(x: Lane<T>) -> (Lane<T>, Lane<T>) {
             both::<T, Avx2Isa>(x)
         }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2_for_throughput<T: Real>(x: Lane<T>) -> (Lane<T>, Lane<T>) {
+            both_for_throughput::<T, Avx2Isa>(x)
+        }
         if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
             eprintln!("no AVX2 + FMA on this CPU: its instance cannot run here");
             return;
         }
         // SAFETY: the CPU has AVX2 and FMA (checked above).
         check("avx2", |x| unsafe { avx2(x) }, |x| unsafe { avx2(x) });
+        check(
+            "avx2 for throughput",
+            |x| unsafe { avx2_for_throughput(x) },
+            |x| unsafe { avx2_for_throughput(x) },
+        );
     }
 }
