@@ -5,10 +5,11 @@
 //! compute 16 times the work. Here each batch row runs alone and the vector
 //! runs along the 4H gates instead: a step is `(I+H)` broadcast
 //! multiply-adds on the ⌈4H/16⌉ gate vectors, one vectorised pass of σ over
-//! all gates (tanh(x) = 2σ(2x) − 1 for the g gate, by a per-lane scale), and
-//! the cell update along the H units. Rows are independent and summed into
-//! the weight gradients in row order, step order: results do not depend on
-//! the thread count.
+//! the i, f, o blocks and tanh over the g block, and the cell update along
+//! the H units. A row's steps wait on each other, so σ and tanh take the
+//! quotient of the shorter latency (`simd::activation`'s lane forms). Rows
+//! are independent and summed into the weight gradients in row order, step
+//! order: results do not depend on the thread count.
 //!
 //! Per-row buffers are flat and padded to whole lane vectors: gates (T, 4Hp)
 //! with each gate block (i, f, g, o) starting on a vector boundary, so the
