@@ -9,8 +9,9 @@
 //!
 //! Shapes as in `benches/lstm.rs`: `seed` (the seed network's train step,
 //! B50 T20 1→10→1), `long` (B1 T1000 I1 H10), `h128` (B64 T100 I32 H128),
-//! `h512` (B64 T100 I128 H512), and `small` (B50 T20 I10 H10, `sr.LSTM(10,
-//! 10)`). Parts: `forward`, `backward` (after one untimed forward; with dx),
+//! `h512` (B64 T100 I128 H512), `small` (B50 T20 I10 H10, `sr.LSTM(10,
+//! 10)`), and `long64` (B1 T1000 I8 H64: the rows kernel past one vector
+//! per gate). Parts: `forward`, `backward` (after one untimed forward; with dx),
 //! `step` (forward + backward + Adam; the only part of `seed`). Prints the
 //! instance (`simd_level`), the mean time per run, and a hash of the
 //! results' bits, so two builds can be checked to compute the same bits.
@@ -61,7 +62,8 @@ fn run<T: Real>(shape: &str, part: &str, reps: usize) -> (f64, u64) {
         "h128" => (64, 100, 32, 128),
         "h512" => (64, 100, 128, 512),
         "small" => (50, 20, 10, 10),
-        _ => panic!("unknown shape {shape}: seed, long, h128, h512 or small"),
+        "long64" => (1, 1000, 8, 64),
+        _ => panic!("unknown shape {shape}: seed, long, long64, h128, h512 or small"),
     };
     let (n_ih, n_hh, n_b) = (4 * hidden * input, 4 * hidden * hidden, 4 * hidden);
     let mut params: Vec<T> = random(n_ih + n_hh + n_b, 1.0 / (hidden as f64).sqrt(), 1);

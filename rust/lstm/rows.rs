@@ -19,7 +19,8 @@
 
 use super::cell::{cell_backward, cell_forward_lane};
 use super::params::{LstmGrads, LstmParams, LstmShape, RowSteps, Sequences};
-use crate::simd::activation::{sigmoid_lane, sigmoid_tanh_lanes, tanh_lane};
+use crate::simd::activation::sigmoid_tanh_lanes;
+use crate::simd::vector::{Reg, Vector};
 use crate::simd::Real;
 use crate::simd::{array, dispatch, mul_add, IsaMarker, Lane, LANES};
 
@@ -329,25 +330,35 @@ fn forward_row_impl<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_, T>, t
         let gates = &mut row.gates[t * gp..][..gp];
         // z = bias + Σ_f input_f · (column f of [W_ih | W_hh]), along the gate lanes.
         let inputs = (&row.x[row.x_steps.at(t)..][..i_n], &row.h[t * hp..][..h]);
-        match gp / LANES {
-            4 => project::<T, S, 4>(gates, k, inputs, gp),
-            8 => project::<T, S, 8>(gates, k, inputs, gp),
+        // N gate vectors at a time, N a divisor of 4 (4H is a multiple of
+        // four vectors): up to 8 registers of running sums, which fit
+        // beside the weights without spills (a lane vector of f64 takes
+        // four AVX2 registers, of f32 two).
+        match LANES / <Reg<T, S> as Vector<T>>::WIDTH {
+            1 | 2 => {
+                for v in (0..gp).step_by(4 * LANES) {
+                    project::<T, S, 4>(&mut gates[v..], k, inputs, gp - v);
+                }
+            }
+            4 => {
+                for v in (0..gp).step_by(2 * LANES) {
+                    project::<T, S, 2>(&mut gates[v..], k, inputs, gp - v);
+                }
+            }
             _ => {
                 for v in (0..gp).step_by(LANES) {
                     project::<T, S, 1>(&mut gates[v..], k, inputs, gp - v);
                 }
             }
         }
-        // σ on every gate vector, tanh on those of block 2 (g): each gate
-        // block starts on a vector boundary.
-        for v in (0..gp).step_by(LANES) {
-            let z = load(gates, v);
-            let y = if v / hp == 2 {
-                tanh_lane::<T, S>(z)
-            } else {
-                sigmoid_lane::<T, S>(z)
-            };
-            store(gates, v, y);
+        // σ on the i, f and o blocks, tanh on g (each block starts on a
+        // vector boundary), a vector of each in lockstep.
+        for u in (0..hp).step_by(LANES) {
+            let z: [Lane<T>; 4] = array(|q| load(gates, q * hp + u));
+            let ([i, f, o], [g]) = sigmoid_tanh_lanes::<T, S, 3, 1>([z[0], z[1], z[3]], [z[2]]);
+            for (q, y) in [i, f, g, o].into_iter().enumerate() {
+                store(gates, q * hp + u, y);
+            }
         }
         // The cell update along the units, a lane vector at a time.
         for u in (0..hp).step_by(LANES) {
@@ -458,16 +469,32 @@ fn project<T: Real, S: IsaMarker, const N: usize>(
     let gp = k.bias.len();
     let first = gp - stride;
     let mut acc: [Lane<T>; N] = array(|j| load(k.bias, first + j * LANES));
-    for (f, &input) in x.iter().chain(h).enumerate() {
-        let w: [Lane<T>; N] = array(|j| load(k.w_t, f * gp + first + j * LANES));
-        for l in 0..LANES {
-            for j in 0..N {
-                acc[j][l] = mul_add::<T, S>(w[j][l], input, acc[j][l]);
-            }
-        }
+    // Row f of [W_ih | W_hh]ᵀ is gp values, of which this call takes N
+    // vectors: x's rows, then h's (two loops, not a chained iterator,
+    // which branched at every feature).
+    let mut rows = k.w_t.chunks_exact(gp).map(|row| &row[first..][..N * LANES]);
+    // (x zipped first: zip pulls its left side first, and a row pulled
+    // as x runs out would be lost to h.)
+    for (&input, w) in x.iter().zip(rows.by_ref()) {
+        add_row::<T, S, N>(&mut acc, w, input);
+    }
+    for (&input, w) in h.iter().zip(rows) {
+        add_row::<T, S, N>(&mut acc, w, input);
     }
     for (j, a) in acc.iter().enumerate() {
         store(gates, j * LANES, *a);
+    }
+}
+
+/// acc += input · w, w being N lane vectors (read as fixed-size arrays:
+/// no bounds check per load).
+#[inline(always)]
+fn add_row<T: Real, S: IsaMarker, const N: usize>(acc: &mut [Lane<T>; N], w: &[T], input: T) {
+    let (w, _) = w.as_chunks::<LANES>();
+    for l in 0..LANES {
+        for j in 0..N {
+            acc[j][l] = mul_add::<T, S>(w[j][l], input, acc[j][l]);
+        }
     }
 }
 

@@ -17,7 +17,7 @@
 //! has one (AVX2 `vrcpps`, AVX-512 `vrcp14`), which does not tie up the
 //! divider: the lanes kernel, bound by throughput, calls [`sigmoid_tanh`]
 //! on its registers. The rows kernel, whose steps wait on each other, calls
-//! the lane forms (`sigmoid_lane`, `tanh_lane`, `sigmoid_tanh_lanes`),
+//! the lane forms (`sigmoid_tanh_lanes`, and `tanh_lane` for one vector),
 //! which take the quotient of the shorter latency (a division on AVX2).
 //! Both run several vectors stage by stage in lockstep.
 
@@ -111,22 +111,10 @@ pub fn tanh<T: Real, S: IsaMarker>(x: T) -> T {
     y.sum()
 }
 
-/// σ on every lane.
-#[inline(always)]
-pub(crate) fn sigmoid_lane<T: Real, S: IsaMarker>(x: Lane<T>) -> Lane<T> {
-    sigmoid_lanes::<T, S, 1>([x])[0]
-}
-
 /// tanh on every lane.
 #[inline(always)]
 pub(crate) fn tanh_lane<T: Real, S: IsaMarker>(x: Lane<T>) -> Lane<T> {
     sigmoid_tanh_lanes::<T, S, 0, 1>([], [x]).1[0]
-}
-
-/// σ on N lane vectors in lockstep (see [`sigmoid_tanh_lanes`]).
-#[inline(always)]
-pub(crate) fn sigmoid_lanes<T: Real, S: IsaMarker, const N: usize>(x: [Lane<T>; N]) -> [Lane<T>; N] {
-    sigmoid_tanh_lanes::<T, S, N, 0>(x, []).0
 }
 
 /// σ on the N lane vectors `s` and tanh on the M vectors `t`, in lockstep
@@ -260,7 +248,8 @@ mod tests {
     }
 
     fn both<T: Real, S: IsaMarker>(x: Lane<T>) -> (Lane<T>, Lane<T>) {
-        (sigmoid_lane::<T, S>(x), tanh_lane::<T, S>(x))
+        let ([s], [t]) = sigmoid_tanh_lanes::<T, S, 1, 1>([x], [x]);
+        (s, t)
     }
 
     /// The lanes kernel's form: [`sigmoid_tanh`] on the instance's
