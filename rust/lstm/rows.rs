@@ -335,35 +335,19 @@ fn forward_row_impl<T: Real, S: IsaMarker>(row: Row<'_, T>, k: &Consts<'_, T>, t
         // beside the weights without spills (a lane vector of f64 takes
         // four AVX2 registers, of f32 two).
         match LANES / <Reg<T, S> as Vector<T>>::WIDTH {
-            1 | 2 => {
-                for v in (0..gp).step_by(4 * LANES) {
-                    project::<T, S, 4>(&mut gates[v..], k, inputs, gp - v);
-                }
-            }
-            4 => {
-                for v in (0..gp).step_by(2 * LANES) {
-                    project::<T, S, 2>(&mut gates[v..], k, inputs, gp - v);
-                }
-            }
-            _ => {
-                for v in (0..gp).step_by(LANES) {
-                    project::<T, S, 1>(&mut gates[v..], k, inputs, gp - v);
-                }
-            }
+            1 | 2 => project_blocks::<T, S, 4>(gates, k, inputs),
+            4 => project_blocks::<T, S, 2>(gates, k, inputs),
+            _ => project_blocks::<T, S, 1>(gates, k, inputs),
         }
         // σ on the i, f and o blocks, tanh on g (each block starts on a
-        // vector boundary), a vector of each in lockstep.
+        // vector boundary), a vector of each in lockstep, then the cell
+        // update of those units from the same registers.
         for u in (0..hp).step_by(LANES) {
             let z: [Lane<T>; 4] = array(|q| load(gates, q * hp + u));
             let ([i, f, o], [g]) = sigmoid_tanh_lanes::<T, S, 3, 1>([z[0], z[1], z[3]], [z[2]]);
             for (q, y) in [i, f, g, o].into_iter().enumerate() {
                 store(gates, q * hp + u, y);
             }
-        }
-        // The cell update along the units, a lane vector at a time.
-        for u in (0..hp).step_by(LANES) {
-            let (i, f) = (load(gates, u), load(gates, hp + u));
-            let (g, o) = (load(gates, 2 * hp + u), load(gates, 3 * hp + u));
             let c_prev = load(row.c, t * hp + u);
             let (c, tc, h_new) = cell_forward_lane::<T, S>(i, f, g, o, c_prev);
             store(row.c, (t + 1) * hp + u, c);
@@ -483,6 +467,15 @@ fn project<T: Real, S: IsaMarker, const N: usize>(
     }
     for (j, a) in acc.iter().enumerate() {
         store(gates, j * LANES, *a);
+    }
+}
+
+/// [`project`] over all of `gates` (4Hp values), N gate vectors a call.
+#[inline(always)]
+fn project_blocks<T: Real, S: IsaMarker, const N: usize>(gates: &mut [T], k: &Consts<'_, T>, inputs: (&[T], &[T])) {
+    let gp = gates.len();
+    for v in (0..gp).step_by(N * LANES) {
+        project::<T, S, N>(&mut gates[v..], k, inputs, gp - v);
     }
 }
 

@@ -126,6 +126,15 @@ pub(crate) fn sigmoid_tanh_lanes<T: Real, S: IsaMarker, const N: usize, const M:
     s: [Lane<T>; N],
     t: [Lane<T>; M],
 ) -> ([Lane<T>; N], [Lane<T>; M]) {
+    sigmoid_tanh_lanes_by::<T, S, N, M, true>(s, t)
+}
+
+/// [`sigmoid_tanh_lanes`] with the quotient chosen as in [`sigmoid_tanh_by`].
+#[inline(always)]
+fn sigmoid_tanh_lanes_by<T: Real, S: IsaMarker, const N: usize, const M: usize, const LATENCY: bool>(
+    s: [Lane<T>; N],
+    t: [Lane<T>; M],
+) -> ([Lane<T>; N], [Lane<T>; M]) {
     let width = <Reg<T, S> as Vector<T>>::WIDTH;
     let (mut ys, mut yt) = (s, t);
     for at in (0..LANES).step_by(width) {
@@ -137,7 +146,7 @@ pub(crate) fn sigmoid_tanh_lanes<T: Real, S: IsaMarker, const N: usize, const M:
         for j in 0..M {
             vt[j] = Vector::load(&t[j].0[at..]);
         }
-        let (rs, rt) = sigmoid_tanh_by::<T, Reg<T, S>, N, M, true>(vs, vt);
+        let (rs, rt) = sigmoid_tanh_by::<T, Reg<T, S>, N, M, LATENCY>(vs, vt);
         for j in 0..N {
             rs[j].store(&mut ys[j].0[at..]);
         }
@@ -252,17 +261,10 @@ mod tests {
         (s, t)
     }
 
-    /// The lanes kernel's form: [`sigmoid_tanh`] on the instance's
-    /// registers, with the throughput quotient (the lane forms above take
-    /// the latency one).
+    /// The lanes kernel's form: [`sigmoid_tanh`] with the throughput
+    /// quotient (the lane forms above take the latency one).
     fn both_for_throughput<T: Real, S: IsaMarker>(x: Lane<T>) -> (Lane<T>, Lane<T>) {
-        let (mut s, mut t) = (x, x);
-        for at in (0..LANES).step_by(<Reg<T, S> as Vector<T>>::WIDTH) {
-            let v = <Reg<T, S> as Vector<T>>::load(&x.0[at..]);
-            let ([ys], [yt]) = sigmoid_tanh::<T, Reg<T, S>, 1, 1>([v], [v]);
-            ys.store(&mut s.0[at..]);
-            yt.store(&mut t.0[at..]);
-        }
+        let ([s], [t]) = sigmoid_tanh_lanes_by::<T, S, 1, 1, false>([x], [x]);
         (s, t)
     }
 
