@@ -15,6 +15,10 @@
 //! `step` (forward + backward + Adam; the only part of `seed`). Prints the
 //! instance (`simd_level`), the mean time per run, and a hash of the
 //! results' bits, so two builds can be checked to compute the same bits.
+//!
+//! `PROFILE_PAUSE_US=300` busy-waits that long between runs (not timed),
+//! as the rest of a PyTorch model keeps the calling thread busy between
+//! the LSTM's passes: the kernels' helper threads have parked by then.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -37,6 +41,28 @@ fn hash<T: Real>(mut h: u64, values: &[T]) -> u64 {
     h
 }
 
+/// Mean seconds per call of `work`, over `reps` calls, each after a busy
+/// pause of `PROFILE_PAUSE_US` microseconds (untimed) if that is set.
+fn timed(reps: usize, mut work: impl FnMut()) -> f64 {
+    let pause = std::env::var("PROFILE_PAUSE_US")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(std::time::Duration::from_micros);
+    let mut total = std::time::Duration::ZERO;
+    for _ in 0..reps {
+        if let Some(pause) = pause {
+            let start = Instant::now();
+            while start.elapsed() < pause {
+                std::hint::spin_loop();
+            }
+        }
+        let start = Instant::now();
+        work();
+        total += start.elapsed();
+    }
+    total.as_secs_f64() / reps as f64
+}
+
 /// Runs `part` of `shape` `reps` times; returns seconds per run and a hash
 /// of the results.
 fn run<T: Real>(shape: &str, part: &str, reps: usize) -> (f64, u64) {
@@ -50,11 +76,9 @@ fn run<T: Real>(shape: &str, part: &str, reps: usize) -> (f64, u64) {
         let res: Vec<T> = xs.iter().map(|&x| T::from_f64(x.cos())).collect();
         let mut net =
             SeedNetwork::new(cfg, AdamConfig::default(), demo_params::<T>(&cfg, 1.0, 0)).expect("seed network");
-        let start = Instant::now();
-        for _ in 0..reps {
+        let seconds = timed(reps, || {
             black_box(net.train_step(&seq, &res, batch, steps).expect("train_step"));
-        }
-        let seconds = start.elapsed().as_secs_f64() / reps as f64;
+        });
         return (seconds, hash(0xcbf2_9ce4_8422_2325, net.params()));
     }
     let (batch, steps, input, hidden) = match shape {
@@ -112,8 +136,7 @@ fn run<T: Real>(shape: &str, part: &str, reps: usize) -> (f64, u64) {
     if part == "backward" {
         once(&params, &mut grads, true, false);
     }
-    let start = Instant::now();
-    for _ in 0..reps {
+    let seconds = timed(reps, || {
         match part {
             "forward" => once(&params, &mut grads, true, false),
             "backward" => once(&params, &mut grads, false, true),
@@ -124,8 +147,7 @@ fn run<T: Real>(shape: &str, part: &str, reps: usize) -> (f64, u64) {
             _ => panic!("unknown part {part}: forward, backward or step"),
         }
         black_box(&grads);
-    }
-    let seconds = start.elapsed().as_secs_f64() / reps as f64;
+    });
     let h = hash(0xcbf2_9ce4_8422_2325, lstm.output());
     (seconds, hash(hash(h, &grads), &dx))
 }

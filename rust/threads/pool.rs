@@ -9,11 +9,15 @@
 //!
 //! There are `num_threads() - 1` helpers at most, started on first use,
 //! once per process image: a forked child starts its own (`fork.rs`).
-//! A helper spins for [`SPIN`] after its last job, then parks. Whoever
-//! finishes first runs an unclaimed half itself, so a helper that the OS
-//! has not scheduled yet costs time, not a deadlock. Joins nest (a half may
-//! join again, on another idle helper or inline). A panic in either half
-//! is re-raised in the caller once both halves are done.
+//! A helper spins for [`SPIN`] after its last job, then parks. A caller
+//! that finishes its own half while the helper has not yet taken the
+//! other (parked, or not scheduled) takes it back and runs it itself,
+//! without waiting: a pass that arrives after a pause (the next call from
+//! Python, after the rest of a PyTorch model ran) costs one wake-up call,
+//! not the OS's wake-up latency, and the woken helper spins, ready for the
+//! passes that follow. Joins nest (a half may join again, on another idle
+//! helper or inline). A panic in either half is re-raised in the caller
+//! once both halves are done.
 
 use std::any::Any;
 use std::cell::UnsafeCell;
@@ -38,7 +42,9 @@ const MAX_HELPERS: usize = 63;
 
 const IDLE: u8 = 0;
 const POSTED: u8 = 1;
-const DONE: u8 = 2;
+/// The helper has taken the posted job: the poster must wait for DONE.
+const TAKEN: u8 = 2;
+const DONE: u8 = 3;
 
 /// A posted half: a type-erased closure living on the caller's stack.
 #[derive(Clone, Copy)]
@@ -54,14 +60,17 @@ struct Helper {
     job: UnsafeCell<Option<JobRef>>,
     /// Set by the helper before it parks; a caller then wakes it.
     parked: AtomicBool,
+    /// Set with a wake-up: spin again even if the job is taken back.
+    woken: AtomicBool,
     wake_lock: Mutex<()>,
     wake: Condvar,
 }
 
 // SAFETY: `job` is written only by the caller holding `owner` while the
-// state is IDLE (the previous owner saw DONE and reset it), and read only
-// by the helper after it observes POSTED; the SeqCst store of POSTED and
-// the Acquire load that sees it order the two.
+// state is IDLE (the previous owner saw DONE and reset it, or took its job
+// back), and read only by the helper after it moved POSTED to TAKEN; the
+// SeqCst store of POSTED and the Acquire exchange that sees it order the
+// two. A job taken back (POSTED to IDLE) is never read.
 unsafe impl Sync for Helper {}
 
 /// This process image's helpers, each started on first use.
@@ -83,14 +92,25 @@ fn helper(helpers: &'static Helpers, i: usize) -> Option<&'static Helper> {
             state: AtomicU8::new(IDLE),
             job: UnsafeCell::new(None),
             parked: AtomicBool::new(false),
+            woken: AtomicBool::new(false),
             wake_lock: Mutex::new(()),
             wake: Condvar::new(),
         }));
-        std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name(format!("sincos_rs-{i}"))
-            .spawn(move || helper_loop(h))
-            .ok()
-            .map(|_| h)
+            .spawn(move || {
+                h.state.store(DONE, Ordering::Release);
+                helper_loop(h)
+            })
+            .is_ok();
+        // Wait for the thread to run: what it allocates as it starts then
+        // happens here, on first use, not in some later pass (that may have
+        // taken its half back without waiting; tests/no_alloc.rs counts).
+        while started && h.state.load(Ordering::Acquire) != DONE {
+            std::thread::yield_now();
+        }
+        h.state.store(IDLE, Ordering::Relaxed);
+        started.then_some(h)
     })
 }
 
@@ -103,16 +123,22 @@ fn helper_loop(h: &'static Helper) {
             polls = polls.wrapping_add(1);
             // The clock costs more than a poll: read it now and then.
             if polls.is_multiple_of(256) && since.elapsed() > SPIN {
-                let guard = h.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+                let mut guard = h.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
                 h.parked.store(true, Ordering::SeqCst);
-                let guard = h
-                    .wake
-                    .wait_while(guard, |_| h.state.load(Ordering::SeqCst) != POSTED)
-                    .unwrap_or_else(|e| e.into_inner());
+                while h.state.load(Ordering::SeqCst) != POSTED && !h.woken.swap(false, Ordering::SeqCst) {
+                    guard = h.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                }
                 h.parked.store(false, Ordering::SeqCst);
                 drop(guard);
                 since = Instant::now();
             }
+        }
+        // The poster may take the job back until this succeeds.
+        if h.state
+            .compare_exchange(POSTED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            continue;
         }
         // SAFETY: POSTED was published after the job was written (see Helper).
         let job = unsafe { (*h.job.get()).take() };
@@ -184,22 +210,33 @@ fn post_and_run<A: FnOnce(), B: FnOnce()>(h: &Helper, a: A, b: B) {
     h.state.store(POSTED, Ordering::SeqCst);
     if h.parked.load(Ordering::SeqCst) {
         let _lock = h.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+        h.woken.store(true, Ordering::SeqCst);
         h.wake.notify_one();
     }
     let mine = panic::catch_unwind(AssertUnwindSafe(a));
-    half.run_if_unclaimed();
-    // `half` lives on this stack: wait until the helper is done with it,
-    // even if `a` panicked. Yield now and then, in case the helper waits
-    // for this very core.
-    let mut polls = 0u32;
-    while h.state.load(Ordering::Acquire) != DONE {
-        std::hint::spin_loop();
-        polls = polls.wrapping_add(1);
-        if polls.is_multiple_of(1024) {
-            std::thread::yield_now();
-        }
+    let taken_back = h
+        .state
+        .compare_exchange(POSTED, IDLE, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
+    if taken_back {
+        // SAFETY: state IDLE and `owner` held: the helper cannot read it.
+        unsafe { *h.job.get() = None };
     }
-    h.state.store(IDLE, Ordering::Relaxed);
+    half.run_if_unclaimed();
+    if !taken_back {
+        // `half` lives on this stack: wait until the helper is done with
+        // it, even if `a` panicked. Yield now and then, in case the helper
+        // waits for this very core.
+        let mut polls = 0u32;
+        while h.state.load(Ordering::Acquire) != DONE {
+            std::hint::spin_loop();
+            polls = polls.wrapping_add(1);
+            if polls.is_multiple_of(1024) {
+                std::thread::yield_now();
+            }
+        }
+        h.state.store(IDLE, Ordering::Relaxed);
+    }
     if let Err(payload) = mine {
         panic::resume_unwind(payload);
     }
@@ -241,6 +278,32 @@ mod tests {
         std::thread::sleep(super::SPIN * 3);
         join(|| (), || out += 1);
         assert_eq!(out, 2);
+    }
+
+    #[test]
+    fn halves_taken_back_from_a_parked_helper_still_run_once() {
+        // Each join finds the helper parked: its half is usually taken back
+        // and run here, sometimes taken by the woken helper; either way once.
+        let runs = AtomicUsize::new(0);
+        for _ in 0..50 {
+            std::thread::sleep(super::SPIN * 3);
+            join(
+                || {},
+                || {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                },
+            );
+            // The woken helper spins: joins right after it find it ready.
+            for _ in 0..10 {
+                join(
+                    || {},
+                    || {
+                        runs.fetch_add(1, Ordering::Relaxed);
+                    },
+                );
+            }
+        }
+        assert_eq!(runs.load(Ordering::Relaxed), 50 * 11);
     }
 
     #[test]
