@@ -123,23 +123,28 @@ def test_matches_torch(layers, bidirectional, batch_first, with_state, batch, dt
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("batch_first", [False, True], ids=["tf", "bf"])
-def test_operator_path_matches_torch(batch_first, dtype, monkeypatch) -> None:
+@pytest.mark.parametrize("stack", [(1, False), (2, True)], ids=["1layer", "2layer-bi"])
+def test_operator_path_matches_torch(stack, batch_first, dtype, monkeypatch) -> None:
     """In eager mode the module calls the kernels through a plain
-    autograd.Function (ops.lstm); here through the custom operator instead,
-    as under torch.compile."""
-    monkeypatch.setattr(ops, "lstm", ops.lstm_forward)
+    autograd.Function (ops._EagerLstm); here through the custom operator instead,
+    as under torch.compile. One layer one way takes its own path (state kept
+    (1, B, H))."""
+    monkeypatch.setattr(ops, "through_operator", True)
+    num_layers, bidirectional = stack
     ours, theirs = pair(
         dtype,
         input_size=3,
         hidden_size=4,
-        num_layers=2,
-        bidirectional=True,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
         batch_first=batch_first,
     )
     gen = torch.Generator().manual_seed(13)
     x = torch.randn((5, 20, 3), generator=gen, dtype=dtype)
+    states = num_layers * (2 if bidirectional else 1)
     hx = tuple(
-        torch.randn((4, 5 if batch_first else 20, 4), generator=gen, dtype=dtype) for _ in range(2)
+        torch.randn((states, 5 if batch_first else 20, 4), generator=gen, dtype=dtype)
+        for _ in range(2)
     )
     ours_named, theirs_named = run_both(ours, theirs, x, hx)
     assert_same_results(ours_named, theirs_named, dtype, "operator path")
@@ -239,7 +244,7 @@ def test_packed_sequence_matches_torch(
     with_state, bidirectional, enforce_sorted, path, monkeypatch
 ) -> None:
     if path == "operator":
-        monkeypatch.setattr(ops, "lstm", ops.lstm_forward)
+        monkeypatch.setattr(ops, "through_operator", True)
     dtype = torch.float64
     ours, theirs = pair(
         input_size=3, hidden_size=4, num_layers=2, bidirectional=bidirectional, batch_first=True
@@ -365,10 +370,28 @@ def test_non_finite_input_raises() -> None:
 @pytest.mark.parametrize("path", ["function", "operator"])
 def test_double_backward_is_refused(path, monkeypatch) -> None:
     if path == "operator":
-        monkeypatch.setattr(ops, "lstm", ops.lstm_forward)
+        monkeypatch.setattr(ops, "through_operator", True)
     model = LSTM(3, 4, dtype=torch.float64)
     x = torch.randn(2, 1, 3, dtype=torch.float64, requires_grad=True)
     out, _ = model(x)
     with pytest.raises(RuntimeError, match="double backward|no autograd formula"):
         (gx,) = torch.autograd.grad(out.sum(), x, create_graph=True)
         gx.sum().backward()
+
+
+@pytest.mark.parametrize("path", ["function", "operator"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_an_input_modified_in_place_before_backward_is_refused(
+    num_layers, path, monkeypatch
+) -> None:
+    """As with torch.nn.LSTM: the backward would otherwise use the new
+    weights with the old activations, silently."""
+    if path == "operator":
+        monkeypatch.setattr(ops, "through_operator", True)
+    model = LSTM(3, 4, num_layers=num_layers, dtype=torch.float64)
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    out, _ = model(x)
+    with torch.no_grad():
+        model.weight_hh_l0.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()

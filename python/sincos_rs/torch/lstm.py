@@ -174,6 +174,13 @@ class LSTM(torch.nn.RNNBase):
             or any(w.requires_grad for w in weights)
             or (state is not None and (state[0].requires_grad or state[1].requires_grad))
         )
+        if len(weights) == per_direction:  # one layer, one direction: no select, no stack
+            h0, c0 = (None, None) if state is None else state
+            bias_ih, bias_hh = (weights[2], weights[3]) if self.bias else (None, None)
+            return ops.lstm(
+                x, weights[0], weights[1], bias_ih, bias_hh, h0, c0, lengths, False, store,
+                stacked=True,
+            )  # fmt: skip
         hs, cs = [], []
         layer_input = x
         for layer in range(self.num_layers):
@@ -183,7 +190,7 @@ class LSTM(torch.nn.RNNBase):
                 w = weights[k * per_direction : (k + 1) * per_direction]
                 bias_ih, bias_hh = (w[2], w[3]) if self.bias else (None, None)
                 h0, c0 = (None, None) if state is None else (state[0][k], state[1][k])
-                out, h, c, _ = ops.lstm(
+                out, h, c = ops.lstm(
                     layer_input, w[0], w[1], bias_ih, bias_hh, h0, c0, lengths,
                     direction == 1, store,
                 )  # fmt: skip
@@ -193,8 +200,6 @@ class LSTM(torch.nn.RNNBase):
             layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
                 layer_input = _dropout_as_torch(layer_input, self.dropout, packed)
-        if len(hs) == 1:  # a view, cheaper than stack's copy
-            return layer_input, hs[0].unsqueeze(0), cs[0].unsqueeze(0)
         return layer_input, torch.stack(hs), torch.stack(cs)
 
 

@@ -21,10 +21,11 @@ the GIL released. The kernel takes one bias: the two torch biases are summed int
 (4H,) temporary, and each one's gradient is the kernel's bias gradient.
 
 ``lstm`` is what ``sincos_rs.torch.LSTM`` calls: the custom operator while
-``torch.compile`` traces, and in eager mode the same two functions through a
-plain ``torch.autograd.Function``, which skips the dispatcher's Python layers
-around a custom operator (about half the per-call overhead at small sizes;
-benches/torch_cases.py measures both).
+``torch.compile`` traces, and in eager mode the same kernels through a plain
+``torch.autograd.Function`` (``_EagerLstm``), which skips the dispatcher's
+Python layers around a custom operator and keeps the saved activations a
+NumPy array (at small sizes the per-call torch calls cost more than the
+kernels; benches/torch_cases.py measures both paths).
 """
 
 from __future__ import annotations
@@ -85,86 +86,11 @@ def _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, view=_ar
     )
 
 
-def _torch_empty(like: Tensor):
-    """An allocator of (tensor, its NumPy view) pairs by ``torch.empty``:
-    the operator's outputs, which torch owns and may resize."""
-
-    def empty(shape, zero: bool = False) -> tuple[Tensor, np.ndarray]:
-        t = like.new_zeros(shape) if zero else like.new_empty(shape)
-        return t, t.numpy()
-
-    return empty
-
-
-def _numpy_empty(dtype: np.dtype):
-    """An allocator of (tensor, array) pairs by ``np.empty`` and
-    ``torch.from_numpy``: one torch call per tensor instead of two (the
-    eager path, where that is a measurable share at small sizes)."""
-
-    def empty(shape, zero: bool = False) -> tuple[Tensor, np.ndarray]:
-        a = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
-        return torch.from_numpy(a), a
-
-    return empty
-
-
-def _run_forward(
-    arrays: Arrays, hidden: int, reverse: bool, store: bool, zero_saved: bool, empty
-) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], np.ndarray]:
-    """(out, h_n, c_n, saved) as tensors, and saved's array."""
-    *inputs, lengths = arrays
-    x = inputs[0]
-    batch, steps, features = x.shape
-    numel = saved_size(batch, steps, features, hidden, x.itemsize) if store else 0
-    (out, out_a), (h_n, h_a), (c_n, c_a) = (
-        empty((batch, steps, hidden)),
-        empty((batch, hidden)),
-        empty((batch, hidden)),
-    )
-    saved, saved_a = empty((numel,), zero_saved)
-    _kernel.lstm_forward(
-        *inputs, out_a, h_a, c_a, saved_a if store else None, lengths=lengths, reverse=reverse
-    )
-    return (out, h_n, c_n, saved), saved_a
-
-
-def _run_backward(
-    arrays: Arrays,
-    saved: np.ndarray,
-    d_out: Tensor,
-    dh_n: Tensor | None,
-    dc_n: Tensor | None,
-    reverse: bool,
-    need_dx: bool,
-    view,
-    empty,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(dx, dh0, dc0, grad_weight_ih, grad_weight_hh, grad_bias) as tensors:
-    ``view`` makes the gradients' NumPy views, ``empty`` the outputs."""
-    x, weight_ih, weight_hh, *_, lengths = arrays
-    batch, steps, features = x.shape
-    hidden = weight_hh.shape[1]
-    pairs = [
-        empty((batch, steps, features) if need_dx else (0,)),
-        empty((batch, hidden)),
-        empty((batch, hidden)),
-        empty(weight_ih.shape),
-        empty(weight_hh.shape),
-        empty((4 * hidden,)),
-    ]
-    dx, *rest = (a for _, a in pairs)
-    _kernel.lstm_backward(
-        *arrays[:6],
-        saved,
-        view(d_out),
-        None if dh_n is None else view(dh_n),
-        None if dc_n is None else view(dc_n),
-        dx if need_dx else None,
-        *rest,
-        lengths=lengths,
-        reverse=reverse,
-    )
-    return tuple(t for t, _ in pairs)
+def _empty(like: Tensor, shape, zero: bool = False) -> tuple[Tensor, np.ndarray]:
+    """A new tensor of ``like``'s dtype (torch's allocation: the operator's
+    outputs, which torch owns and may resize) and its NumPy view."""
+    t = like.new_zeros(shape) if zero else like.new_empty(shape)
+    return t, t.numpy()
 
 
 def _forward(
@@ -187,8 +113,19 @@ def _forward(
     its inputs (``torch.library.opcheck`` compares them between eager mode
     and compiled graphs). The eager path (``_EagerLstm``) skips the fill."""
     arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
+    batch, steps, features = x.shape
     hidden = weight_hh.shape[1]
-    return _run_forward(arrays, hidden, reverse, store, True, _torch_empty(x))[0]
+    numel = saved_size(batch, steps, features, hidden, x.element_size()) if store else 0
+    (out, out_a), (h_n, h_a), (c_n, c_a) = (
+        _empty(x, (batch, steps, hidden)),
+        _empty(x, (batch, hidden)),
+        _empty(x, (batch, hidden)),
+    )
+    saved, saved_a = _empty(x, (numel,), zero=True)
+    _kernel.lstm_forward(
+        *arrays[:6], out_a, h_a, c_a, saved_a if store else None, lengths=arrays[6], reverse=reverse
+    )
+    return out, h_n, c_n, saved
 
 
 def _backward(
@@ -211,8 +148,29 @@ def _backward(
     (dx (B, T, I), or empty if not ``need_dx``, dh0, dc0, grad_weight_ih,
     grad_weight_hh, grad_bias (4H,), the gradient of each torch bias)."""
     arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
-    empty = _torch_empty(x)
-    return _run_backward(arrays, _array(saved), d_out, dh_n, dc_n, reverse, need_dx, _array, empty)
+    batch, steps, features = x.shape
+    hidden = weight_hh.shape[1]
+    pairs = [
+        _empty(x, (batch, steps, features) if need_dx else (0,)),
+        _empty(x, (batch, hidden)),
+        _empty(x, (batch, hidden)),
+        _empty(x, weight_ih.shape),
+        _empty(x, weight_hh.shape),
+        _empty(x, (4 * hidden,)),
+    ]
+    dx, *rest = (a for _, a in pairs)
+    _kernel.lstm_backward(
+        *arrays[:6],
+        _array(saved),
+        _array(d_out),
+        None if dh_n is None else _array(dh_n),
+        None if dc_n is None else _array(dc_n),
+        dx if need_dx else None,
+        *rest,
+        lengths=arrays[6],
+        reverse=reverse,
+    )
+    return tuple(t for t, _ in pairs)
 
 
 # --- the custom operators ----------------------------------------------------------------
@@ -252,7 +210,7 @@ def _(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, saved, d_out, 
     )
 
 
-# --- autograd: one formula, for the operator and for the eager Function ------------------
+# --- autograd: the operator's, and the eager path's -----------------------------------------
 
 
 def _save(ctx, inputs, output) -> None:
@@ -266,9 +224,8 @@ def _save(ctx, inputs, output) -> None:
     ctx.store = store
 
 
-def _input_grads(ctx, backward, d_out, dh_n, dc_n):
-    """The gradient of every input of the forward, from ``backward(x, saved
-    tensors, d_out, dh_n, dc_n, need_dx)`` (the operator or the eager path)."""
+def _operator_backward(ctx, d_out, dh_n, dc_n, _d_saved):
+    """The gradient of every input of ``lstm_forward``, by ``lstm_backward``."""
     if not ctx.store:
         raise RuntimeError(
             "sincos_rs::lstm_forward ran with store=False (inference, no activations "
@@ -279,7 +236,9 @@ def _input_grads(ctx, backward, d_out, dh_n, dc_n):
     if d_out is None:
         d_out = x.new_zeros((x.shape[0], x.shape[1], weight_hh.shape[1]))
     need = ctx.needs_input_grad
-    dx, dh0, dc0, g_ih, g_hh, g_bias = backward(ctx, tensors, d_out, dh_n, dc_n, need[0])
+    dx, dh0, dc0, g_ih, g_hh, g_bias = lstm_backward(
+        *tensors, d_out, dh_n, dc_n, ctx.reverse, need[0]
+    )
     return (
         dx if need[0] else None,
         g_ih if need[1] else None,
@@ -294,49 +253,124 @@ def _input_grads(ctx, backward, d_out, dh_n, dc_n):
     )
 
 
-def _operator_backward(ctx, d_out, dh_n, dc_n, _d_saved):
-    def backward(ctx, tensors, d_out, dh_n, dc_n, need_dx):
-        return lstm_backward(*tensors, d_out, dh_n, dc_n, ctx.reverse, need_dx)
-
-    return _input_grads(ctx, backward, d_out, dh_n, dc_n)
-
-
 lstm_forward.register_autograd(_operator_backward, setup_context=_save)
 
 
 class _EagerLstm(torch.autograd.Function):
-    """The operator's forward and autograd formula, called directly; the
-    inputs' NumPy views made for the forward are kept for the backward.
+    """The operator's forward and backward, called directly in eager mode:
+    the same kernels through NumPy, with as few torch calls per layer as
+    the work allows, since at small sizes they cost more than the kernels.
+
     Autograd runs both methods with grad mode off, so views need no
-    ``detach``; outputs are NumPy allocations wrapped by ``torch.from_numpy``
-    (the saved buffer is not zero-filled: nothing compares it)."""
+    ``detach``; outputs are NumPy allocations wrapped by
+    ``torch.from_numpy``; the saved activations stay a NumPy array on
+    ``ctx`` (no tensor, no output edge), and the inputs' NumPy views made
+    for the forward are reused by the backward. The inputs are also saved
+    for backward, so autograd still raises if one was modified in place in
+    between. ``stacked``: h0/c0 are (1, B, H) and so are h_n/c_n and dh0/dc0
+    (a one-layer ``LSTM``'s state as it is, with no select or unsqueeze)."""
 
     @staticmethod
-    def forward(ctx, *inputs):
-        x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, store = inputs
+    def forward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, stacked):
         arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, _view)
-        empty = _numpy_empty(arrays[0].dtype)
-        output, saved = _run_forward(arrays, weight_hh.shape[1], reverse, store, False, empty)
-        _save(ctx, inputs, output)
-        ctx.arrays = arrays
-        ctx.saved_array = saved
-        return output
+        if stacked and h0 is not None:
+            arrays = (*arrays[:4], arrays[4][0], arrays[5][0], arrays[6])
+        out, h_n, c_n, saved = _numpy_forward(arrays, weight_hh.shape[1], reverse, True, stacked)
+        ctx.set_materialize_grads(False)  # unused outputs' gradients arrive as None
+        ctx.save_for_backward(x, weight_ih, weight_hh, h0, c0)
+        ctx.arrays, ctx.saved, ctx.reverse, ctx.stacked = arrays, saved, reverse, stacked
+        return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)
 
     @staticmethod
-    def backward(ctx, d_out, dh_n, dc_n, _d_saved):
+    def backward(ctx, d_out, dh_n, dc_n):
         if torch.is_grad_enabled():  # backward(create_graph=True)
             raise RuntimeError(
                 "sincos_rs.torch.LSTM: double backward (create_graph=True) is not supported: "
                 "the gradient has no autograd formula of its own"
             )
+        ctx.saved_tensors  # noqa: B018 - raises if an input was modified in place
+        need = ctx.needs_input_grad
+        x, weight_ih, weight_hh, *_, lengths = arrays = ctx.arrays
+        batch, steps, features = x.shape
+        hidden = weight_hh.shape[1]
+        state = (1, batch, hidden) if ctx.stacked else (batch, hidden)
 
-        def backward(ctx, tensors, d_out, dh_n, dc_n, need_dx):
-            arrays, saved = ctx.arrays, ctx.saved_array
-            empty = _numpy_empty(arrays[0].dtype)
-            reverse = ctx.reverse
-            return _run_backward(arrays, saved, d_out, dh_n, dc_n, reverse, need_dx, _view, empty)
+        def grad_view(t):
+            if t is None:
+                return None
+            a = t.contiguous().numpy()
+            return a[0] if ctx.stacked else a
 
-        return _input_grads(ctx, backward, d_out, dh_n, dc_n)
+        if d_out is None:  # only h_n or c_n was used
+            d_out_a = np.zeros((batch, steps, hidden), x.dtype)
+        else:
+            d_out_a = d_out.contiguous().numpy()
+        dx = np.empty(x.shape, x.dtype) if need[0] else None
+        dh0, dc0 = np.empty(state, x.dtype), np.empty(state, x.dtype)
+        g_ih, g_hh = np.empty(weight_ih.shape, x.dtype), np.empty(weight_hh.shape, x.dtype)
+        g_bias = np.empty(4 * hidden, x.dtype)
+        _kernel.lstm_backward(
+            *arrays[:6],
+            ctx.saved,
+            d_out_a,
+            grad_view(dh_n),
+            grad_view(dc_n),
+            dx,
+            dh0[0] if ctx.stacked else dh0,
+            dc0[0] if ctx.stacked else dc0,
+            g_ih,
+            g_hh,
+            g_bias,
+            lengths=lengths,
+            reverse=ctx.reverse,
+        )
+        tensor = torch.from_numpy
+        return (
+            tensor(dx) if need[0] else None,
+            tensor(g_ih) if need[1] else None,
+            tensor(g_hh) if need[2] else None,
+            tensor(g_bias) if need[3] else None,
+            # Its own tensor (autograd would clone a shared one).
+            tensor(g_bias.copy() if need[3] else g_bias) if need[4] else None,
+            tensor(dh0) if need[5] else None,
+            tensor(dc0) if need[6] else None,
+            None,
+            None,
+            None,
+        )
+
+
+def _numpy_forward(
+    arrays: Arrays, hidden: int, reverse: bool, store: bool, stacked: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The kernel's forward into new NumPy arrays: (out, h_n, c_n, saved),
+    h_n and c_n (1, B, H) if ``stacked``, saved None unless ``store``
+    (left unfilled where the kernel does not write: only the backward
+    reads it)."""
+    x = arrays[0]
+    batch, steps, features = x.shape
+    state = (1, batch, hidden) if stacked else (batch, hidden)
+    out = np.empty((batch, steps, hidden), x.dtype)
+    h_n, c_n = np.empty(state, x.dtype), np.empty(state, x.dtype)
+    saved = (
+        np.empty(saved_size(batch, steps, features, hidden, x.itemsize), x.dtype) if store else None
+    )
+    _kernel.lstm_forward(
+        *arrays[:6],
+        out,
+        h_n[0] if stacked else h_n,
+        c_n[0] if stacked else c_n,
+        saved,
+        lengths=arrays[6],
+        reverse=reverse,
+    )
+    return out, h_n, c_n, saved
+
+
+#: True sends eager calls of ``lstm`` through the custom operator too, as
+#: under ``torch.compile`` (the tests and benches/torch_cases.py compare the
+#: two paths).
+through_operator = False
 
 
 def lstm(
@@ -350,13 +384,26 @@ def lstm(
     lengths: Tensor | None,
     reverse: bool,
     store: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``lstm_forward`` with autograd: the operator under ``torch.compile``;
-    in eager mode the same functions without the dispatcher, and without
-    autograd at all when nothing is stored (inference)."""
-    args = (x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, store)
-    if torch.compiler.is_compiling():
-        return lstm_forward(*args)
+    stacked: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``lstm_forward`` with autograd: (out, h_n, c_n). The operator under
+    ``torch.compile``; in eager mode the same kernels without the
+    dispatcher (``_EagerLstm``), and without autograd at all when nothing
+    is stored (inference). ``stacked``: h0 and c0 are (1, B, H) and so are
+    h_n and c_n."""
+    if through_operator or torch.compiler.is_compiling():
+        if stacked:
+            h0, c0 = (None, None) if h0 is None else (h0[0], c0[0])
+        out, h_n, c_n, _ = lstm_forward(
+            x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, store
+        )
+        return (out, h_n.unsqueeze(0), c_n.unsqueeze(0)) if stacked else (out, h_n, c_n)
     if store:
-        return _EagerLstm.apply(*args)
-    return _forward(*args)
+        return _EagerLstm.apply(
+            x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, stacked
+        )
+    arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
+    if stacked and h0 is not None:
+        arrays = (*arrays[:4], arrays[4][0], arrays[5][0], arrays[6])
+    out, h_n, c_n, _ = _numpy_forward(arrays, weight_hh.shape[1], reverse, False, stacked)
+    return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)
