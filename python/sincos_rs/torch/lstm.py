@@ -25,8 +25,10 @@ class LSTM(torch.nn.RNNBase):
     ``PackedSequence``, stacked and bidirectional layers, dropout between
     layers (the same random draws as torch's), float32 and float64.
 
-    Gradients flow through ``torch.ops.sincos_rs.lstm_forward`` and
-    ``lstm_backward``, so autograd, ``torch.compile`` and
+    Under ``torch.compile`` the layers are the custom operators
+    ``torch.ops.sincos_rs.lstm_forward`` and ``lstm_backward``; in eager mode
+    the same kernels run through a plain ``torch.autograd.Function`` with
+    fewer torch calls (``ops.lstm``). Autograd, ``torch.compile`` and
     ``DistributedDataParallel`` work as with any operator.
 
     Not supported, each a clear error rather than a fallback: devices other
