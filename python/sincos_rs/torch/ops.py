@@ -66,10 +66,12 @@ def _saved_numel(x: Tensor, hidden: int, store: bool) -> int:
 Arrays = tuple
 
 
-def _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, view=_array) -> Arrays:
+def _arrays(
+    x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, view=_array, stacked=False
+) -> Arrays:
     """The inputs as NumPy views (``view``: ``_array``, or ``_view`` with
     grad mode off), the two biases summed into the kernel's one (zeros
-    without biases)."""
+    without biases); h0 and c0 (B, H) views of (1, B, H) if ``stacked``."""
     x_a = view(x)
     if bias_ih is None or bias_hh is None:
         bias = np.zeros(weight_ih.shape[0], x_a.dtype)
@@ -80,8 +82,8 @@ def _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, view=_ar
         view(weight_ih),
         view(weight_hh),
         bias,
-        None if h0 is None else view(h0),
-        None if c0 is None else view(c0),
+        None if h0 is None else view(h0)[0] if stacked else view(h0),
+        None if c0 is None else view(c0)[0] if stacked else view(c0),
         None if lengths is None else view(lengths),
     )
 
@@ -272,9 +274,7 @@ class _EagerLstm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, stacked):
-        arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, _view)
-        if stacked and h0 is not None:
-            arrays = (*arrays[:4], arrays[4][0], arrays[5][0], arrays[6])
+        arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, _view, stacked)
         out, h_n, c_n, saved = _numpy_forward(arrays, weight_hh.shape[1], reverse, True, stacked)
         ctx.set_materialize_grads(False)  # unused outputs' gradients arrive as None
         ctx.save_for_backward(x, weight_ih, weight_hh, h0, c0)
@@ -402,8 +402,6 @@ def lstm(
         return _EagerLstm.apply(
             x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, stacked
         )
-    arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
-    if stacked and h0 is not None:
-        arrays = (*arrays[:4], arrays[4][0], arrays[5][0], arrays[6])
+    arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, stacked=stacked)
     out, h_n, c_n, _ = _numpy_forward(arrays, weight_hh.shape[1], reverse, False, stacked)
     return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)
