@@ -84,12 +84,6 @@ impl<'a, T> MatMut<'a, T> {
     pub fn rows(data: &'a mut [T], rows: usize, cols: usize) -> Self {
         Self::strided(data, rows, cols, cols, 1)
     }
-
-    /// The data and the row stride, back (for a view whose column stride is 1).
-    pub fn into_parts(self) -> (&'a mut [T], usize) {
-        debug_assert_eq!(self.cs, 1);
-        (self.data, self.rs)
-    }
 }
 
 /// `dst = a · b` (or `dst += a · b` when `accumulate`).

@@ -27,7 +27,7 @@ use pyo3::types::PyDict;
 
 use crate::adam::{adam_update as core_adam_update, adam_update_check, AdamCoefficients, AdamConfig, EpsilonStyle};
 use crate::error::Error;
-use crate::lstm::{functional, LstmGrads, LstmParams, LstmShape, Sequences};
+use crate::lstm::{functional, Kernel, LstmGrads, LstmParams, LstmShape, Sequences};
 use crate::model::{SeedConfig, SeedNetwork, PARAM_NAMES};
 use crate::simd::Real;
 use crate::threads;
@@ -1569,6 +1569,47 @@ fn simd_level() -> &'static str {
     crate::simd_level()
 }
 
+// ------------------------------------------------- testing: kernels, poison
+
+/// Makes every later call run the kernel `name` ("auto", "lanes", "rows" or
+/// "gemm"), whatever the shape; "auto" restores the choice by shape. For the
+/// tests and the fuzzer only: a forward and its backward must run under the
+/// same setting (the saved layout is the kernel's).
+#[pyfunction]
+fn _set_kernel(name: &str) -> PyResult<()> {
+    let kernel = match name {
+        "auto" => Kernel::Auto,
+        "lanes" => Kernel::Lanes,
+        "rows" => Kernel::Rows,
+        "gemm" => Kernel::Gemm,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "name: expected one of 'auto', 'lanes', 'rows', 'gemm', got {name:?}"
+            )))
+        }
+    };
+    crate::lstm::force_kernel(kernel);
+    Ok(())
+}
+
+/// The kernel name set by `_set_kernel` ("auto" unless one is forced).
+#[pyfunction]
+fn _forced_kernel() -> &'static str {
+    match crate::lstm::forced_kernel() {
+        Kernel::Auto => "auto",
+        Kernel::Lanes => "lanes",
+        Kernel::Rows => "rows",
+        Kernel::Gemm => "gemm",
+    }
+}
+
+/// Fills the kernels' scratch with NaN when sized (see `lstm::poison`), so
+/// a read of memory a call never wrote shows; for the fuzzer.
+#[pyfunction]
+fn _set_poison(on: bool) {
+    crate::lstm::poison::set_enabled(on);
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SeedNetworkCore>()?;
@@ -1590,6 +1631,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_kernel, m)?)?;
+    m.add_function(wrap_pyfunction!(_forced_kernel, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_poison, m)?)?;
     m.add("PARAM_NAMES", PARAM_NAMES.to_vec())?;
     m.add("NUM_THREADS_ENV_VAR", threads::ENV_VAR)?;
     m.add("SIMD_ENV_VAR", crate::SIMD_ENV_VAR)?;

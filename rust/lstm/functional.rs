@@ -10,6 +10,7 @@
 
 use std::sync::Mutex;
 
+use super::poison;
 use super::{run_backward, run_forward, Kernel, LstmGrads, LstmParams, LstmShape, Scratch, Sequences};
 use crate::error::{check_finite, check_len, check_positive, Error, Result};
 use crate::simd::Real;
@@ -118,7 +119,7 @@ pub fn step<T: Pooled>(
     let kernel = Kernel::Auto.resolve(s.batch, s.hidden);
     T::pool().with(|scratch| {
         // With one step, the output is h_n: write it, and h_n to scratch.
-        scratch.h_n.resize(s.batch * s.hidden, T::ZERO);
+        poison::fit(&mut scratch.h_n, s.batch * s.hidden);
         let seq = Sequences::WHOLE;
         let state_out = (&mut scratch.h_n[..], c_out);
         run_forward(

@@ -1,8 +1,10 @@
 //! The LSTM kernel for larger sizes: matrix products from the GEMM crate.
 //!
-//! Batch-major buffers (B, T, ·). The input projection of all B·T rows is
-//! one product; each step adds `h·W_hhᵀ` (a strided product over the B rows
-//! of step t) and makes one fused pass over the gates. Backward runs the
+//! Batch-major buffers (B, T, ·). Each step is two products over its B
+//! rows, `x_t·W_ihᵀ` then `+ h·W_hhᵀ`, and one fused pass over the gates:
+//! the same products whether the pass saves activations or not, and in
+//! `step`, since the GEMM crate's order of summation depends on a
+//! product's shape (one product over all B·T rows gave other bits). Backward runs the
 //! steps in reverse (one `dz_t·W_hh` product each), then gathers the weight
 //! gradients in one product per matrix over all B·T rows. The products split
 //! the output, never a sum, across threads, so the thread count does not
@@ -10,6 +12,7 @@
 
 use super::cell::{cell_backward, cell_forward};
 use super::params::{LstmGrads, LstmParams, LstmShape, Sequences};
+use super::poison;
 use crate::matmul::column_sums;
 use crate::matmul::{matmul, Mat, MatMut};
 use crate::simd::activation::{sigmoid, tanh};
@@ -127,7 +130,7 @@ pub(crate) fn forward<T: Real>(
     let w_ih_t = Mat::rows(p.weight_ih, g4, i_n).t();
     let w_hh_t = Mat::rows(p.weight_hh, g4, h).t();
     for buf in [&mut ws.h, &mut ws.c, &mut ws.tanh_c] {
-        buf.resize(b_n * h, T::ZERO);
+        poison::fit(buf, b_n * h);
     }
     match initial {
         Some((h0, c0)) => {
@@ -142,55 +145,46 @@ pub(crate) fn forward<T: Real>(
     let mut saved = saved.map(|v| saved_view_mut(v, s));
     if let Some(sv) = saved.as_mut() {
         sv.c0.copy_from_slice(&ws.c);
-        input_projection(sv.gates, x, w_ih_t, s, seq);
-    } else {
-        ws.z.resize(b_n * g4, T::ZERO);
-        ws.x_t.resize(b_n * i_n, T::ZERO);
     }
+    poison::fit(&mut ws.z, b_n * g4);
+    poison::fit(&mut ws.x_t, b_n * i_n);
     // Past its length a row's output is zero.
     for b in 0..b_n {
         out[(b * t_n + seq.len(b, t_n)) * h..(b + 1) * t_n * h].fill(T::ZERO);
     }
-    for step in 0..run_steps(s, seq) {
-        // z_t (+)= h_{t-1}·W_hhᵀ: in the saved gates (rows b·T + step), or
-        // in one step's buffer after this step's input projection.
-        let z = match saved.as_mut() {
-            Some(sv) => {
-                for b in 0..b_n {
-                    sv.h_prev[(b * t_n + step) * h..][..h].copy_from_slice(&ws.h[b * h..][..h]);
-                }
-                MatMut::strided(&mut sv.gates[step * g4..], b_n, g4, t_n * g4, 1)
+    let run = run_steps(s, seq);
+    for step in 0..run {
+        // z_t = x_t·W_ihᵀ + h_{t-1}·W_hhᵀ over the B rows of this step, the
+        // same two products whether the pass saves or not (and in `step`,
+        // which is this pass over one step): the GEMM crate's order of
+        // summation depends on the product's shape, so every path must
+        // form a step's z from products of the same shapes to give the
+        // same bits.
+        for b in 0..b_n {
+            let len = seq.len(b, t_n);
+            let x_b = &mut ws.x_t[b * i_n..][..i_n];
+            if step < len {
+                let t = seq.row_steps(len, 1).at(step);
+                x_b.copy_from_slice(&x[(b * t_n + t) * i_n..][..i_n]);
+            } else {
+                x_b.fill(T::ZERO);
             }
-            None => {
-                for b in 0..b_n {
-                    let len = seq.len(b, t_n);
-                    let x_b = &mut ws.x_t[b * i_n..][..i_n];
-                    if step < len {
-                        let t = seq.row_steps(len, 1).at(step);
-                        x_b.copy_from_slice(&x[(b * t_n + t) * i_n..][..i_n]);
-                    } else {
-                        x_b.fill(T::ZERO);
-                    }
-                }
-                matmul(
-                    MatMut::rows(&mut ws.z, b_n, g4),
-                    false,
-                    Mat::rows(&ws.x_t, b_n, i_n),
-                    w_ih_t,
-                );
-                MatMut::rows(&mut ws.z, b_n, g4)
-            }
-        };
-        let (z, z_stride) = z.into_parts();
+        }
         matmul(
-            MatMut::strided(z, b_n, g4, z_stride, 1),
-            true,
-            Mat::rows(&ws.h, b_n, h),
-            w_hh_t,
+            MatMut::rows(&mut ws.z, b_n, g4),
+            false,
+            Mat::rows(&ws.x_t, b_n, i_n),
+            w_ih_t,
         );
+        matmul(MatMut::rows(&mut ws.z, b_n, g4), true, Mat::rows(&ws.h, b_n, h), w_hh_t);
+        if let Some(sv) = saved.as_mut() {
+            for b in 0..b_n {
+                sv.h_prev[(b * t_n + step) * h..][..h].copy_from_slice(&ws.h[b * h..][..h]);
+            }
+        }
         gate_step(
-            z,
-            z_stride,
+            &mut ws.z,
+            g4,
             &mut ws.c,
             &mut ws.tanh_c,
             &mut ws.h,
@@ -209,40 +203,22 @@ pub(crate) fn forward<T: Real>(
         if let Some(sv) = saved.as_mut() {
             for b in 0..b_n {
                 let at = (b * t_n + step) * h;
+                sv.gates[at * 4..][..g4].copy_from_slice(&ws.z[b * g4..][..g4]);
                 sv.cells[at..at + h].copy_from_slice(&ws.c[b * h..][..h]);
                 sv.tanh_cells[at..at + h].copy_from_slice(&ws.tanh_c[b * h..][..h]);
             }
         }
     }
+    if let Some(sv) = saved.as_mut() {
+        // Backward's weight gradients sum over every row and step (dz is
+        // zero past the longest row): what they read there must be written.
+        for b in 0..b_n {
+            sv.h_prev[(b * t_n + run) * h..(b + 1) * t_n * h].fill(T::ZERO);
+        }
+    }
     // A stopped row kept its state: the running h and c are (h_n, c_n).
     h_n.copy_from_slice(&ws.h);
     c_n.copy_from_slice(&ws.c);
-}
-
-/// gates (B, T, 4H) in run-step order = x·W_ihᵀ: all B·T rows in one
-/// product for whole rows; else row by row over its real steps (reversed
-/// in place for a reversed row), zero past them, so padding is never read.
-fn input_projection<T: Real>(gates: &mut [T], x: &[T], w_ih_t: Mat<'_, T>, s: LstmShape, seq: Sequences<'_>) {
-    let (t_n, i_n, g4) = (s.steps, s.input, 4 * s.hidden);
-    if seq.is_whole(t_n) {
-        let n = s.batch * t_n;
-        matmul(MatMut::rows(gates, n, g4), false, Mat::rows(x, n, i_n), w_ih_t);
-        return;
-    }
-    for b in 0..s.batch {
-        let len = seq.len(b, t_n);
-        let rows = &mut gates[b * t_n * g4..][..t_n * g4];
-        matmul(
-            MatMut::rows(rows, len, g4),
-            false,
-            Mat::rows(&x[b * t_n * i_n..], len, i_n),
-            w_ih_t,
-        );
-        rows[len * g4..].fill(T::ZERO);
-        if seq.reverse {
-            reverse_rows(&mut rows[..len * g4], g4);
-        }
-    }
 }
 
 /// Reverses the order of the rows (of `width` values) of `m`.
@@ -333,7 +309,7 @@ pub(crate) fn backward<T: Real>(
 ) {
     let (b_n, t_n, i_n, h) = (s.batch, s.steps, s.input, s.hidden);
     let (g4, n) = (4 * h, s.batch * s.steps);
-    scratch.dz.resize(n * g4, T::ZERO);
+    poison::fit(&mut scratch.dz, n * g4);
     let sv = saved_view(saved, s);
     let dz_all = &mut scratch.dz;
     let whole = seq.is_whole(t_n);

@@ -23,6 +23,7 @@
 use super::cell::cell_backward;
 use super::params::Dense;
 use super::params::{LstmGrads, LstmParams, LstmShape, RowSteps, Sequences};
+use super::poison;
 use crate::simd::activation::sigmoid_tanh;
 use crate::simd::vector::{load_lane, store_lane, sum_regs, tile_lanes, Reg, Vector};
 use crate::simd::Real;
@@ -182,8 +183,9 @@ impl<T: Real> LanesScratch<T> {
     }
 }
 
-fn fit<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) {
-    v.resize(n, zero);
+/// Sizes a scratch buffer (see `poison::fit`); `zero` is the lane type's.
+fn fit<T: Real>(v: &mut Vec<Lane<T>>, n: usize, _zero: Lane<T>) {
+    poison::fit(v, n);
 }
 
 /// Copies (B, T, F) batch-major rows into lanes (Q, T, F), zero-padding.
@@ -323,15 +325,18 @@ impl Plan {
         let q_n = chunks(batch);
         self.whole = seq.is_whole(t_n);
         self.reverse = seq.reverse;
+        // Whole rows are copied by `to_lanes` and `from_lanes`, row b in lane
+        // b: lengths that are all T must not reorder them.
+        let sort = seq.lengths.is_some() && !self.whole;
         self.row.clear();
         self.row.extend(0..batch);
-        if seq.lengths.is_some() {
+        if sort {
             // Longest first, ties by row: one order whatever the input order.
             self.row
                 .sort_unstable_by_key(|&b| (std::cmp::Reverse(seq.len(b, t_n)), b));
         }
         self.row.resize(q_n * LANES, NONE);
-        if seq.lengths.is_some() {
+        if sort {
             self.fold_chunks();
         }
         self.len.clear();
@@ -731,7 +736,7 @@ dispatch!(fn pack_forward_weights<T: Real, S: IsaMarker>(
 #[inline(always)]
 fn pack_forward_weights_impl<T: Real, S: IsaMarker>(w_fwd: &mut Vec<T>, p: LstmParams<'_, T>, i_n: usize, h_n: usize) {
     let (g4, k_n) = (4 * h_n, i_n + h_n);
-    fit(w_fwd, k_n * g4, T::ZERO);
+    poison::fit(w_fwd, k_n * g4);
     for (g0, n) in tile_blocks::<T, S>(0, g4) {
         let panel = &mut w_fwd[g0 * k_n..][..k_n * n];
         for j in 0..n {
@@ -1325,7 +1330,7 @@ fn pack_backward_weights_impl<T: Real, S: IsaMarker>(
     h_n: usize,
 ) {
     let (g4, k_n) = (4 * h_n, i_n + h_n);
-    fit(w_bwd, g4 * k_n, T::ZERO);
+    poison::fit(w_bwd, g4 * k_n);
     for (k0, n) in tile_blocks::<T, S>(first, k_n) {
         let panel = &mut w_bwd[k0 * g4..][..g4 * n];
         for g in 0..g4 {
@@ -1619,7 +1624,7 @@ fn weight_grads<T: Real>(
 ) {
     debug_assert_eq!(out.len(), g_n * k_n);
     for pack in packs.iter_mut() {
-        pack.resize(STEP_BLOCK * k_n, Lane::splat(T::ZERO));
+        poison::fit(pack, STEP_BLOCK * k_n);
     }
     let [pack0, pack1] = packs;
     let parallel = threads::num_threads() > 1 && cs.total * g_n * k_n >= PARALLEL_MIN_LANE_MACS;

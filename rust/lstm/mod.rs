@@ -20,12 +20,14 @@
 use crate::error::{check_finite, check_len, check_positive, Error, Result};
 use crate::linear::{linear_backward, linear_forward, LinearShape};
 use crate::simd::Real;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 mod cell;
 pub mod functional;
 mod gemm;
 mod lanes;
 mod params;
+pub mod poison;
 mod rows;
 
 use gemm::GemmScratch;
@@ -37,18 +39,19 @@ pub use rows::{ROWS_MAX_BATCH, ROWS_MAX_HIDDEN};
 /// Which kernel computes the layer. Both compute the same function (checked
 /// against each other and by finite differences in the tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(u8)]
 pub enum Kernel {
     /// [`Kernel::Rows`] for up to [`ROWS_MAX_BATCH`] rows of up to
     /// [`ROWS_MAX_HIDDEN`] units, else [`Kernel::Lanes`] up to
     /// [`LANES_MAX_HIDDEN`] units, else [`Kernel::Gemm`].
     #[default]
-    Auto,
+    Auto = 0,
     /// The batch in SIMD lanes (`lstm/lanes.rs`).
-    Lanes,
+    Lanes = 1,
     /// Matrix products from the GEMM crate (`lstm/gemm.rs`).
-    Gemm,
+    Gemm = 2,
     /// One batch row at a time, the gates in SIMD lanes (`lstm/rows.rs`).
-    Rows,
+    Rows = 3,
 }
 
 impl Kernel {
@@ -56,6 +59,10 @@ impl Kernel {
     /// is asked for: a pure function of the shape, so a forward pass and
     /// the backward pass that reads its saved activations always agree.
     pub fn resolve(self, batch: usize, hidden: usize) -> Kernel {
+        let forced = forced_kernel();
+        if self == Kernel::Auto && forced != Kernel::Auto {
+            return forced.resolve(batch, hidden);
+        }
         match self {
             Kernel::Auto if batch <= ROWS_MAX_BATCH && hidden <= ROWS_MAX_HIDDEN => Kernel::Rows,
             Kernel::Auto if hidden <= LANES_MAX_HIDDEN => Kernel::Lanes,
@@ -76,6 +83,27 @@ impl Kernel {
         }
     }
 }
+
+/// The kernel [`Kernel::Auto`] stands for in every later call, process-wide,
+/// whatever the shape (`Kernel::Auto` restores the choice by shape): for the
+/// tests and the fuzzer, which run each kernel through the same entry points
+/// users call. A forward pass and its backward must run under the same
+/// setting, since the saved activations' layout is the kernel's.
+pub fn force_kernel(kernel: Kernel) {
+    FORCED_KERNEL.store(kernel as u8, Ordering::Relaxed);
+}
+
+/// The kernel set by [`force_kernel`].
+pub fn forced_kernel() -> Kernel {
+    match FORCED_KERNEL.load(Ordering::Relaxed) {
+        1 => Kernel::Lanes,
+        2 => Kernel::Gemm,
+        3 => Kernel::Rows,
+        _ => Kernel::Auto,
+    }
+}
+
+static FORCED_KERNEL: AtomicU8 = AtomicU8::new(Kernel::Auto as u8);
 
 /// The largest hidden size [`Kernel::Auto`] gives to the lanes kernel. It
 /// beats the GEMM kernel at every size measured on the development machine
@@ -325,7 +353,7 @@ impl<T: Real> Lstm<T> {
     /// Sizes the input buffer for (batch, steps) and returns it, x (B, T, I),
     /// for the caller to fill before [`Self::run_forward_dense`].
     pub(crate) fn input_buffer(&mut self, batch: usize, steps: usize) -> &mut [T] {
-        self.x.resize(batch * steps * self.input_size, T::ZERO);
+        poison::fit(&mut self.x, batch * steps * self.input_size);
         self.last = None;
         &mut self.x
     }
@@ -405,7 +433,7 @@ impl<T: Real> Lstm<T> {
         initial: Option<(&[T], &[T])>,
     ) {
         let mut out = std::mem::take(&mut self.out);
-        out.resize(batch * steps * self.hidden_size, T::ZERO);
+        poison::fit(&mut out, batch * steps * self.hidden_size);
         self.forward_kernel(p, x, batch, steps, initial, Some(&mut out));
         self.out = out;
     }
@@ -428,8 +456,8 @@ impl<T: Real> Lstm<T> {
             input: self.input_size,
             hidden: self.hidden_size,
         };
-        self.h_n.resize(batch * s.hidden, T::ZERO);
-        self.c_n.resize(batch * s.hidden, T::ZERO);
+        poison::fit(&mut self.h_n, batch * s.hidden);
+        poison::fit(&mut self.c_n, batch * s.hidden);
         let kernel = self.kernel_for(batch);
         let x = match x {
             // The lanes kernel keeps x in its own layout.
@@ -441,7 +469,7 @@ impl<T: Real> Lstm<T> {
             }
             None => &self.x,
         };
-        self.saved.resize(kernel.saved_len::<T>(s), T::ZERO);
+        poison::fit(&mut self.saved, kernel.saved_len::<T>(s));
         let state = (&mut self.h_n[..], &mut self.c_n[..]);
         let saved = Some(&mut self.saved[..]);
         run_forward(
@@ -516,8 +544,8 @@ impl<T: Real> Lstm<T> {
         let (s, kernel) = self
             .last
             .ok_or_else(|| Error::Order("backward called before forward".into()))?;
-        self.dh0.resize(s.batch * s.hidden, T::ZERO);
-        self.dc0.resize(s.batch * s.hidden, T::ZERO);
+        poison::fit(&mut self.dh0, s.batch * s.hidden);
+        poison::fit(&mut self.dc0, s.batch * s.hidden);
         if Self::fuses(kernel) {
             lanes::dense_backward(
                 &mut self.scratch.lanes,
@@ -541,7 +569,7 @@ impl<T: Real> Lstm<T> {
             output: o,
         };
         let mut d_out = std::mem::take(&mut self.d_hidden);
-        d_out.resize(s.batch * s.steps * s.hidden, T::ZERO);
+        poison::fit(&mut d_out, s.batch * s.steps * s.hidden);
         linear_backward(
             shape,
             d_pred,
@@ -612,8 +640,8 @@ impl<T: Real> Lstm<T> {
         grads: LstmGrads<'_, T>,
     ) {
         let (s, kernel) = self.last.expect("forward ran");
-        self.dh0.resize(s.batch * s.hidden, T::ZERO);
-        self.dc0.resize(s.batch * s.hidden, T::ZERO);
+        poison::fit(&mut self.dh0, s.batch * s.hidden);
+        poison::fit(&mut self.dc0, s.batch * s.hidden);
         run_backward(
             kernel,
             &mut self.scratch,

@@ -19,6 +19,7 @@
 
 use super::cell::{cell_backward, cell_forward_lane};
 use super::params::{LstmGrads, LstmParams, LstmShape, RowSteps, Sequences};
+use super::poison;
 use crate::simd::activation::sigmoid_tanh_lanes;
 use crate::simd::vector::{Reg, Vector};
 use crate::simd::Real;
@@ -124,7 +125,7 @@ impl<T: Real> RowsScratch<T> {
 }
 
 fn fit<T: Real>(v: &mut Vec<T>, n: usize) {
-    v.resize(n, T::ZERO);
+    poison::fit(v, n);
 }
 
 /// Forward over x (B, T, I) from (h0, c0) or zeros, each row as `seq`
@@ -858,8 +859,11 @@ fn back_steps_one_vector<T: Real, S: IsaMarker>(
         let d0 = row.d_out_steps.at(t);
         let d_out = if d0 + LANES <= row.d_out.len() {
             let mut d = load(row.d_out, d0);
+            // Selected, not multiplied by 0: past H the read reaches the
+            // next steps' values, which may be NaN padding past the row's
+            // length (never read as values, but NaN · 0 is NaN).
             for l in 0..LANES {
-                d[l] *= hidden[l];
+                d[l] = if hidden[l] == T::ZERO { T::ZERO } else { d[l] };
             }
             d
         } else {
@@ -911,7 +915,7 @@ fn back_steps_one_vector<T: Real, S: IsaMarker>(
             }
         }
         for l in 0..LANES {
-            dh[l] = sum[l] * hidden[l];
+            dh[l] = if hidden[l] == T::ZERO { T::ZERO } else { sum[l] };
         }
     }
     (dh, dc)

@@ -32,6 +32,8 @@ pub trait Real:
 {
     const ZERO: Self;
     const ONE: Self;
+    /// A quiet NaN (the fill of poisoned scratch, `lstm::poison`).
+    const NAN: Self;
     /// The name NumPy gives this type ("float32" or "float64").
     const NAME: &'static str;
     /// One vector register of this type in the kernel instance `S`
@@ -61,6 +63,7 @@ macro_rules! impl_real {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
+            const NAN: Self = <$t>::NAN;
             const NAME: &'static str = $name;
             type Simd<S: IsaMarker> = S::$simd;
             type Scalar<S: IsaMarker> = super::vector::scalar::Scalar<$t, S>;
