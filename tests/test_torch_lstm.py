@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
-from sincos_rs.torch import LSTM, ops  # noqa: E402
+from sincos_rs.torch import LSTM, paths  # noqa: E402
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -129,7 +129,7 @@ def test_operator_path_matches_torch(stack, batch_first, dtype, monkeypatch) -> 
     autograd.Function (ops._EagerLstm); here through the custom operator instead,
     as under torch.compile. One layer one way takes its own path (state kept
     (1, B, H))."""
-    monkeypatch.setattr(ops, "through_operator", True)
+    monkeypatch.setattr(paths, "through_operator", True)
     num_layers, bidirectional = stack
     ours, theirs = pair(
         dtype,
@@ -244,7 +244,7 @@ def test_packed_sequence_matches_torch(
     with_state, bidirectional, enforce_sorted, path, monkeypatch
 ) -> None:
     if path == "operator":
-        monkeypatch.setattr(ops, "through_operator", True)
+        monkeypatch.setattr(paths, "through_operator", True)
     dtype = torch.float64
     ours, theirs = pair(
         input_size=3, hidden_size=4, num_layers=2, bidirectional=bidirectional, batch_first=True
@@ -370,7 +370,7 @@ def test_non_finite_input_raises() -> None:
 @pytest.mark.parametrize("path", ["function", "operator"])
 def test_double_backward_is_refused(path, monkeypatch) -> None:
     if path == "operator":
-        monkeypatch.setattr(ops, "through_operator", True)
+        monkeypatch.setattr(paths, "through_operator", True)
     model = LSTM(3, 4, dtype=torch.float64)
     x = torch.randn(2, 1, 3, dtype=torch.float64, requires_grad=True)
     out, _ = model(x)
@@ -387,7 +387,7 @@ def test_an_input_modified_in_place_before_backward_is_refused(
     """As with torch.nn.LSTM: the backward would otherwise use the new
     weights with the old activations, silently."""
     if path == "operator":
-        monkeypatch.setattr(ops, "through_operator", True)
+        monkeypatch.setattr(paths, "through_operator", True)
     model = LSTM(3, 4, num_layers=num_layers, dtype=torch.float64)
     x = torch.randn(2, 5, 3, dtype=torch.float64)
     out, _ = model(x)
