@@ -20,7 +20,8 @@ path                  when
 ``TORCH``             torch's own LSTM operator (``torch.nn.LSTM.forward``):
                       ``torch.jit.trace`` and the TorchScript ONNX exporter,
                       ``torch.export``, autocast, projections (``proj_size``),
-                      devices other than the CPU, empty input
+                      devices other than the CPU, empty input, tensor
+                      subclasses (FakeTensor, ...)
 ====================  ==========================================================
 
 Double backward (``create_graph=True``) keeps the kernels' forward: the
@@ -62,7 +63,11 @@ def choose(x: torch.Tensor, kernels_cover: bool, onnx_covers: bool) -> str:
         return OPERATOR
     if torch._C._is_tracing():  # torch.jit.trace, the TorchScript ONNX exporter
         return TORCH
-    if not (kernels_cover and x.is_cpu and x.numel()) or torch._C._is_any_autocast_enabled():
+    # A tensor subclass (FakeTensor under FakeTensorMode, ...) has no NumPy view.
+    if (
+        not (kernels_cover and x.is_cpu and x.numel() and type(x) is torch.Tensor)
+        or torch._C._is_any_autocast_enabled()
+    ):
         return TORCH
     # Transforms the kernels' autograd nodes do not implement: torch.func,
     # and forward-mode AD (dual tensors, whose tangents NumPy would drop).
