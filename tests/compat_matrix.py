@@ -113,7 +113,7 @@ TRANSFORMS = (
     ),
     Transform(
         "export",
-        "`torch.export.export` + `save`/`load`",
+        "`torch.export.export` (strict or not) + `save`/`load`",
         TORCH,
         ("L1-f32", "L2-bi-bf-hx-f64"),
         not_tested={"PackedSequence": AS_TORCH},

@@ -267,20 +267,22 @@ def check_trace(config, ours, theirs, chosen):
 def check_export(config, ours, theirs, chosen):
     """Dim('batch') on the batch axis of every input: the exported program's
     batch range is torch.nn.LSTM's, runs other batch sizes, and survives
-    torch.export.save/load."""
+    torch.export.save/load. Non-strict (the default) and strict (dynamo)."""
     ours.eval(), theirs.eval()
     batch = torch.export.Dim("batch")
     axis = 0 if config.batch_first else 1
     spec = [{axis: batch}] + [{1: batch}] * (2 if config.state else 0)
     shapes = (tuple(spec),)
     programs = [
-        torch.export.export(Call(m, config), make_args(config), dynamic_shapes=shapes)
-        for m in (ours, theirs)
+        torch.export.export(
+            Call(m, config), make_args(config), dynamic_shapes=shapes, strict=strict
+        )
+        for m, strict in ((ours, False), (theirs, False), (ours, True))
     ]
     ranges = [
         [(int(r.lower), str(r.upper)) for r in p.range_constraints.values()] for p in programs
     ]
-    assert ranges[0] == ranges[1], f"batch ranges: ours {ranges[0]}, torch.nn.LSTM's {ranges[1]}"
+    assert ranges[0] == ranges[1] == ranges[2], f"batch ranges: ours, torch's, strict {ranges}"
     buffer = io.BytesIO()
     torch.export.save(programs[0], buffer)
     buffer.seek(0)
@@ -291,6 +293,7 @@ def check_export(config, ours, theirs, chosen):
         args = make_args(config, batch=size, seed=4)
         expected = Call(theirs, config)(*args)
         assert_all_close(f"batch {size}", programs[0].module()(*args), expected)
+        assert_all_close(f"batch {size}, strict", programs[2].module()(*args), expected)
         assert_all_close(f"batch {size}, loaded", loaded.module()(*args), expected)
     assert set(chosen) == {paths.TORCH}
 

@@ -400,3 +400,18 @@ def test_an_input_modified_in_place_before_backward_is_refused(
         model.weight_hh_l0.add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
+
+
+@pytest.mark.parametrize("path", ["function", "operator"])
+def test_a_bias_modified_in_place_before_double_backward_is_refused(path, monkeypatch) -> None:
+    """The double backward recomputes the layer from its inputs: a bias
+    changed since the forward would silently give another gradient."""
+    if path == "operator":
+        monkeypatch.setattr(paths, "through_operator", True)
+    model = LSTM(3, 4, dtype=torch.float64)
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    out, _ = model(x)
+    with torch.no_grad():
+        model.bias_hh_l0.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(out.sum(), x, create_graph=True)

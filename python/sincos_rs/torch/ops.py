@@ -311,7 +311,10 @@ class _EagerLstm(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # unused outputs' gradients arrive as None
         ctx.save_for_backward(x, weight_ih, weight_hh, h0, c0)
         ctx.arrays, ctx.saved, ctx.reverse, ctx.stacked = arrays, saved, reverse, stacked
-        ctx.others = bias_ih, bias_hh, lengths  # for a double backward only
+        # For a double backward only: the biases are not saved tensors (the
+        # kernels' backward does not read them), so their versions are kept.
+        ctx.others = bias_ih, bias_hh, lengths
+        ctx.bias_versions = None if bias_ih is None else (bias_ih._version, bias_hh._version)
         return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)
 
     @staticmethod
@@ -319,6 +322,11 @@ class _EagerLstm(torch.autograd.Function):
         if torch.is_grad_enabled():  # backward(create_graph=True)
             x, weight_ih, weight_hh, h0, c0 = ctx.saved_tensors
             bias_ih, bias_hh, lengths = ctx.others
+            if bias_ih is not None and ctx.bias_versions != (bias_ih._version, bias_hh._version):
+                raise RuntimeError(
+                    "sincos_rs.torch.LSTM: a bias needed for the double backward has been "
+                    "modified by an inplace operation since the forward"
+                )
             inputs = (x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
             return _backward_with_graph(
                 inputs, ctx.needs_input_grad, (d_out, dh_n, dc_n), ctx.reverse, ctx.stacked

@@ -28,7 +28,10 @@ Double backward (``create_graph=True``) keeps the kernels' forward: the
 backward of ``ops.py`` sees grad mode on and recomputes its layer with
 ``steps.py`` so that the gradient has a graph of its own.
 
-``choose`` runs on every forward, so it costs a few flag reads in eager mode.
+``choose`` takes what the module knows (``kernels_cover``, ``onnx_covers``)
+and reads the rest from torch's state, so another module (a cell) calls it
+the same way. It runs on every forward, so it costs a few flag reads in
+eager mode.
 Under ``torch.compile`` only the first branch is traced: the flags of the
 other branches are not all traceable by dynamo.
 """
