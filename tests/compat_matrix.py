@@ -23,14 +23,16 @@ class Config:
     state: bool  # an initial state hx
     dtype: str
     proj_size: int = 0
+    bias: bool = True
 
 
 CONFIGS = {
     "L1-f32": Config(1, False, False, False, False, "float32"),
     "L2-bi-bf-hx-f64": Config(2, True, True, False, True, "float64"),
     "L2-bi-bf-hx-f32": Config(2, True, True, False, True, "float32"),
+    "L2-bi-bf-hx-nobias-f32": Config(2, True, True, False, True, "float32", bias=False),
     "L2-bi-packed-hx-f32": Config(2, True, False, True, True, "float32"),
-    "L1-bf-packed-f64": Config(1, False, True, True, False, "float64"),
+    "L1-bf-packed-nobias-f64": Config(1, False, True, True, False, "float64", bias=False),
     "L2-bf-hx-bf16": Config(2, False, True, False, True, "bfloat16"),
     "L1-bi-packed-f16": Config(1, True, False, True, False, "float16"),
     "L1-proj-f32": Config(1, False, False, False, False, "float32", proj_size=3),
@@ -45,6 +47,7 @@ OPTIONS = {
     "PackedSequence": lambda c: c.packed,
     "initial state": lambda c: c.state,
     "proj_size": lambda c: c.proj_size > 0,
+    "bias=False": lambda c: not c.bias,
 }
 
 # What computes each case (README wording of paths.py's names).
@@ -73,7 +76,7 @@ TRANSFORMS = (
         "eager",
         "eager training (outputs, state, every gradient)",
         KERNELS,
-        ("L1-f32", "L2-bi-bf-hx-f64", "L2-bi-packed-hx-f32", "L1-bf-packed-f64"),
+        ("L1-f32", "L2-bi-bf-hx-f64", "L2-bi-packed-hx-f32", "L1-bf-packed-nobias-f64"),
     ),
     Transform(
         "no_grad",
@@ -124,14 +127,14 @@ TRANSFORMS = (
         "onnx_torchscript",
         "`torch.onnx.export(dynamo=False)` + ONNX Runtime",
         TORCH,
-        ("L1-f32", "L2-bi-bf-hx-f32", "L2-bi-packed-hx-f32"),
+        ("L1-f32", "L2-bi-bf-hx-nobias-f32", "L2-bi-packed-hx-f32"),
         note="dynamic batch and time; float32 (ONNX Runtime's LSTM has no float64)",
     ),
     Transform(
         "onnx_dynamo",
         "`torch.onnx.export(dynamo=True)` + ONNX Runtime",
         ONNX,
-        ("L1-f32", "L2-bi-bf-hx-f32"),
+        ("L1-f32", "L2-bi-bf-hx-nobias-f32"),
         not_tested={"PackedSequence": AS_TORCH},
         note="dynamic batch and time (torch.nn.LSTM's export fixes time); float32",
     ),
@@ -169,7 +172,7 @@ TRANSFORMS = (
         "autocast",
         '`torch.autocast("cpu", torch.bfloat16)`',
         TORCH,
-        ("L1-f32", "L2-bi-bf-hx-f32", "L2-bi-packed-hx-f32"),
+        ("L1-f32", "L2-bi-bf-hx-nobias-f32", "L2-bi-packed-hx-f32"),
         note="output dtypes as torch.nn.LSTM's",
     ),
     Transform(
@@ -184,7 +187,7 @@ TRANSFORMS = (
         "`quantize_dynamic(m, {sincos_rs.torch.LSTM})`",
         "torch's dynamic quantized LSTM",
         ("L1-f32", "L2-bi-bf-hx-f32"),
-        not_tested={"PackedSequence": "not tested"},
+        not_tested={"PackedSequence": "not tested", "bias=False": AS_TORCH},
         note="`{torch.nn.LSTM}` alone leaves the module as it is (torch maps exact types)",
     ),
     Transform(

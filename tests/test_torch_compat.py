@@ -52,6 +52,7 @@ def pair(config: Config, seed: int = 0):
         bidirectional=config.bidirectional,
         batch_first=config.batch_first,
         proj_size=config.proj_size,
+        bias=config.bias,
     )
     torch.manual_seed(seed)
     theirs = torch.nn.LSTM(**options).to(dtype_of(config))
@@ -198,9 +199,7 @@ def check_half(config, ours, theirs, chosen):
     """float16/bfloat16 weights: outputs and gradients in that dtype, against
     torch.nn.LSTM in float64 from the same (rounded) weights and input: the
     error is at most torch's own in that dtype (+ one rounding of the result)."""
-    exact = torch.nn.LSTM(INPUT, HIDDEN, config.layers, bidirectional=config.bidirectional,
-                          batch_first=config.batch_first, dtype=torch.float64)  # fmt: skip
-    exact.load_state_dict({k: v.double() for k, v in theirs.state_dict().items()})
+    exact = copy.deepcopy(theirs).double()
     args = make_args(config)
     results = [run_with_grads(Call(m, config), args) for m in (ours, theirs)]
     truth = run_with_grads(
@@ -690,3 +689,17 @@ def test_dynamo_builder_is_wrapped_whatever_the_import_order(dynamo_first) -> No
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_quantize_dynamic_without_bias_fails_as_torch() -> None:
+    """The table's claim: torch's dynamic quantized LSTM needs biases, for
+    torch.nn.LSTM as for ours (the same error)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    errors = []
+    for model in (LSTM(3, 4, bias=False), torch.nn.LSTM(3, 4, bias=False)):
+        with pytest.raises(AssertionError) as info, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(Holder(model), {torch.nn.LSTM, LSTM})
+        errors.append(str(info.value))
+    assert errors[0] == errors[1], errors
