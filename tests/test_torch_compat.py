@@ -309,6 +309,7 @@ def onnx_session_outputs(path, args):
     ort = need("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
+    assert len(names) == len(args), f"the ONNX graph takes {len(names)} inputs, not {len(args)}"
     return [
         torch.from_numpy(a)
         for a in session.run(None, dict(zip(names, (a.numpy() for a in args), strict=True)))
@@ -325,22 +326,29 @@ def input_names(config: Config) -> list[str]:
 
 
 def check_onnx_torchscript(config, ours, theirs, chosen, tmp_path):
+    """Exported with grad mode on and under no_grad (which once wrote a
+    graph of constants), dynamic batch and time; ONNX Runtime on another
+    batch size and length against torch.nn.LSTM."""
     need("onnx")
     ours.eval(), theirs.eval()
     names = input_names(config)
     batch_axis = 0 if config.batch_first or config.packed else 1
     axes = {"x": {batch_axis: "batch", 1 - batch_axis: "time"}, "lengths": {0: "batch"},
             "h0": {1: "batch"}, "c0": {1: "batch"}}  # fmt: skip
-    path = tmp_path / "lstm.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Call(ours, config), make_args(config), str(path), dynamo=False,
-                          input_names=names, dynamic_axes={n: axes[n] for n in names})  # fmt: skip
-    assert "LSTM" in onnx_op_types(path)
     other = make_args(config, OTHER_BATCH, OTHER_STEPS, seed=5)
-    assert_all_close(
-        "ONNX Runtime", onnx_session_outputs(path, other), Call(theirs, config)(*other)
-    )
+    dynamic_axes = {n: axes[n] for n in names}
+    for grad_mode in (False, True):
+        path = tmp_path / f"lstm-{grad_mode}.onnx"
+        with warnings.catch_warnings(), torch.set_grad_enabled(grad_mode):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Call(ours, config), make_args(config), str(path), dynamo=False,
+                              input_names=names, dynamic_axes=dynamic_axes)  # fmt: skip
+        assert_all_close(
+            f"ONNX Runtime, exported with grad mode {grad_mode}",
+            onnx_session_outputs(path, other),
+            Call(theirs, config)(*other),
+        )
+        assert "LSTM" in onnx_op_types(path), f"grad mode {grad_mode}"
     assert set(chosen) == {paths.TORCH}
 
 
