@@ -100,7 +100,7 @@ def make_step(case: Case, variant: str, adam: str = "fused") -> Callable[[], obj
     from torch import nn
 
     import sincos_rs.torch as srt
-    from sincos_rs.torch import ops
+    from sincos_rs.torch import paths
 
     directions = 2 if case.bidirectional else 1
     lstm_in = case.hidden if case.seed_net else case.input
@@ -167,11 +167,11 @@ def make_step(case: Case, variant: str, adam: str = "fused") -> Callable[[], obj
         return step
 
     def through_op() -> None:
-        ops.through_operator = True
+        paths.through_operator = True
         try:
             step()
         finally:
-            ops.through_operator = False
+            paths.through_operator = False
 
     return through_op
 

@@ -2,8 +2,9 @@
 final state and every gradient (float64 1e-10, float32 1e-5 relative to the
 largest magnitude), over layers, directions, batch_first, initial state, batch
 sizes and the GEMM kernel's hidden sizes; plus state dicts both ways,
-initialisation, unbatched input, dropout, bias=False, PackedSequence and the
-errors for what the kernels do not do."""
+initialisation, unbatched input, dropout, bias=False, PackedSequence, double
+backward through either path, other devices and the input errors.
+tests/test_torch_compat.py has the transforms and tools (export, trace, ...)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ torch = pytest.importorskip("torch")
 
 from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
-from sincos_rs.torch import LSTM, ops  # noqa: E402
+from sincos_rs.torch import LSTM, paths  # noqa: E402
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -129,7 +130,7 @@ def test_operator_path_matches_torch(stack, batch_first, dtype, monkeypatch) -> 
     autograd.Function (ops._EagerLstm); here through the custom operator instead,
     as under torch.compile. One layer one way takes its own path (state kept
     (1, B, H))."""
-    monkeypatch.setattr(ops, "through_operator", True)
+    monkeypatch.setattr(paths, "through_operator", True)
     num_layers, bidirectional = stack
     ours, theirs = pair(
         dtype,
@@ -244,7 +245,7 @@ def test_packed_sequence_matches_torch(
     with_state, bidirectional, enforce_sorted, path, monkeypatch
 ) -> None:
     if path == "operator":
-        monkeypatch.setattr(ops, "through_operator", True)
+        monkeypatch.setattr(paths, "through_operator", True)
     dtype = torch.float64
     ours, theirs = pair(
         input_size=3, hidden_size=4, num_layers=2, bidirectional=bidirectional, batch_first=True
@@ -318,30 +319,18 @@ def test_float32_by_default_and_float64_on_request() -> None:
 # --- what is not supported: clear errors -------------------------------------------------
 
 
-def test_proj_size_is_refused() -> None:
-    with pytest.raises(ValueError, match="proj_size"):
-        LSTM(3, 4, proj_size=2)
-    with pytest.raises(ValueError, match="proj_size"):
-        LSTM(3, 4, 1, True, False, 0.0, False, 2)
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_other_dtypes_are_refused(dtype) -> None:
-    with pytest.raises(TypeError, match="float32 and float64"):
-        LSTM(3, 4, dtype=dtype)
-    model = LSTM(3, 4).to(dtype)
-    with pytest.raises(TypeError, match="float32 and float64"):
-        model(torch.zeros(2, 1, 3, dtype=dtype))
-
-
-def test_other_devices_are_refused() -> None:
-    """CUDA is not available here; the meta device stands in for any
-    non-CPU device (the check is the same)."""
-    model = LSTM(3, 4)
-    with pytest.raises(ValueError, match="CPU only"):
-        model(torch.zeros(2, 1, 3, device="meta"))
-    with pytest.raises(ValueError, match="CPU only"):
-        model.to("meta")(torch.zeros(2, 1, 3))
+def test_other_devices_run_on_torch() -> None:
+    """Not on the CPU, torch's own LSTM runs with the same weights (CUDA is
+    not available here; the meta device stands in for any other device);
+    CPU input to a model elsewhere is an error naming both places."""
+    ours, theirs = pair(torch.float32, input_size=3, hidden_size=4, num_layers=2)
+    x = torch.zeros(2, 1, 3, device="meta")
+    out, (h, c) = ours.to("meta")(x)
+    ref, (h_ref, c_ref) = theirs.to("meta")(x)
+    assert out.device.type == "meta" and out.shape == ref.shape == (2, 1, 4)
+    assert h.shape == h_ref.shape and c.shape == c_ref.shape
+    with pytest.raises(ValueError, match="CPU.*meta"):
+        ours(torch.zeros(2, 1, 3))
 
 
 def test_input_errors_name_what_is_wrong() -> None:
@@ -368,15 +357,31 @@ def test_non_finite_input_raises() -> None:
 
 
 @pytest.mark.parametrize("path", ["function", "operator"])
-def test_double_backward_is_refused(path, monkeypatch) -> None:
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_double_backward_matches_torch(num_layers, path, monkeypatch) -> None:
+    """create_graph=True through either path (the eager Function, the custom
+    operator): the backward recomputes its layer with torch operations, so
+    second derivatives match torch.nn.LSTM's; gradgradcheck in float64."""
     if path == "operator":
-        monkeypatch.setattr(ops, "through_operator", True)
-    model = LSTM(3, 4, dtype=torch.float64)
-    x = torch.randn(2, 1, 3, dtype=torch.float64, requires_grad=True)
-    out, _ = model(x)
-    with pytest.raises(RuntimeError, match="double backward|no autograd formula"):
-        (gx,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-        gx.sum().backward()
+        monkeypatch.setattr(paths, "through_operator", True)
+    ours, theirs = pair(input_size=3, hidden_size=4, num_layers=num_layers, bidirectional=True)
+    gen = torch.Generator().manual_seed(16)
+    x = torch.randn((2, 5, 3), generator=gen, dtype=torch.float64)
+    lengths = torch.tensor([5, 3])
+    results = []
+    for model in (ours, theirs):
+        xi = x.clone().requires_grad_(True)
+        out, (h, c) = model(pack_padded_sequence(xi, lengths, batch_first=True))
+        loss = (out.data**2).sum() + (h * c).sum()
+        (gx,) = torch.autograd.grad(loss, xi, create_graph=True)
+        (gx**2).sum().backward()
+        named = {"grad input": gx, "grad of |grad input|^2 by input": xi.grad}
+        named.update({f"grad {n}": p.grad for n, p in model.named_parameters()})
+        results.append(named)
+        model.zero_grad(set_to_none=True)
+    assert_same_results(*results, torch.float64, f"double backward, {path}")
+    small = torch.randn((2, 3, 3), generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: ours(x)[0], (small,), eps=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("path", ["function", "operator"])
@@ -387,7 +392,7 @@ def test_an_input_modified_in_place_before_backward_is_refused(
     """As with torch.nn.LSTM: the backward would otherwise use the new
     weights with the old activations, silently."""
     if path == "operator":
-        monkeypatch.setattr(ops, "through_operator", True)
+        monkeypatch.setattr(paths, "through_operator", True)
     model = LSTM(3, 4, num_layers=num_layers, dtype=torch.float64)
     x = torch.randn(2, 5, 3, dtype=torch.float64)
     out, _ = model(x)
@@ -395,3 +400,18 @@ def test_an_input_modified_in_place_before_backward_is_refused(
         model.weight_hh_l0.add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
+
+
+@pytest.mark.parametrize("path", ["function", "operator"])
+def test_a_bias_modified_in_place_before_double_backward_is_refused(path, monkeypatch) -> None:
+    """The double backward recomputes the layer from its inputs: a bias
+    changed since the forward would silently give another gradient."""
+    if path == "operator":
+        monkeypatch.setattr(paths, "through_operator", True)
+    model = LSTM(3, 4, dtype=torch.float64)
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    out, _ = model(x)
+    with torch.no_grad():
+        model.bias_hh_l0.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(out.sum(), x, create_graph=True)

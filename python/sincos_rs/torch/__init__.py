@@ -1,5 +1,5 @@
-"""sincos_rs for PyTorch: ``sincos_rs.torch.LSTM``, a drop-in for
-``torch.nn.LSTM`` on the CPU that runs on the Rust kernels.
+"""sincos_rs for PyTorch: ``sincos_rs.torch.LSTM``, a ``torch.nn.LSTM`` that
+runs on the Rust kernels where they cover the call (``paths.py``).
 
 Needs PyTorch, which ``import sincos_rs`` never imports: install it with
 ``pip install "sincos_rs[torch]"`` (from a source tree: ``pip install ".[torch]"``).
@@ -19,6 +19,9 @@ except ImportError as err:
         'pip install "sincos_rs[torch]" (or, from a source tree, pip install ".[torch]")'
     ) from err
 
+from . import registry
 from .lstm import LSTM
+
+registry.register((LSTM,))
 
 __all__ = ["LSTM"]

@@ -1,5 +1,6 @@
-"""``sincos_rs.torch.LSTM``: ``torch.nn.LSTM`` on the CPU, run by the Rust
-kernels through the custom operators of ``ops.py``."""
+"""``sincos_rs.torch.LSTM``: a ``torch.nn.LSTM`` whose forward and backward
+run on the Rust kernels where they cover the call, and on torch's own
+operators with the same weights where they do not (``paths.py``)."""
 
 from __future__ import annotations
 
@@ -7,40 +8,46 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import ops
+from . import onnx_export, ops, paths, steps
 
 __all__ = ["LSTM"]
 
-_DTYPES = (torch.float32, torch.float64)
+# The dtypes the kernels compute in; float16 and bfloat16 weights are
+# computed in float32 and the results rounded to their dtype.
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+# One layer and direction, by path: (x, weight_ih, weight_hh, bias_ih,
+# bias_hh, h0, c0, lengths, reverse, store, stacked) -> (out, h_n, c_n).
+_DIRECTION = {paths.KERNELS: ops.lstm, paths.OPERATOR: ops.lstm_operator, paths.STEPS: steps.lstm}
 
 
-class LSTM(torch.nn.RNNBase):
-    """A drop-in for ``torch.nn.LSTM`` on the CPU, on sincos_rs's Rust kernels.
+class LSTM(torch.nn.LSTM):
+    """``torch.nn.LSTM`` (a subclass of it) on sincos_rs's Rust kernels.
 
     The constructor, parameters (``weight_ih_l{k}``, ``weight_hh_l{k}``,
     ``bias_ih_l{k}``, ``bias_hh_l{k}``, with ``_reverse`` for the second
     direction), their initialisation (the same draws for the same seed),
     ``state_dict`` and ``forward(input, hx=None) -> (output, (h_n, c_n))``
-    are ``torch.nn.LSTM``'s: batched and unbatched input, ``batch_first``,
+    are ``torch.nn.LSTM``'s, and so is every option.
+
+    The kernels run batched and unbatched input, ``batch_first``,
     ``PackedSequence``, stacked and bidirectional layers, dropout between
-    layers (the same random draws as torch's), float32 and float64.
+    layers (the same random draws as torch's), ``bias=False`` (a zero bias),
+    float32 and float64, and float16/bfloat16 weights (computed in float32),
+    on the CPU: in eager mode through a plain ``torch.autograd.Function``
+    (``ops.lstm``), under ``torch.compile`` through the custom operators
+    ``torch.ops.sincos_rs.lstm_forward``/``lstm_backward``. What they do
+    not cover runs on torch's operators with the same weights
+    (``paths.py``): ``torch.jit.trace``, ``torch.export`` and ONNX export,
+    ``torch.func`` transforms, autocast, ``proj_size > 0``, other devices,
+    empty input. Double backward recomputes a layer with torch operations.
 
-    Under ``torch.compile`` the layers are the custom operators
-    ``torch.ops.sincos_rs.lstm_forward`` and ``lstm_backward``; in eager mode
-    the same kernels run through a plain ``torch.autograd.Function`` with
-    fewer torch calls (``ops.lstm``). Autograd, ``torch.compile`` and
-    ``DistributedDataParallel`` work as with any operator.
-
-    Not supported, each a clear error rather than a fallback: devices other
-    than the CPU, ``proj_size > 0``, dtypes other than float32 and float64,
-    and double backward. ``bias=False`` runs the kernel with a zero bias.
-
-    Like ``torch.nn.LSTM`` it is a ``torch.nn.RNNBase``, but not a
-    ``torch.nn.LSTM``: ``torch.compile`` breaks its graph at every
-    ``torch.nn.LSTM`` instance, and traces this module through. Without
-    ``batch_first`` the input is copied once to batch-major (the kernels'
-    layout) and the output back; with ``batch_first=True`` the output is
-    contiguous (torch's is a transposed view).
+    ``torch.compile`` traces this module through (it graph-breaks at a
+    plain ``torch.nn.LSTM``: ``registry.py``). Without ``batch_first`` the
+    input is copied once to batch-major (the kernels' layout) and the
+    output back; with ``batch_first=True`` the output is contiguous
+    (torch's is a transposed view).
     """
 
     def __init__(
@@ -56,13 +63,7 @@ class LSTM(torch.nn.RNNBase):
         device=None,
         dtype=None,
     ) -> None:
-        if proj_size:
-            raise ValueError(
-                f"sincos_rs.torch.LSTM: proj_size > 0 is not supported (got {proj_size}); "
-                "use torch.nn.LSTM for projections"
-            )
         super().__init__(
-            "LSTM",
             input_size,
             hidden_size,
             num_layers,
@@ -74,14 +75,31 @@ class LSTM(torch.nn.RNNBase):
             device,
             dtype,
         )
-        param = self.weight_ih_l0
-        if param.dtype not in _DTYPES:
-            raise TypeError(_dtype_message(param.dtype))
-        if param.device.type not in ("cpu", "meta"):
-            raise ValueError(_device_message(param.device))
+
+    def __prepare_scriptable__(self):
+        """``torch.jit.script`` calls this first: refuse, naming the ways out."""
+        raise RuntimeError(
+            "sincos_rs.torch.LSTM cannot be compiled by torch.jit.script (its forward calls "
+            "the Rust kernels from Python; in torch 2.15 a scripted torch.nn.LSTM cannot be "
+            "called either). Use torch.jit.trace, torch.export.export or torch.onnx.export "
+            "for a graph (they record torch's own LSTM operator with the same weights), or "
+            "torch.compile for speed"
+        )
 
     def forward(self, input, hx=None):  # noqa: A002 - torch.nn.LSTM's argument names
         packed = isinstance(input, PackedSequence)
+        data = input.data if packed else input
+        path = paths.choose(
+            data,
+            kernels_cover=not self.proj_size,
+            onnx_covers=not (packed or self.proj_size or (self.training and self.dropout)),
+        )
+        if path == paths.TORCH:
+            if not data.is_floating_point():
+                raise TypeError(_input_dtype_message(data.dtype, self._weight_dtype()))
+            return super().forward(input, hx)
+        if path == paths.ONNX:
+            return onnx_export.lstm(self, input, hx)
         lengths = None
         if packed:
             x, lengths = pad_packed_sequence(input, batch_first=True)
@@ -95,7 +113,15 @@ class LSTM(torch.nn.RNNBase):
                 x = x.transpose(0, 1)
         self._check_input(x)
         state = self._initial_state(x, hx, batched)
-        output, h_n, c_n = self._run(x.contiguous(), state, lengths, input if packed else None)
+        half = x.dtype if x.dtype in _HALF_DTYPES else None
+        if half is not None:  # computed in float32, rounded at the end
+            x = x.float()
+            state = None if state is None else (state[0].float(), state[1].float())
+        output, h_n, c_n = self._run(
+            _DIRECTION[path], x.contiguous(), state, lengths, input if packed else None, half
+        )
+        if half is not None:
+            output, h_n, c_n = output.to(half), h_n.to(half), c_n.to(half)
 
         if packed:
             return _pack_like(output, lengths, input), (h_n, c_n)
@@ -106,20 +132,30 @@ class LSTM(torch.nn.RNNBase):
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
         return output, (h_n, c_n)
 
+    def _weight_dtype(self) -> torch.dtype:
+        weight = self._parameters.get("weight_ih_l0")
+        return (self.weight_ih_l0 if weight is None else weight).dtype
+
     def _check_input(self, x: Tensor) -> None:
-        """x (B, T, I) batch-major: dtype, device and size as the kernels need."""
+        """x (B, T, I) batch-major: dtype and size as the kernels need."""
         weight = self._parameters.get("weight_ih_l0")
         if weight is None:
             weight = self.weight_ih_l0
-        if not (x.is_cpu and weight.is_cpu):
-            raise ValueError(_device_message(weight.device if x.is_cpu else x.device))
         if x.dtype != weight.dtype:
+            if not x.is_floating_point():
+                raise TypeError(_input_dtype_message(x.dtype, weight.dtype))
             raise ValueError(
                 f"RNN input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). "
                 f"Convert input: input.to({weight.dtype}), or convert model: model.to({x.dtype})"
             )
-        if x.dtype not in _DTYPES:
-            raise TypeError(_dtype_message(x.dtype))
+        if not weight.is_cpu:
+            raise ValueError(
+                f"sincos_rs.torch.LSTM: the input is on the CPU and the parameters on "
+                f"{weight.device}; move the input there (torch's LSTM runs it) or the model "
+                "to the CPU (the Rust kernels run it)"
+            )
+        if x.dtype not in _KERNEL_DTYPES and x.dtype not in _HALF_DTYPES:
+            raise TypeError(_input_dtype_message(x.dtype, weight.dtype))
         if x.size(-1) != self.input_size:
             raise RuntimeError(
                 "input.size(-1) must be equal to input_size. "
@@ -148,18 +184,24 @@ class LSTM(torch.nn.RNNBase):
                 raise RuntimeError(f"Expected hidden[{i}] size {expected}, got {list(t.shape)}")
             if t.dtype != x.dtype or not t.is_cpu:
                 raise ValueError(
-                    f"hx[{i}]: expected a CPU tensor of {x.dtype}, got {t.dtype} on {t.device}"
+                    f"hx[{i}]: expected a CPU tensor of {x.dtype} (the input's), "
+                    f"got {t.dtype} on {t.device}"
                 )
         return h0, c0
 
     def _run(
         self,
+        direction_fn,
         x: Tensor,
         state: tuple[Tensor, Tensor] | None,
         lengths: Tensor | None,
         packed: PackedSequence | None,
+        half: torch.dtype | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """The layers over batch-major x (B, T, I): output (B, T, D*H), h_n, c_n."""
+        """The layers over batch-major x (B, T, I): output (B, T, D*H), h_n,
+        c_n; each layer and direction by ``direction_fn`` (``_DIRECTION``).
+        ``half``: the weights' 16-bit dtype, computed in float32 (x and the
+        state are float32 already)."""
         directions = 2 if self.bidirectional else 1
         # Read by name on each call (not the cached self._flat_weights), so
         # reassigned parameters and torch.func.functional_call (which swaps
@@ -170,6 +212,8 @@ class LSTM(torch.nn.RNNBase):
             params[name] if name in params else getattr(self, name)
             for name in self._flat_weights_names
         ]
+        if half is not None:
+            weights = [w.float() for w in weights]
         per_direction = 4 if self.bias else 2
         store = torch.is_grad_enabled() and (
             x.requires_grad
@@ -179,7 +223,7 @@ class LSTM(torch.nn.RNNBase):
         if len(weights) == per_direction:  # one layer, one direction: no select, no stack
             h0, c0 = (None, None) if state is None else state
             bias_ih, bias_hh = (weights[2], weights[3]) if self.bias else (None, None)
-            return ops.lstm(
+            return direction_fn(
                 x, weights[0], weights[1], bias_ih, bias_hh, h0, c0, lengths, False, store,
                 stacked=True,
             )  # fmt: skip
@@ -192,7 +236,7 @@ class LSTM(torch.nn.RNNBase):
                 w = weights[k * per_direction : (k + 1) * per_direction]
                 bias_ih, bias_hh = (w[2], w[3]) if self.bias else (None, None)
                 h0, c0 = (None, None) if state is None else (state[0][k], state[1][k])
-                out, h, c = ops.lstm(
+                out, h, c = direction_fn(
                     layer_input, w[0], w[1], bias_ih, bias_hh, h0, c0, lengths,
                     direction == 1, store,
                 )  # fmt: skip
@@ -232,14 +276,9 @@ def _pack_like(output: Tensor, lengths: Tensor, like: PackedSequence) -> PackedS
     )
 
 
-def _dtype_message(dtype: torch.dtype) -> str:
+def _input_dtype_message(dtype: torch.dtype, weight_dtype: torch.dtype) -> str:
     return (
-        f"sincos_rs.torch.LSTM: dtype {dtype} is not supported; the kernels run float32 and float64"
-    )
-
-
-def _device_message(device: torch.device) -> str:
-    return (
-        f"sincos_rs.torch.LSTM runs on the CPU only; got a tensor on {device} "
-        "(use torch.nn.LSTM there, or move the model and data to the CPU)"
+        f"sincos_rs.torch.LSTM: input has dtype {dtype}; expected a floating-point tensor of "
+        f"the model's dtype {weight_dtype} (the module runs float32, float64, float16 and "
+        f"bfloat16): convert it with input.to({weight_dtype})"
     )

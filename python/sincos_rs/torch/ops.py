@@ -20,12 +20,18 @@ allocated (``torch.empty`` in the operator, ``np.empty`` wrapped by
 the GIL released. The kernel takes one bias: the two torch biases are summed into a
 (4H,) temporary, and each one's gradient is the kernel's bias gradient.
 
-``lstm`` is what ``sincos_rs.torch.LSTM`` calls: the custom operator while
-``torch.compile`` traces, and in eager mode the same kernels through a plain
-``torch.autograd.Function`` (``_EagerLstm``), which skips the dispatcher's
-Python layers around a custom operator and keeps the saved activations a
-NumPy array (at small sizes the per-call torch calls cost more than the
-kernels; benches/torch_cases.py measures both paths).
+``sincos_rs.torch.LSTM`` calls one of two entry points per layer and
+direction (``paths.py`` chooses): ``lstm_operator``, the custom operator, while
+``torch.compile`` traces; ``lstm`` in eager mode, the same kernels through a
+plain ``torch.autograd.Function`` (``_EagerLstm``), which skips the
+dispatcher's Python layers around a custom operator and keeps the saved
+activations a NumPy array (at small sizes the per-call torch calls cost more
+than the kernels; benches/torch_cases.py measures both paths).
+
+Both backwards have a graph of their own when one is asked for
+(``create_graph=True``: double backward): they then recompute their layer
+with torch operations (``steps.py``) and differentiate that instead, so
+gradient penalties and Hessian-vector products work as with torch.nn.LSTM.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ from torch import Tensor
 
 from .. import _core as _kernel
 from .._saved import saved_size
+from . import steps
 
-__all__ = ["lstm", "lstm_backward", "lstm_forward"]
+__all__ = ["lstm", "lstm_backward", "lstm_forward", "lstm_operator"]
 
 
 def _array(t: Tensor) -> np.ndarray:
@@ -234,6 +241,10 @@ def _operator_backward(ctx, d_out, dh_n, dc_n, _d_saved):
             "kept): run it with store=True to differentiate it"
         )
     tensors = ctx.saved_tensors  # also checks that none was modified in place
+    if torch.is_grad_enabled():  # backward(create_graph=True)
+        return _backward_with_graph(
+            tensors[:8], ctx.needs_input_grad, (d_out, dh_n, dc_n), ctx.reverse, False
+        )
     x, weight_hh = tensors[0], tensors[2]
     if d_out is None:
         d_out = x.new_zeros((x.shape[0], x.shape[1], weight_hh.shape[1]))
@@ -258,6 +269,27 @@ def _operator_backward(ctx, d_out, dh_n, dc_n, _d_saved):
 lstm_forward.register_autograd(_operator_backward, setup_context=_save)
 
 
+def _backward_with_graph(inputs, needs, grads, reverse: bool, stacked: bool) -> tuple:
+    """The gradients of one layer and direction as tensors with a graph
+    (double backward): the layer recomputed by ``steps.lstm`` from the same
+    ``inputs`` (x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
+    and differentiated with ``create_graph=True``. ``needs``: which inputs
+    need a gradient; ``grads``: those of (out, h_n, c_n), None if unused."""
+    outputs = steps.lstm(*inputs, reverse, stacked=stacked)
+    wanted = [t for t, need in zip(inputs[:7], needs[:7], strict=True) if need]
+    used = [(o, g) for o, g in zip(outputs, grads, strict=True) if g is not None]
+    got = iter(
+        torch.autograd.grad(
+            [o for o, _ in used],
+            wanted,
+            [g for _, g in used],
+            create_graph=True,
+            allow_unused=True,
+        )
+    )
+    return tuple(next(got) if need else None for need in needs[:7]) + (None,) * (len(needs) - 7)
+
+
 class _EagerLstm(torch.autograd.Function):
     """The operator's forward and backward, called directly in eager mode:
     the same kernels through NumPy, with as few torch calls per layer as
@@ -279,14 +311,25 @@ class _EagerLstm(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # unused outputs' gradients arrive as None
         ctx.save_for_backward(x, weight_ih, weight_hh, h0, c0)
         ctx.arrays, ctx.saved, ctx.reverse, ctx.stacked = arrays, saved, reverse, stacked
+        # For a double backward only: the biases are not saved tensors (the
+        # kernels' backward does not read them), so their versions are kept.
+        ctx.others = bias_ih, bias_hh, lengths
+        ctx.bias_versions = None if bias_ih is None else (bias_ih._version, bias_hh._version)
         return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)
 
     @staticmethod
     def backward(ctx, d_out, dh_n, dc_n):
         if torch.is_grad_enabled():  # backward(create_graph=True)
-            raise RuntimeError(
-                "sincos_rs.torch.LSTM: double backward (create_graph=True) is not supported: "
-                "the gradient has no autograd formula of its own"
+            x, weight_ih, weight_hh, h0, c0 = ctx.saved_tensors
+            bias_ih, bias_hh, lengths = ctx.others
+            if bias_ih is not None and ctx.bias_versions != (bias_ih._version, bias_hh._version):
+                raise RuntimeError(
+                    "sincos_rs.torch.LSTM: a bias needed for the double backward has been "
+                    "modified by an inplace operation since the forward"
+                )
+            inputs = (x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths)
+            return _backward_with_graph(
+                inputs, ctx.needs_input_grad, (d_out, dh_n, dc_n), ctx.reverse, ctx.stacked
             )
         ctx.saved_tensors  # noqa: B018 - raises if an input was modified in place
         need = ctx.needs_input_grad
@@ -367,12 +410,6 @@ def _numpy_forward(
     return out, h_n, c_n, saved
 
 
-#: True sends eager calls of ``lstm`` through the custom operator too, as
-#: under ``torch.compile`` (the tests and benches/torch_cases.py compare the
-#: two paths).
-through_operator = False
-
-
 def lstm(
     x: Tensor,
     weight_ih: Tensor,
@@ -386,18 +423,10 @@ def lstm(
     store: bool,
     stacked: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``lstm_forward`` with autograd: (out, h_n, c_n). The operator under
-    ``torch.compile``; in eager mode the same kernels without the
-    dispatcher (``_EagerLstm``), and without autograd at all when nothing
-    is stored (inference). ``stacked``: h0 and c0 are (1, B, H) and so are
-    h_n and c_n."""
-    if through_operator or torch.compiler.is_compiling():
-        if stacked:
-            h0, c0 = (None, None) if h0 is None else (h0[0], c0[0])
-        out, h_n, c_n, _ = lstm_forward(
-            x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, store
-        )
-        return (out, h_n.unsqueeze(0), c_n.unsqueeze(0)) if stacked else (out, h_n, c_n)
+    """``lstm_forward`` with autograd, in eager mode: (out, h_n, c_n), by the
+    kernels without the dispatcher (``_EagerLstm``), and without autograd at
+    all when nothing is stored (inference). ``stacked``: h0 and c0 are
+    (1, B, H) and so are h_n and c_n."""
     if store:
         return _EagerLstm.apply(
             x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, stacked
@@ -405,3 +434,25 @@ def lstm(
     arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, stacked=stacked)
     out, h_n, c_n, _ = _numpy_forward(arrays, weight_hh.shape[1], reverse, False, stacked)
     return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)
+
+
+def lstm_operator(
+    x: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None,
+    bias_hh: Tensor | None,
+    h0: Tensor | None,
+    c0: Tensor | None,
+    lengths: Tensor | None,
+    reverse: bool,
+    store: bool,
+    stacked: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``lstm`` through the custom operator (what ``torch.compile`` traces)."""
+    if stacked and h0 is not None:
+        h0, c0 = h0[0], c0[0]
+    out, h_n, c_n, _ = lstm_forward(
+        x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, store
+    )
+    return (out, h_n.unsqueeze(0), c_n.unsqueeze(0)) if stacked else (out, h_n, c_n)
