@@ -11,7 +11,7 @@
 //! B50 T20 1→10→1), `long` (B1 T1000 I1 H10), `h128` (B64 T100 I32 H128),
 //! `h512` (B64 T100 I128 H512), `small` (B50 T20 I10 H10, `sr.LSTM(10,
 //! 10)`), and `long64` (B1 T1000 I8 H64: the rows kernel past one vector
-//! per gate). Parts: `forward`, `backward` (after one untimed forward; with dx),
+//! per gate), or any `B,T,I,H`. Parts: `forward`, `backward` (after one untimed forward; with dx),
 //! `step` (forward + backward + Adam; the only part of `seed`). Prints the
 //! instance (`simd_level`), the mean time per run, and a hash of the
 //! results' bits, so two builds can be checked to compute the same bits.
@@ -87,7 +87,16 @@ fn run<T: Real>(shape: &str, part: &str, reps: usize) -> (f64, u64) {
         "h512" => (64, 100, 128, 512),
         "small" => (50, 20, 10, 10),
         "long64" => (1, 1000, 8, 64),
-        _ => panic!("unknown shape {shape}: seed, long, long64, h128, h512 or small"),
+        // Any other shape as B,T,I,H (e.g. 1,50,512,512).
+        _ => match shape
+            .split(',')
+            .map(str::parse::<usize>)
+            .collect::<Result<Vec<_>, _>>()
+            .as_deref()
+        {
+            Ok(&[b, t, i, h]) => (b, t, i, h),
+            _ => panic!("unknown shape {shape}: seed, long, long64, h128, h512, small or B,T,I,H"),
+        },
     };
     let (n_ih, n_hh, n_b) = (4 * hidden * input, 4 * hidden * hidden, 4 * hidden);
     let mut params: Vec<T> = random(n_ih + n_hh + n_b, 1.0 / (hidden as f64).sqrt(), 1);
@@ -96,11 +105,12 @@ fn run<T: Real>(shape: &str, part: &str, reps: usize) -> (f64, u64) {
     let d_out: Vec<T> = random(batch * steps * hidden, 1.0, 3);
     let mut dx = vec![T::ZERO; x.len()];
     let mut lstm = Lstm::new(input, hidden).expect("sizes");
-    // SINCOS_RS_KERNEL=lanes|rows|gemm forces a kernel (default: the layer's choice).
+    // SINCOS_RS_KERNEL=lanes|rows|gemm|units forces a kernel (default: the layer's choice).
     match std::env::var("SINCOS_RS_KERNEL").as_deref() {
         Ok("lanes") => lstm.set_kernel(Kernel::Lanes),
         Ok("rows") => lstm.set_kernel(Kernel::Rows),
         Ok("gemm") => lstm.set_kernel(Kernel::Gemm),
+        Ok("units") => lstm.set_kernel(Kernel::Units),
         _ => {}
     }
     let mut adam = Adam::new(

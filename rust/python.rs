@@ -1582,9 +1582,10 @@ fn _set_kernel(name: &str) -> PyResult<()> {
         "lanes" => Kernel::Lanes,
         "rows" => Kernel::Rows,
         "gemm" => Kernel::Gemm,
+        "units" => Kernel::Units,
         _ => {
             return Err(PyValueError::new_err(format!(
-                "name: expected one of 'auto', 'lanes', 'rows', 'gemm', got {name:?}"
+                "name: expected one of 'auto', 'lanes', 'rows', 'gemm', 'units', got {name:?}"
             )))
         }
     };
@@ -1600,6 +1601,7 @@ fn _forced_kernel() -> &'static str {
         Kernel::Lanes => "lanes",
         Kernel::Rows => "rows",
         Kernel::Gemm => "gemm",
+        Kernel::Units => "units",
     }
 }
 

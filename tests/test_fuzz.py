@@ -63,7 +63,7 @@ FUZZ_SETTINGS = settings(
 #: reference over a few steps; float64 to the last few digits.
 TOL = {"float32": 2e-5, "float64": 1e-10}
 
-KERNELS = ["auto", "lanes", "rows", "gemm"]
+KERNELS = ["auto", "lanes", "rows", "gemm", "units"]
 #: Every 16-row chunk boundary up to 100 rows, and the rows kernel's (4).
 EDGES = sorted({1, 2, 3, 4, 5, 100} | {q * 16 + d for q in range(1, 7) for d in (-1, 0, 1)})
 LENGTH_PATTERNS = ["none", "random", "sorted", "ascending", "all_t", "all_below_t", "ones"]

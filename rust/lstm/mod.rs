@@ -29,12 +29,14 @@ mod lanes;
 mod params;
 pub mod poison;
 mod rows;
+mod units;
 
 use gemm::GemmScratch;
 use lanes::LanesScratch;
 pub use params::{Dense, LstmGrads, LstmParams, LstmShape, Sequences};
 use rows::RowsScratch;
 pub use rows::{ROWS_MAX_BATCH, ROWS_MAX_HIDDEN};
+use units::UnitsScratch;
 
 /// Which kernel computes the layer. Both compute the same function (checked
 /// against each other and by finite differences in the tests).
@@ -52,6 +54,9 @@ pub enum Kernel {
     Gemm = 2,
     /// One batch row at a time, the gates in SIMD lanes (`lstm/rows.rs`).
     Rows = 3,
+    /// Gates in SIMD lanes, batch rows broadcast, hidden units in blocks
+    /// across threads (`lstm/units/`).
+    Units = 4,
 }
 
 impl Kernel {
@@ -79,6 +84,7 @@ impl Kernel {
         match self.resolve(s.batch, s.hidden) {
             Kernel::Lanes => lanes::saved_len::<T>(s),
             Kernel::Rows => rows::saved_len(s),
+            Kernel::Units => units::saved_len(s),
             _ => gemm::saved_len(s),
         }
     }
@@ -99,6 +105,7 @@ pub fn forced_kernel() -> Kernel {
         1 => Kernel::Lanes,
         2 => Kernel::Gemm,
         3 => Kernel::Rows,
+        4 => Kernel::Units,
         _ => Kernel::Auto,
     }
 }
@@ -117,6 +124,7 @@ pub struct Scratch<T> {
     lanes: LanesScratch<T>,
     rows: RowsScratch<T>,
     gemm: GemmScratch<T>,
+    units: UnitsScratch<T>,
 }
 
 impl<T: Real> Scratch<T> {
@@ -125,6 +133,7 @@ impl<T: Real> Scratch<T> {
             lanes: LanesScratch::new(),
             rows: RowsScratch::new(),
             gemm: GemmScratch::new(),
+            units: UnitsScratch::new(),
         }
     }
 }
@@ -156,6 +165,7 @@ pub(crate) fn run_forward<T: Real>(
     match (kernel, out) {
         (Kernel::Lanes, out) => lanes::forward(&mut scratch.lanes, p, s, seq, x, initial, out, h_n, c_n, saved),
         (Kernel::Rows, Some(out)) => rows::forward(&mut scratch.rows, p, s, seq, x, initial, out, h_n, c_n, saved),
+        (Kernel::Units, Some(out)) => units::forward(&mut scratch.units, p, s, seq, x, initial, out, h_n, c_n, saved),
         (_, Some(out)) => gemm::forward(&mut scratch.gemm, p, s, seq, x, initial, out, h_n, c_n, saved),
         (_, None) => unreachable!("only the lanes kernel runs without an output"),
     }
@@ -194,6 +204,20 @@ pub(crate) fn run_backward<T: Real>(
         ),
         Kernel::Rows => rows::backward(
             &mut scratch.rows,
+            p,
+            s,
+            seq,
+            saved,
+            x,
+            d_out,
+            d_final,
+            dx,
+            grads,
+            dh0,
+            dc0,
+        ),
+        Kernel::Units => units::backward(
+            &mut scratch.units,
             p,
             s,
             seq,

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub(crate) mod fork;
 mod gemm_pool;
 pub(crate) mod pool;
+pub(crate) mod team;
 
 /// 0 means "not decided yet".
 static NUM_THREADS: AtomicUsize = AtomicUsize::new(0);
