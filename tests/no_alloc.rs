@@ -82,6 +82,10 @@ fn lstm_layer_step_does_not_allocate_in_steady_state() {
         (64, 10, 32, 128),
         (64, 32, 1, 128),
         (1, 200, 1, 10),
+        // The units kernel: one row split by unit blocks across threads,
+        // and a few rows.
+        (1, 50, 16, 256),
+        (8, 20, 64, 128),
     ];
     for &(b, t, i, h) in &shapes {
         let mut layer = Lstm::<f32>::new(i, h).unwrap();

@@ -63,11 +63,16 @@ def test_float32_is_as_accurate_as_a_plain_float32_lstm(case: tuple[int, int, in
     w32 = tuple(w.astype(np.float32) for w in weights)
     numpy32 = np.abs(plain_lstm(x.astype(np.float32), *w32) - exact).max()
     print(f"[accuracy] {case} {sr.simd_level()}: sincos_rs {ours:.2e}, NumPy float32 {numpy32:.2e}")
-    # Both are a few roundings at the small shapes: one float32 ulp of the
-    # output's scale separates noise from a less accurate kernel (the
-    # baseline instance, without FMA, rounds each multiply-add twice).
+    # Both are a few roundings of the output's scale, and the largest over
+    # a recurrence of 29 steps moves by about 2x with the order of the sums
+    # alone (the units kernel's B3 case: 3.8e-7 to 1.1e-6 for three orders of
+    # the same multiply-adds, NumPy 4.2e-7). Twice NumPy's plus an ulp keeps
+    # that noise apart from a less accurate kernel, which is off by orders
+    # of magnitude (tanh as 2σ(2x) − 1: 1e-4 relative).
     ulp = float(np.spacing(np.float32(np.abs(exact).max())))
-    assert ours <= numpy32 + ulp, f"float32 error {ours:.3e} > plain float32 NumPy's {numpy32:.3e}"
+    assert ours <= 2 * numpy32 + ulp, (
+        f"float32 error {ours:.3e} > twice plain float32 NumPy's {numpy32:.3e}"
+    )
 
 
 def test_gates_near_zero_keep_relative_accuracy() -> None:

@@ -164,17 +164,17 @@ fn numeric(case: &Case, field: fn(&mut Case) -> &mut Vec<f64>) -> Vec<f64> {
 
 #[test]
 fn lstm_backward_matches_finite_differences() {
-    for kernel in [Kernel::Lanes, Kernel::Gemm, Kernel::Rows] {
+    for kernel in [Kernel::Lanes, Kernel::Gemm, Kernel::Rows, Kernel::Units] {
         lstm_backward_matches_finite_differences_with(kernel);
     }
 }
 
 #[test]
-fn the_three_kernels_agree() {
+fn the_four_kernels_agree() {
     let mut case = Case::new(5);
     case.kernel = Kernel::Lanes;
     let lanes = analytic(&case, &mut case.layer());
-    for kernel in [Kernel::Gemm, Kernel::Rows] {
+    for kernel in [Kernel::Gemm, Kernel::Rows, Kernel::Units] {
         case.kernel = kernel;
         let other = analytic(&case, &mut case.layer());
         let names = ["weight_ih", "weight_hh", "bias", "dx", "dh0", "dc0"];
@@ -315,7 +315,7 @@ fn lstm_zero_state_by_default_and_shapes_can_change() {
 #[test]
 fn forward_into_writes_the_callers_buffer_and_backward_follows_it() {
     let case = Case::new(3);
-    for kernel in [Kernel::Lanes, Kernel::Gemm, Kernel::Rows] {
+    for kernel in [Kernel::Lanes, Kernel::Gemm, Kernel::Rows, Kernel::Units] {
         let run = |into: bool| {
             let mut lstm = Lstm::new(I, H).unwrap();
             lstm.set_kernel(kernel);
@@ -403,7 +403,7 @@ fn seed_network_gradients_match_finite_differences() {
             output_size: 3,
         },
     ] {
-        for kernel in [Kernel::Lanes, Kernel::Gemm, Kernel::Rows] {
+        for kernel in [Kernel::Lanes, Kernel::Gemm, Kernel::Rows, Kernel::Units] {
             check_seed_gradients(config, false, kernel);
             check_seed_gradients(config, true, kernel);
         }
@@ -817,7 +817,7 @@ fn results_do_not_depend_on_the_thread_count() {
             .unwrap();
         (lstm.output().to_vec(), g_ih, g_hh, g_b, dx)
     };
-    for kernel in [Kernel::Lanes, Kernel::Gemm, Kernel::Rows] {
+    for kernel in [Kernel::Lanes, Kernel::Gemm, Kernel::Rows, Kernel::Units] {
         let one = run(kernel, 1);
         let two = run(kernel, 2);
         let three = run(kernel, 3);

@@ -219,8 +219,8 @@ def test_saved_size_in_python_equals_the_core() -> None:
 def test_saved_size_constants_mirror_the_kernel_choice() -> None:
     """The boundaries in _saved.py are the kernels': the size changes form
     exactly where the kernel does (checked above) and the constants match."""
-    assert (_saved.ROWS_MAX_BATCH, _saved.ROWS_MAX_HIDDEN) == (4, 64)
-    assert _saved.LANES_MAX_HIDDEN == 1024
+    assert (_saved.ROWS_MAX_BATCH, _saved.ROWS_MAX_HIDDEN) == (4, 32)
+    assert (_saved.UNITS_MAX_BATCH, _saved.LANES_MAX_HIDDEN) == (16, 1024)
 
 
 # --- bad arguments ---------------------------------------------------------------------

@@ -43,9 +43,10 @@ use units::UnitsScratch;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(u8)]
 pub enum Kernel {
-    /// [`Kernel::Rows`] for up to [`ROWS_MAX_BATCH`] rows of up to
-    /// [`ROWS_MAX_HIDDEN`] units, else [`Kernel::Lanes`] up to
-    /// [`LANES_MAX_HIDDEN`] units, else [`Kernel::Gemm`].
+    /// The choice by shape: [`Kernel::Rows`] for up to
+    /// [`AUTO_ROWS_MAX_BATCH`] rows of up to [`AUTO_ROWS_MAX_HIDDEN`] units,
+    /// else [`Kernel::Units`] for up to [`AUTO_UNITS_MAX_BATCH`] rows or
+    /// more than [`LANES_MAX_HIDDEN`] units, else [`Kernel::Lanes`].
     #[default]
     Auto = 0,
     /// The batch in SIMD lanes (`lstm/lanes.rs`).
@@ -69,9 +70,9 @@ impl Kernel {
             return forced.resolve(batch, hidden);
         }
         match self {
-            Kernel::Auto if batch <= ROWS_MAX_BATCH && hidden <= ROWS_MAX_HIDDEN => Kernel::Rows,
-            Kernel::Auto if hidden <= LANES_MAX_HIDDEN => Kernel::Lanes,
-            Kernel::Auto => Kernel::Gemm,
+            Kernel::Auto if batch <= AUTO_ROWS_MAX_BATCH && hidden <= AUTO_ROWS_MAX_HIDDEN => Kernel::Rows,
+            Kernel::Auto if batch <= AUTO_UNITS_MAX_BATCH || hidden > LANES_MAX_HIDDEN => Kernel::Units,
+            Kernel::Auto => Kernel::Lanes,
             // The rows kernel's per-row scratch holds at most ROWS_MAX_HIDDEN units.
             Kernel::Rows if hidden > ROWS_MAX_HIDDEN => Kernel::Lanes,
             chosen => chosen,
@@ -112,9 +113,19 @@ pub fn forced_kernel() -> Kernel {
 
 static FORCED_KERNEL: AtomicU8 = AtomicU8::new(Kernel::Auto as u8);
 
-/// The largest hidden size [`Kernel::Auto`] gives to the lanes kernel. It
-/// beats the GEMM kernel at every size measured on the development machine
-/// (up to H = 512, `cargo bench`); beyond, its weights no longer fit in L2.
+/// The kernel choice by shape ([`Kernel::Auto`]); `python/sincos_rs/_saved.py`
+/// mirrors these (the saved buffer's size depends on the kernel).
+///
+/// - The rows kernel (a row's gates in lanes, one row after another) for a
+///   few rows of few units: a step is too short to share between threads.
+pub const AUTO_ROWS_MAX_BATCH: usize = ROWS_MAX_BATCH;
+pub const AUTO_ROWS_MAX_HIDDEN: usize = 32;
+/// - The units kernel up to this many rows: one 16-row lane chunk or less
+///   would waste lanes in the lanes kernel and run on one thread, where the
+///   units kernel shares every step's unit blocks between the threads.
+pub const AUTO_UNITS_MAX_BATCH: usize = 16;
+/// - The lanes kernel for more rows, up to this many units (its weights are
+///   read once per 16 rows and step); the units kernel beyond.
 pub const LANES_MAX_HIDDEN: usize = 1024;
 
 /// Every kernel's scratch: what a call needs only while it runs (packed
@@ -323,7 +334,7 @@ impl<T: Real> Lstm<T> {
         let (i, h) = (self.input_size, self.hidden_size);
         let rows = batch.checked_next_multiple_of(16)?.checked_mul(steps.checked_add(1)?)?;
         let per_row = h.checked_mul(16)?.checked_add(i.checked_mul(4)?)?;
-        let weights = h.checked_mul(4)?.checked_mul(i + h)?.checked_mul(3)?;
+        let weights = h.checked_mul(4)?.checked_mul(i + h)?.checked_mul(5)?;
         rows.checked_mul(per_row)?.checked_add(weights)
     }
 

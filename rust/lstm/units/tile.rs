@@ -100,21 +100,53 @@ pub(crate) fn product<T: Real, S: IsaMarker>(
         assert!(row.len() >= n_v * w, "init row too short");
     }
     let mr = forward_rows::<S>();
-    let mut m0 = 0;
-    while m0 < m_n {
-        let rows = (m_n - m0).min(mr);
-        let mut v0 = 0;
-        while v0 < n_v {
-            let nv = (n_v - v0).min(4);
-            // SAFETY: bounds checked above; exclusivity by the caller.
-            unsafe {
-                tile_dispatch::<T, S>(rows, nv, k_n, a, a_rows, a_ks, m0, p, p_ks, v0, c, c_rows, init);
+    // k in blocks of K_BLOCK: a block of P (K_BLOCK rows of a tile's
+    // columns) stays in L1 while every strip of rows runs over it; each
+    // strip's block of A is first copied into `packed` (row m at m·K_BLOCK),
+    // so the tile broadcasts from one pointer at fixed offsets.
+    let mut packed = [T::ZERO; MAX_ROWS * K_BLOCK];
+    let mut k0 = 0;
+    loop {
+        let kb = (k_n - k0).min(K_BLOCK);
+        let init = if k0 == 0 { init } else { Init::Load };
+        let mut m0 = 0;
+        while m0 < m_n {
+            let rows = (m_n - m0).min(mr);
+            for m in 0..rows {
+                let row = &mut packed[m * K_BLOCK..][..kb];
+                let first = a_rows.at(m0 + m) + k0 * a_ks;
+                if a_ks == 1 {
+                    // SAFETY: the row's k_n elements are in bounds (checked).
+                    row.copy_from_slice(unsafe { std::slice::from_raw_parts(a.ptr().add(first), kb) });
+                } else {
+                    for (k, v) in row.iter_mut().enumerate() {
+                        // SAFETY: as above.
+                        *v = unsafe { *a.ptr().add(first + k * a_ks) };
+                    }
+                }
             }
-            v0 += nv;
+            let mut v0 = 0;
+            while v0 < n_v {
+                let nv = (n_v - v0).min(4);
+                // SAFETY: bounds checked above; exclusivity by the caller.
+                unsafe {
+                    tile_dispatch::<T, S>(rows, nv, kb, &packed, m0, p, p_ks, k0, v0, c, c_rows, init);
+                }
+                v0 += nv;
+            }
+            m0 += rows;
         }
-        m0 += rows;
+        k0 += kb;
+        if k0 >= k_n {
+            break;
+        }
     }
 }
+
+/// Values of k per block of a product (see [`product`]).
+const K_BLOCK: usize = 64;
+/// The most rows a tile takes, on any instruction set.
+const MAX_ROWS: usize = 6;
 
 /// The tile's rows per instruction set: 6 with 32 registers (6 × 4
 /// accumulators), 2 with 16.
@@ -136,28 +168,28 @@ pub(crate) const fn forward_rows<S: IsaMarker>() -> usize {
 unsafe fn tile_dispatch<T: Real, S: IsaMarker>(
     rows: usize,
     nv: usize,
-    k_n: usize,
-    a: Shared<T>,
-    a_rows: RowsAt<'_>,
-    a_ks: usize,
+    kb: usize,
+    packed: &[T],
     m0: usize,
     p: Shared<T>,
     p_ks: usize,
+    k0: usize,
     v0: usize,
     c: Shared<T>,
     c_rows: RowsAt<'_>,
     init: Init<'_, T>,
 ) {
     let w = Reg::<T, S>::WIDTH;
+    debug_assert!(packed.len() >= rows * K_BLOCK);
     macro_rules! go {
         ($mr:literal, $nv:literal) => {{
-            let a_ptr: [*const T; $mr] = array(|m| a.ptr().add(a_rows.at(m0 + m)).cast_const());
             let c_ptr: [*mut T; $mr] = array(|m| c.ptr().add(c_rows.at(m0 + m) + v0 * w));
             let init = match init {
                 Init::Row(row) => Init::Row(&row[v0 * w..]),
                 other => other,
             };
-            tile::<T, S, $mr, $nv>(k_n, a_ptr, a_ks, p.ptr().add(v0 * w).cast_const(), p_ks, c_ptr, init)
+            let p_at = p.ptr().add(k0 * p_ks + v0 * w).cast_const();
+            tile::<T, S, $mr, $nv>(kb, packed.as_ptr(), p_at, p_ks, c_ptr, init)
         }};
     }
     macro_rules! by_nv {
@@ -184,17 +216,16 @@ unsafe fn tile_dispatch<T: Real, S: IsaMarker>(
 }
 
 /// The register tile: MR rows × NV vectors of C, one multiply-add chain
-/// per element over `k_n` values of k.
+/// per element over `k_n` values of k; A packed as `a[m·K_BLOCK + k]`.
 ///
 /// # Safety
-/// `a[m] + k·a_ks` for k < k_n, `p + k·p_ks + NV·W` for k < k_n, and
-/// `c[m] + NV·W` lie inside live buffers; nothing else writes what is read,
-/// or touches C, meanwhile.
+/// `a + MR·K_BLOCK`, `p + k·p_ks + NV·W` for k < k_n ≤ K_BLOCK, and `c[m] + NV·W` lie
+/// inside live buffers; nothing else writes what is read, or touches C,
+/// meanwhile.
 #[inline(always)]
 unsafe fn tile<T: Real, S: IsaMarker, const MR: usize, const NV: usize>(
     k_n: usize,
-    a: [*const T; MR],
-    a_ks: usize,
+    a: *const T,
     p: *const T,
     p_ks: usize,
     c: [*mut T; MR],
@@ -214,9 +245,10 @@ unsafe fn tile<T: Real, S: IsaMarker, const MR: usize, const NV: usize>(
     }
     for k in 0..k_n {
         let pk = unsafe { p.add(k * p_ks) };
+        let ak = unsafe { a.add(k) };
         let b: [Reg<T, S>; NV] = array(|v| unsafe { load_at::<T, S>(pk.add(v * w)) });
         for m in 0..MR {
-            let x = Reg::<T, S>::splat(unsafe { *a[m].add(k * a_ks) });
+            let x = Reg::<T, S>::splat(unsafe { *ak.add(m * K_BLOCK) });
             for v in 0..NV {
                 acc[m][v] = x.mul_add(b[v], acc[m][v]);
             }
