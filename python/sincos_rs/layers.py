@@ -18,13 +18,13 @@ Example::
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _core
+from ._fork import object_lock
 from .init import (
     _check_finite_float,
     _check_fits_in_memory,
@@ -71,6 +71,10 @@ class LSTM:
     layer (``layer.weight_ih[0] = 1``, or an ``Adam.step`` on another
     thread) while a call runs is not serialised: the call then raises
     ValueError if it sees the array borrowed, else reads whatever is there.
+    A ``fork`` waits for a call in progress on another thread to end (at
+    most ``sincos_rs._fork.WAIT_SECONDS``), so a forked child gets the layer
+    between two calls; if the call outlasts the wait, the child's copy
+    raises RuntimeError on every call instead.
 
     Pickling and ``copy.deepcopy`` keep the weights and gradients exactly;
     what ``forward`` saved for ``backward`` is not kept (call ``forward``
@@ -110,7 +114,7 @@ class LSTM:
         weights: dict[str, np.ndarray],
         grads: dict[str, np.ndarray],
     ) -> None:
-        self._lock = threading.RLock()
+        self._lock = object_lock(self)
         self._sizes = (input_size, hidden_size)
         self._dtype = dtype
         self._weights = weights
@@ -434,7 +438,8 @@ class Adam:
     both) and that every new parameter and moment would be finite
     (FloatingPointError otherwise), and only then updates them all and
     counts the step. Overlapping calls from several threads are serialised
-    by a lock of the optimiser. Pickling and ``copy.deepcopy`` keep the
+    by a lock of the optimiser; a forked child gets it between two calls
+    (as ``LSTM``). Pickling and ``copy.deepcopy`` keep the
     moments, the step count and the settings; pickled together with its
     layer (one ``pickle.dumps((layer, opt))``) it keeps updating that
     layer's arrays.
@@ -475,7 +480,7 @@ class Adam:
         v: dict[str, np.ndarray],
         step: int,
     ) -> None:
-        self._lock = threading.RLock()
+        self._lock = object_lock(self)
         self.params = params
         self.m = m
         self.v = v

@@ -19,7 +19,11 @@ finite values, so whatever ``save`` writes, ``load`` reads.
 
 Threads: every method holds a lock of the model, so overlapping calls from
 several threads run one after the other (the GIL is released inside the
-Rust calls); ``save`` therefore writes one consistent step.
+Rust calls); ``save`` therefore writes one consistent step. A ``fork``
+waits for a call in progress on another thread to end (at most
+``sincos_rs._fork.WAIT_SECONDS``), so a forked child (a gunicorn worker, a
+``multiprocessing`` fork pool) gets the model between two calls; if the call
+outlasts the wait, the child's copy raises RuntimeError on every call.
 Pickling, ``copy.copy`` and ``copy.deepcopy`` give an independent model,
 bit-identical in parameters, Adam's moments and step, carried state and
 settings (``last_prediction`` is not kept, as in checkpoints), so the next
@@ -31,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._fork import object_lock
 from ._atomic import atomic_write
 from ._npz import NpzError, NpzReader
 from .init import (
@@ -148,7 +152,7 @@ class LSTMRegressor:
         self._sizes = sizes
         self._hyper = hyper
         self._seed = seed
-        self._lock = threading.RLock()
+        self._lock = object_lock(self)
         self._core = _core.SeedNetworkCore(
             *sizes.values(),
             dict(params),
@@ -382,10 +386,14 @@ class LSTMRegressor:
 
     def __repr__(self) -> str:
         s = self._sizes
+        try:
+            step: object = self.step
+        except RuntimeError:  # unusable in a child forked mid-call (see _fork.py)
+            step = "?"
         return (
             f"LSTMRegressor(input_size={s['input_size']}, hidden_size={s['hidden_size']}, "
             f"output_size={s['output_size']}, lr={self.lr}, eps_style={self.eps_style!r}, "
-            f"dtype={self._dtype.name!r}, step={self.step})"
+            f"dtype={self._dtype.name!r}, step={step})"
         )
 
 
