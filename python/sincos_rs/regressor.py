@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._fork import object_lock
 from ._atomic import atomic_write
+from ._fork import object_lock
 from ._npz import NpzError, NpzReader
 from .init import (
     PARAM_NAMES,

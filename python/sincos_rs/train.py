@@ -357,6 +357,14 @@ def train(
         a ``TrainResult``; the model and the batches are left after the last
         completed iteration, ready to continue or to save.
     """
+    for name, flag in (
+        ("print_costs", print_costs),
+        ("progress", progress),
+        ("record_trace", record_trace),
+        ("handle_sigint", handle_sigint),
+    ):
+        if not isinstance(flag, bool | np.bool_):
+            raise TypeError(f"{name}: expected True or False, got {type(flag).__name__}")
     config = (config or TrainConfig()).validate()
     out = sys.stdout if out is None else out
     if model is None:
