@@ -296,7 +296,9 @@ class LSTMRegressor:
         """Write a checkpoint (parameters, Adam moments and step, carried
         state, settings, ``metadata``) to ``path`` as ``.npz``, atomically: a
         crash leaves either the old file or the new one, never half of one,
-        and no temporary file is left behind where cleanup can run. An
+        and no temporary file is left behind where cleanup can run (one
+        left by a process killed outright is removed by the next ``save``
+        of the same path). An
         existing file keeps its permissions; a symlink keeps pointing to the
         file it names, which is replaced.
 
