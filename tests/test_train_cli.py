@@ -325,7 +325,7 @@ def test_main_returns_the_status_instead_of_exiting(tmp_path: Path, capsys) -> N
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
 def test_ctrl_c_writes_the_last_completed_iteration_and_exits_130(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "sincos_rs.train", "--iterations", str(10**7)]
+        [sys.executable, "-m", "sincos_rs.train", "--iterations", str(10**6)]
         + ["--save", "ck.npz", "--json", "run.json", "--no-plot"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
