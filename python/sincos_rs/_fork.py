@@ -43,7 +43,11 @@ def object_lock(owner: object) -> threading.RLock:
     """A new lock for ``owner``'s calls, taken before and renewed after a
     fork (see the module docs). ``owner`` keeps it as ``owner._lock``."""
     key = id(owner)
-    _owners[key] = weakref.ref(owner, lambda _, key=key: _owners.pop(key, None))
+
+    def forget(_: object) -> None:
+        _owners.pop(key, None)
+
+    _owners[key] = weakref.ref(owner, forget)
     return threading.RLock()
 
 

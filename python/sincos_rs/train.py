@@ -19,6 +19,14 @@ Shape legend: B batch size, T time steps.
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # First, before NumPy and the kernels load: Ctrl-C exits 130 with one
+    # line until main() takes over (the package's __init__ did the same if
+    # Python ran `-m sincos_rs.train`).
+    from sincos_rs._early_sigint import install
+
+    install()
+
 import argparse
 import contextlib
 import dataclasses
@@ -37,6 +45,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ._atomic import check_writable
+from ._early_sigint import installed as _early_sigint_installed
 from .data import SinCosBatches
 from .init import _check_fits_in_memory, _check_in_dtype, _model_bytes
 from .reference import ReferenceRegressor
@@ -1009,22 +1018,27 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI: parse ``argv`` (default: sys.argv[1:]), train, write the
     files; return the exit status (0, 2 for bad flags, 130 for Ctrl-C)."""
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, or a bad flag (message already printed)
-        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
-    try:
-        return _run(args)
-    except UsageError as err:
-        print(f"{parser.prog}: error: {_one_line(err)}", file=sys.stderr)
-        return EXIT_USAGE
+        if _early_sigint_installed():
+            # From here a Ctrl-C is a KeyboardInterrupt, caught below (or a
+            # clean stop between iterations, while training).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exit_:  # --help, or a bad flag (message already printed)
+            return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+        try:
+            return _run(args)
+        except UsageError as err:
+            print(f"{parser.prog}: error: {_one_line(err)}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as err:  # e.g. the disk filled up while writing a file
+            print(f"{parser.prog}: error: {_one_line(err)}", file=sys.stderr)
+            return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except OSError as err:  # e.g. the disk filled up while writing a file
-        print(f"{parser.prog}: error: {_one_line(err)}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":
