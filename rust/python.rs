@@ -466,8 +466,15 @@ impl SeedNetworkCore {
                 )));
             }
             let xs = x.as_slice()?;
-            let pred = net.predict_step(xs, shape[0]).map_err(to_py_err)?;
-            Ok(new_array(py, pred, &[shape[0], config.output_size])?.into_any())
+            let (b, o) = (shape[0], config.output_size);
+            // As `lstm_step`: a large step lets other threads run.
+            if step_macs(b, config.input_size, config.hidden_size) < STEP_GIL_MACS {
+                let pred = net.predict_step(xs, b).map_err(to_py_err)?;
+                Ok(new_array(py, pred, &[b, o])?.into_any())
+            } else {
+                let pred = py.detach(|| net.predict_step(xs, b).map(|p| p.to_vec())).map_err(to_py_err)?;
+                Ok(new_array(py, &pred, &[b, o])?.into_any())
+            }
         })
     }
 
@@ -1313,9 +1320,22 @@ fn functional_step<T: Element + functional::Pooled>(py: Python<'_>, a: StepArgs<
     if let Some((hv, cv)) = state {
         check_no_alias(&outputs, &[Span::of("h", hv), Span::of("c", cv)])?;
     }
-    // One step is a few hundred nanoseconds: releasing the GIL costs more.
-    let _ = py;
-    functional::step(p, s, x, state, h_out, c_out).map_err(to_py_err)
+    // A small step (B1 H10: a few hundred nanoseconds) keeps the GIL:
+    // releasing it would cost more. A large one lets other threads run.
+    if step_macs(b, i, h) < STEP_GIL_MACS {
+        functional::step(p, s, x, state, h_out, c_out)
+    } else {
+        py.detach(|| functional::step(p, s, x, state, h_out, c_out))
+    }
+    .map_err(to_py_err)
+}
+
+/// Multiply-adds from which a single step releases the GIL (about 10 us).
+const STEP_GIL_MACS: usize = 1 << 16;
+
+/// The multiply-adds of one LSTM step of `b` rows, `i` inputs, `h` units.
+fn step_macs(b: usize, i: usize, h: usize) -> usize {
+    b.saturating_mul(4 * h).saturating_mul(i + h)
 }
 
 // ---------------------------------------------------------------- Adam
@@ -1649,7 +1669,10 @@ impl AdamCore {
 /// `threads::MAX_THREADS`).
 #[pyfunction]
 fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
-    let expected = format!("n: expected a thread count from 0 (the default) to {}", threads::MAX_THREADS);
+    let expected = format!(
+        "n: expected a thread count from 0 (the default) to {}",
+        threads::MAX_THREADS
+    );
     // An int (numpy's too), not a bool: True is not a thread count.
     if n.is_instance_of::<pyo3::types::PyBool>() || !n.hasattr("__index__")? {
         return Err(PyTypeError::new_err(format!("{expected}, got {}", describe(n))));

@@ -838,10 +838,23 @@ def gil_calls() -> list[tuple[str, Callable[[], Callable[[], Any]]]]:
         seq, res = batches(1, batch_size=64, time_steps=200)[0]
         return lambda: model.train_step(seq, res)
 
+    def layer_step() -> Callable[[], Any]:
+        # One step, but a large one (a small one keeps the GIL: cheaper).
+        layer = sr.LSTM(512, 1024, seed=0)
+        x_t = np.random.default_rng(0).standard_normal((1024, 512)).astype(np.float32)
+        return lambda: layer.step(x_t)
+
+    def regressor_predict_step() -> Callable[[], Any]:
+        model = sr.LSTMRegressor(hidden_size=1024, seed=0)
+        x_t = np.random.default_rng(0).standard_normal((2048, 1)).astype(np.float32)
+        return lambda: model.predict_step(x_t)
+
     return [
         ("LSTM.forward", layer_forward),
         ("LSTM.backward", layer_backward),
         ("LSTMRegressor.train_step", regressor_train_step),
+        ("LSTM.step", layer_step),
+        ("LSTMRegressor.predict_step", regressor_predict_step),
     ]
 
 
