@@ -383,3 +383,32 @@ def test_a_temporary_removed_before_its_writer_locked_it_is_made_again(
     monkeypatch.setattr(_atomic.fcntl, "flock", real_flock)
     assert removed and os.listdir(tmp_path) == ["m.npz"]
     assert sr.LSTMRegressor.load(tmp_path / "m.npz").step == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_files_that_are_not_regular_are_refused_without_waiting(tmp_path: Path) -> None:
+    """Loading a FIFO waited forever for a writer, and /dev/zero never ended;
+    saving over a FIFO or a device replaced it with a file (as root, over
+    /dev/null itself). Each is now a ValueError naming the path, at once."""
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    code = f"""
+import sincos_rs as sr
+for path in [{str(fifo)!r}, "/dev/zero", {str(tmp_path)!r}]:
+    try:
+        sr.LSTMRegressor.load(path)
+    except ValueError as err:
+        assert path in str(err) and "regular file" in str(err), err
+    else:
+        raise AssertionError(path)
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
+    model = trained_model(steps=1)
+    with pytest.raises(ValueError, match="regular file"):
+        model.save(fifo)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO was replaced"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.npz"]

@@ -6,6 +6,7 @@ finite iteration."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -178,3 +179,15 @@ def test_a_resumed_run_counts_the_costs_it_resumes(tmp_path: Path) -> None:
     args = ["--resume", "a.npz", "--save", "a.npz", "--no-plot"]
     again = run_cli(*args, "--iterations", str(most - 2), cwd=tmp_path, timeout=60)
     assert_usage_error(again, "--save", str(most + 1))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("flag", ["--resume", "--save", "--json", "--plot"])
+def test_a_fifo_is_refused_at_once(tmp_path: Path, flag: str) -> None:
+    """--resume of a FIFO waited forever for a writer; an output over one
+    replaced it with a file after training."""
+    os.mkfifo(tmp_path / "pipe")
+    result = run_cli(flag, "pipe", "--iterations", "3", cwd=tmp_path, timeout=60)
+    assert_usage_error(result, flag, "regular file")
+    assert result.stdout == ""
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]

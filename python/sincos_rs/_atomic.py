@@ -35,16 +35,15 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     - A symlink is followed: the file it names is replaced, the link stays.
     - An existing file keeps its permission bits; a new one gets those
       ``open`` would give it (0o666 less the umask).
+    - ``path`` must be a regular file, or not exist: a device, a FIFO or a
+      folder is a ValueError (the rename would replace ``/dev/null`` itself).
     - On any error (or Ctrl-C) the temporary file is removed and ``path`` is
       untouched. Only a process killed outright (``kill -9``, power loss)
       can leave one behind, ``.<name>.<random>.tmp`` beside ``path``: the
       next ``atomic_write`` of ``path`` removes it.
     """
     target = Path(os.path.realpath(path))
-    try:
-        mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
-    except FileNotFoundError:
-        mode = None
+    mode = _existing_mode(target)
     remove_stale_temporaries(target)
     tmp, fd = _create_temporary(target)
     try:
@@ -66,12 +65,27 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:
-    """OSError unless ``atomic_write(path, ...)`` can create its temporary
-    beside ``path``: creates one and removes it (``os.access`` says yes to
-    root everywhere, /proc and /sys included)."""
-    tmp, fd = _create_temporary(Path(os.path.realpath(path)))
+    """OSError (ValueError for a path that is not a regular file) unless
+    ``atomic_write(path, ...)`` can create its temporary beside ``path``:
+    creates one and removes it (``os.access`` says yes to root everywhere,
+    /proc and /sys included)."""
+    target = Path(os.path.realpath(path))
+    _existing_mode(target)
+    tmp, fd = _create_temporary(target)
     os.close(fd)
     tmp.unlink(missing_ok=True)
+
+
+def _existing_mode(target: Path) -> int | None:
+    """The permission bits of ``target``, None if it does not exist;
+    ValueError if it is not a regular file."""
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{target}: not a regular file, so it cannot be replaced atomically")
+    return stat.S_IMODE(st.st_mode)
 
 
 def _create_temporary(target: Path) -> tuple[Path, int]:

@@ -796,6 +796,8 @@ def _check_writable_folder(path: str, flag: str) -> None:
     # beside it): root passes os.access everywhere, /proc and /sys included.
     try:
         check_writable(path)
+    except ValueError:  # a device, a FIFO: the rename would replace it
+        raise UsageError(f"{flag} {path}: not a regular file") from None
     except OSError as err:
         why = err.strerror or str(err)
         raise UsageError(f"{flag} {path}: cannot write in folder {str(folder)!r} ({why})") from None
