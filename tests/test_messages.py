@@ -239,3 +239,40 @@ def test_a_step_names_the_two_arrays_that_share_memory(dtype: str) -> None:
         named |= {message.split(" and ")[1].split()[0]}
         assert any(set(pair) == named for pair in pairs), f"{name}: {message}"
         assert "share" in message and "another thread" not in message, f"{name}: {message}"
+
+
+# --- found by probing nearby ------------------------------------------------------------------
+
+
+def test_an_empty_x_names_x() -> None:
+    layer, x = layer_case("float32")
+    for empty in [np.zeros((0, 6, 4), np.float32), np.zeros((3, 0, 4), np.float32)]:
+        raises(ValueError, "x:", "B, T, I >= 1")(lambda e=empty: layer.forward(e))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("lr", "0.1"), ("beta1", None), ("eps", [1e-8]), ("eps_style", None)]
+)
+def test_adam_names_a_setting_of_the_wrong_type(name: str, value: object) -> None:
+    params = {"w": np.ones(3, np.float32)}
+    opt = sr.Adam(params)
+    setattr(opt, name, value)
+    raises(TypeError, f"{name}:")(lambda: opt.step({"w": np.ones(3, np.float32)}))
+    assert opt.step_count == 0 and (params["w"] == 1).all()
+
+
+@pytest.mark.parametrize("path", [3, None, b"model.npz"], ids=repr)
+def test_save_and_load_name_a_path_of_the_wrong_type(path: object) -> None:
+    model = sr.LSTMRegressor()
+    raises(TypeError, "path:")(lambda: model.save(path))  # type: ignore[arg-type]
+    raises(TypeError, "path:")(lambda: sr.LSTMRegressor.load(path))  # type: ignore[arg-type]
+
+
+def test_batches_past_2_53_are_refused() -> None:
+    """np.arange left int64 there: a TypeError from inside NumPy's sin."""
+    raises(ValueError, "start")(lambda: sr.SinCosBatches(start=2**70))
+    batches = sr.SinCosBatches(start=2**53 - 10)
+    raises(ValueError, "start", "2**53")(lambda: next(batches))
+    assert batches.start == 2**53 - 10
+    seq, _, _ = next(sr.SinCosBatches(start=-(2**52)))
+    assert np.isfinite(seq).all()

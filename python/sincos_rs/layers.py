@@ -392,8 +392,10 @@ def _batch_steps(x: object) -> tuple[int, int]:
     """(B, T) of x, or a clear error (the kernel checks the rest)."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x: expected a numpy.ndarray (B, T, I), got {type(x).__name__}")
-    if x.ndim != 3:
-        raise ValueError(f"x: expected a 3-d array (B, T, I), got shape {x.shape}")
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(
+            f"x: expected a 3-d array (B, T, I) with B, T, I >= 1, got shape {x.shape}"
+        )
     return x.shape[0], x.shape[1]
 
 
@@ -445,6 +447,21 @@ def _pair(value: State | None, name: str) -> State | None:
     if not isinstance(value, tuple | list) or len(value) != 2:
         raise TypeError(f"{name}: expected None or a pair (h, c), got {type(value).__name__}")
     return (value[0], value[1])
+
+
+def _check_hyper_types(hyper: Mapping[str, object]) -> None:
+    """TypeError naming the first of Adam's settings of the wrong type."""
+    for name, value in hyper.items():
+        if name == "eps_style":
+            ok = isinstance(value, str)
+        else:
+            ok = isinstance(value, int | float | np.integer | np.floating)
+            ok = ok and not isinstance(value, bool)
+        if not ok:
+            expected = "a str" if name == "eps_style" else "a real number"
+            raise TypeError(
+                f"{name}: expected {expected}, got {type(value).__name__} {value!r:.40}"
+            )
 
 
 def _check_updatable(p: object, name: str) -> np.ndarray:
@@ -565,14 +582,19 @@ class Adam:
             raise KeyError(f"grads: missing {sorted(missing)}")
         with self._lock:
             names = list(self.params)
-            self._core.step(
-                names,
-                [self.params[k] for k in names],
-                [grads[k] for k in names],
-                [self.m[k] for k in names],
-                [self.v[k] for k in names],
-                **self._hyper(),
-            )
+            hyper = self._hyper()
+            try:
+                self._core.step(
+                    names,
+                    [self.params[k] for k in names],
+                    [grads[k] for k in names],
+                    [self.m[k] for k in names],
+                    [self.v[k] for k in names],
+                    **hyper,
+                )
+            except TypeError:
+                _check_hyper_types(hyper)  # name the attribute (a schedule set it wrong?)
+                raise
 
     def state_dict(self) -> dict[str, Any]:
         """Copies of the moments and the step count."""

@@ -308,6 +308,7 @@ class LSTMRegressor:
         """
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata: expected a mapping, got {type(metadata).__name__}")
+        _check_path(path)
         with self._lock:
             meta = self.metadata if metadata is None else dict(metadata)
             config, arrays = self._checkpoint(meta)
@@ -354,7 +355,7 @@ class LSTMRegressor:
             against the settings before its data is read: nothing is
             allocated from what the file merely declares.
         """
-        path = Path(path)
+        path = Path(_check_path(path))
         try:
             with NpzReader(path) as npz:
                 config = _read_config(npz)
@@ -397,6 +398,15 @@ class LSTMRegressor:
             f"output_size={s['output_size']}, lr={self.lr}, eps_style={self.eps_style!r}, "
             f"dtype={self._dtype.name!r}, step={step})"
         )
+
+
+def _check_path(path: object) -> str | os.PathLike[str]:
+    """``path`` if it is a str or an os.PathLike of one; TypeError naming it."""
+    if isinstance(path, str) or (
+        isinstance(path, os.PathLike) and isinstance(os.fspath(path), str)
+    ):
+        return path
+    raise TypeError(f"path: expected a str or an os.PathLike, got {type(path).__name__}")
 
 
 def _checked_config(config: object) -> dict[str, Any]:
