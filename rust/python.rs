@@ -675,9 +675,11 @@ fn call_dtype(
 }
 
 /// The shape of an array argument, or TypeError naming it.
-fn untyped_shape(obj: &Bound<'_, PyAny>, name: &str, expected: &str) -> PyResult<Vec<usize>> {
+/// (No allocation unless it fails: `lstm_step` at B1 H10 runs it three
+/// times in a few hundred nanoseconds.)
+fn untyped_shape<'a>(obj: &'a Bound<'_, PyAny>, name: &str, expected: &str) -> PyResult<&'a [usize]> {
     match obj.cast::<numpy::PyUntypedArray>() {
-        Ok(a) => Ok(a.shape().to_vec()),
+        Ok(a) => Ok(a.shape()),
         Err(_) => Err(PyTypeError::new_err(format!(
             "{name}: expected a numpy.ndarray {expected}, got {}",
             describe(obj)
@@ -692,7 +694,7 @@ fn weight_sizes(weight_ih: &Bound<'_, PyAny>, weight_hh: &Bound<'_, PyAny>) -> P
     if ws.len() != 2 || ws[1] == 0 || ws[0] != 4 * ws[1] {
         return Err(PyValueError::new_err(format!(
             "weight_hh: expected shape (4H, H) with H >= 1, got {}",
-            shape_str(&ws)
+            shape_str(ws)
         )));
     }
     let hidden = ws[1];
@@ -701,7 +703,7 @@ fn weight_sizes(weight_ih: &Bound<'_, PyAny>, weight_hh: &Bound<'_, PyAny>) -> P
         return Err(PyValueError::new_err(format!(
             "weight_ih: expected shape ({}, I) with I >= 1 (4H, for weight_hh's H = {hidden}), got {}",
             4 * hidden,
-            shape_str(&wi)
+            shape_str(wi)
         )));
     }
     Ok((hidden, wi[1]))
@@ -1267,11 +1269,16 @@ struct StepArgs<'a, 'py> {
 fn functional_step<T: Element + functional::Pooled>(py: Python<'_>, a: StepArgs<'_, '_>) -> PyResult<()> {
     // The weights give the sizes: an x_t of another width is what is named.
     let (hidden, input) = weight_sizes(a.weight_ih, a.weight_hh)?;
-    let xs = untyped_shape(a.x_t, "x_t", &format!("of {} (B, {input})", T::NAME))?;
+    let of_dtype = if T::NAME == "float32" {
+        "of float32"
+    } else {
+        "of float64"
+    };
+    let xs = untyped_shape(a.x_t, "x_t", of_dtype)?;
     if xs.len() != 2 || xs[0] == 0 || xs[1] != input {
         return Err(PyValueError::new_err(format!(
             "x_t: expected shape (B, {input}) with B >= 1 (I = {input}, the weights' input size), got {}",
-            shape_str(&xs)
+            shape_str(xs)
         )));
     }
     let s = LstmShape {

@@ -11,6 +11,7 @@ has no locks, nothing is removed.)
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -35,8 +36,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     - A symlink is followed: the file it names is replaced, the link stays.
     - An existing file keeps its permission bits; a new one gets those
       ``open`` would give it (0o666 less the umask).
-    - ``path`` must be a regular file, or not exist: a device, a FIFO or a
-      folder is a ValueError (the rename would replace ``/dev/null`` itself).
+    - ``path`` must be a regular file, or not exist: a folder is an
+      IsADirectoryError, a device or a FIFO a ValueError (the rename would
+      replace ``/dev/null`` itself).
     - On any error (or Ctrl-C) the temporary file is removed and ``path`` is
       untouched. Only a process killed outright (``kill -9``, power loss)
       can leave one behind, ``.<name>.<random>.tmp`` beside ``path``: the
@@ -78,11 +80,14 @@ def check_writable(path: str | os.PathLike[str]) -> None:
 
 def _existing_mode(target: Path) -> int | None:
     """The permission bits of ``target``, None if it does not exist;
-    ValueError if it is not a regular file."""
+    IsADirectoryError for a folder, ValueError for anything else that is
+    not a regular file (a device, a FIFO)."""
     try:
         st = os.stat(target)
     except FileNotFoundError:
         return None
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"{target}: not a regular file, so it cannot be replaced atomically")
     return stat.S_IMODE(st.st_mode)
