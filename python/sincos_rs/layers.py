@@ -221,8 +221,9 @@ class LSTM:
             copy = _copy_or_none
             record = _ForwardRecord(np.array(x), copy(h0), copy(c0), lens, reverse)
         # A call that raises changes nothing: the previous forward stays for
-        # its backward. Only a call that writes into the saved buffer in use
-        # (from the first byte it writes) puts that in doubt.
+        # its backward. A call into the saved buffer in use drops its record
+        # first (an interrupt may come once the kernel wrote), and puts it
+        # back if the call's checks refused the arguments (nothing written).
         previous = self._last
         if saved is self._saved:
             self._last = None
