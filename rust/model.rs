@@ -301,18 +301,20 @@ impl<T: Real> SeedNetwork<T> {
         self.train_shape.map(|(b, t)| (self.train_pred.as_slice(), b, t))
     }
 
-    fn check_inputs(&self, seq: &[T], batch: usize, steps: usize) -> Result<()> {
+    /// Checks the input `arg` (seq, or predict_step's x_t) and that the
+    /// carried state has its batch size.
+    fn check_inputs(&self, arg: &'static str, seq: &[T], batch: usize, steps: usize) -> Result<()> {
         check_positive("batch size", batch)?;
         check_positive("time steps", steps)?;
-        check_len("seq", seq, &[batch, steps, self.config.input_size])?;
-        check_finite("seq", seq)?;
+        check_len(arg, seq, &[batch, steps, self.config.input_size])?;
+        check_finite(arg, seq)?;
         if let Some((h, _)) = &self.state {
             let carried = h.len() / self.config.hidden_size;
             if carried != batch {
                 return Err(Error::Config {
                     arg: "state",
                     expected: format!(
-                        "a carried state of batch size {batch}, the batch size of seq (call reset_state() to start from zeros)"
+                        "a carried state of batch size {batch}, the batch size of {arg} (call reset_state() to start from zeros)"
                     ),
                     got: format!("batch size {carried}"),
                 });
@@ -356,7 +358,7 @@ impl<T: Real> SeedNetwork<T> {
     /// Prediction (B, T, O) for `seq` (B, T, I), from the carried state (or
     /// zeros); the carried state is left as it was.
     pub fn predict(&mut self, seq: &[T], batch: usize, steps: usize) -> Result<&[T]> {
-        self.check_inputs(seq, batch, steps)?;
+        self.check_inputs("seq", seq, batch, steps)?;
         self.lstm.check_memory(batch, steps)?;
         self.run_forward(seq, batch, steps)?;
         Ok(&self.pred)
@@ -389,7 +391,7 @@ impl<T: Real> SeedNetwork<T> {
     /// (train_step's Adam check covers them: a non-finite gradient makes a
     /// non-finite moment).
     fn cost_and_grads(&mut self, seq: &[T], target: &[T], batch: usize, steps: usize) -> Result<f64> {
-        self.check_inputs(seq, batch, steps)?;
+        self.check_inputs("seq", seq, batch, steps)?;
         check_len("res", target, &[batch, steps, self.config.output_size])?;
         check_finite("res", target)?;
         self.lstm.check_memory(batch, steps)?;
@@ -500,7 +502,7 @@ impl<T: Real> SeedNetwork<T> {
     /// zeros) to pred (B, O); the state after the step is carried to the
     /// next call (and to a training step). On error nothing changes.
     pub fn predict_step(&mut self, x_t: &[T], batch: usize) -> Result<&[T]> {
-        self.check_inputs(x_t, batch, 1)?;
+        self.check_inputs("x_t", x_t, batch, 1)?;
         self.lstm.check_memory(batch, 1)?;
         self.run_forward(x_t, batch, 1)?;
         self.check_final_state()?;

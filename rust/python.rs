@@ -315,12 +315,14 @@ fn flat_params<'py, T: Element + Real>(
         check_finite_named(&label, data)?;
         flat.extend_from_slice(data);
     }
-    if let Some(extra) = params.keys().iter().find_map(|k| {
-        let k: String = k.extract().ok()?;
-        (!PARAM_NAMES.contains(&k.as_str())).then_some(k)
+    // Any other key, a name that is not a str included (7, or b"input.bias").
+    if let Some(extra) = params.keys().iter().find(|k| {
+        k.extract::<String>()
+            .map_or(true, |k| !PARAM_NAMES.contains(&k.as_str()))
     }) {
+        let extra = extra.repr().map_or_else(|_| "?".to_string(), |r| r.to_string());
         return Err(pyo3::exceptions::PyKeyError::new_err(format!(
-            "{what}: unexpected key {extra:?} (expected {})",
+            "{what}: unexpected key {extra} (expected {})",
             PARAM_NAMES.join(", ")
         )));
     }
@@ -464,8 +466,15 @@ impl SeedNetworkCore {
                 )));
             }
             let xs = x.as_slice()?;
-            let pred = net.predict_step(xs, shape[0]).map_err(to_py_err)?;
-            Ok(new_array(py, pred, &[shape[0], config.output_size])?.into_any())
+            let (b, o) = (shape[0], config.output_size);
+            // As `lstm_step`: a large step lets other threads run.
+            if step_macs(b, config.input_size, config.hidden_size) < STEP_GIL_MACS {
+                let pred = net.predict_step(xs, b).map_err(to_py_err)?;
+                Ok(new_array(py, pred, &[b, o])?.into_any())
+            } else {
+                let pred = py.detach(|| net.predict_step(xs, b).map(|p| p.to_vec())).map_err(to_py_err)?;
+                Ok(new_array(py, &pred, &[b, o])?.into_any())
+            }
         })
     }
 
@@ -629,21 +638,75 @@ fn check_args_alias(args: &[(&str, Option<&Bound<'_, PyAny>>, bool)]) -> PyResul
     check_no_aliasing(&uses)
 }
 
-/// Which float type the functional calls run in: that of `x`.
-fn functional_dtype(x: &Bound<'_, PyAny>) -> PyResult<DType> {
-    if x.cast::<PyArrayDyn<f32>>().is_ok() {
-        Ok(DType::F32)
-    } else if x.cast::<PyArrayDyn<f64>>().is_ok() {
-        Ok(DType::F64)
+/// The float type of `obj`, if it is a float32 or float64 array.
+fn float_dtype(obj: &Bound<'_, PyAny>) -> Option<DType> {
+    if obj.cast::<PyArrayDyn<f32>>().is_ok() {
+        Some(DType::F32)
+    } else if obj.cast::<PyArrayDyn<f64>>().is_ok() {
+        Some(DType::F64)
     } else {
+        None
+    }
+}
+
+/// Which float type a functional call runs in: that of the weights when
+/// they agree (so an input `x` of another dtype is the argument named),
+/// else that of `x` (so the weight that differs is named).
+fn call_dtype(
+    (x_name, x): (&str, &Bound<'_, PyAny>),
+    weight_ih: &Bound<'_, PyAny>,
+    weight_hh: &Bound<'_, PyAny>,
+) -> PyResult<DType> {
+    let (wi, wh) = (float_dtype(weight_ih), float_dtype(weight_hh));
+    if let (Some(a), Some(b)) = (wi, wh) {
+        if a == b {
+            return Ok(a);
+        }
+    }
+    float_dtype(x).or(wh).or(wi).ok_or_else(|| {
         let got = match x.cast::<numpy::PyUntypedArray>() {
             Ok(a) => format!("dtype {}", a.dtype()),
             Err(_) => describe(x),
         };
-        Err(PyTypeError::new_err(format!(
-            "x: expected a numpy.ndarray of float32 or float64, got {got}"
-        )))
+        PyTypeError::new_err(format!(
+            "{x_name}: expected a numpy.ndarray of float32 or float64, got {got}"
+        ))
+    })
+}
+
+/// The shape of an array argument, or TypeError naming it.
+/// (No allocation unless it fails: `lstm_step` at B1 H10 runs it three
+/// times in a few hundred nanoseconds.)
+fn untyped_shape<'a>(obj: &'a Bound<'_, PyAny>, name: &str, expected: &str) -> PyResult<&'a [usize]> {
+    match obj.cast::<numpy::PyUntypedArray>() {
+        Ok(a) => Ok(a.shape()),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "{name}: expected a numpy.ndarray {expected}, got {}",
+            describe(obj)
+        ))),
     }
+}
+
+/// (H, I) from weight_hh (4H, H) and weight_ih (4H, I): the weights give
+/// the sizes, so an input of another width is the argument named.
+fn weight_sizes(weight_ih: &Bound<'_, PyAny>, weight_hh: &Bound<'_, PyAny>) -> PyResult<(usize, usize)> {
+    let ws = untyped_shape(weight_hh, "weight_hh", "(4H, H)")?;
+    if ws.len() != 2 || ws[1] == 0 || ws[0] != 4 * ws[1] {
+        return Err(PyValueError::new_err(format!(
+            "weight_hh: expected shape (4H, H) with H >= 1, got {}",
+            shape_str(ws)
+        )));
+    }
+    let hidden = ws[1];
+    let wi = untyped_shape(weight_ih, "weight_ih", "(4H, I)")?;
+    if wi.len() != 2 || wi[0] != 4 * hidden || wi[1] == 0 {
+        return Err(PyValueError::new_err(format!(
+            "weight_ih: expected shape ({}, I) with I >= 1 (4H, for weight_hh's H = {hidden}), got {}",
+            4 * hidden,
+            shape_str(wi)
+        )));
+    }
+    Ok((hidden, wi[1]))
 }
 
 /// Reads `name` as a C-contiguous, aligned array of `T` of exactly `shape`.
@@ -703,45 +766,26 @@ fn read_optional<'py, T: Element + Real>(
     obj.as_ref().map(|o| read_exact::<T>(o, name, shape)).transpose()
 }
 
-/// The sizes (B, T, I, H) from x (B, T, I) and weight_hh (4H, H).
-fn functional_shape(x: &Bound<'_, PyAny>, weight_hh: &Bound<'_, PyAny>) -> PyResult<LstmShape> {
-    let xs = x
-        .cast::<numpy::PyUntypedArray>()
-        .map_err(|_| {
-            PyTypeError::new_err(format!(
-                "x: expected a numpy.ndarray of float32 or float64, got {}",
-                describe(x)
-            ))
-        })?
-        .shape()
-        .to_vec();
+/// The sizes (B, T, I, H) from x (B, T, ·), weight_ih (4H, I) and
+/// weight_hh (4H, H); x's width is checked against I when it is read.
+fn functional_shape(
+    x: &Bound<'_, PyAny>,
+    weight_ih: &Bound<'_, PyAny>,
+    weight_hh: &Bound<'_, PyAny>,
+) -> PyResult<LstmShape> {
+    let xs = untyped_shape(x, "x", "of float32 or float64")?;
     if xs.len() != 3 || xs.contains(&0) {
         return Err(PyValueError::new_err(format!(
             "x: expected shape (B, T, I) with B, T, I >= 1, got {}",
             shape_str(&xs)
         )));
     }
-    let ws = weight_hh
-        .cast::<numpy::PyUntypedArray>()
-        .map_err(|_| {
-            PyTypeError::new_err(format!(
-                "weight_hh: expected a numpy.ndarray, got {}",
-                describe(weight_hh)
-            ))
-        })?
-        .shape()
-        .to_vec();
-    if ws.len() != 2 || ws[1] == 0 || ws[0] != 4 * ws[1] {
-        return Err(PyValueError::new_err(format!(
-            "weight_hh: expected shape (4H, H) with H >= 1, got {}",
-            shape_str(&ws)
-        )));
-    }
+    let (hidden, input) = weight_sizes(weight_ih, weight_hh)?;
     Ok(LstmShape {
         batch: xs[0],
         steps: xs[1],
-        input: xs[2],
-        hidden: ws[1],
+        input,
+        hidden,
     })
 }
 
@@ -842,12 +886,12 @@ fn lstm_forward(
         c_n,
         saved,
     };
-    let lengths = read_lengths(&lengths, functional_shape(x, weight_hh)?)?;
+    let lengths = read_lengths(&lengths, functional_shape(x, weight_ih, weight_hh)?)?;
     let seq = Sequences {
         lengths: lengths.as_deref(),
         reverse,
     };
-    match functional_dtype(x)? {
+    match call_dtype(("x", x), weight_ih, weight_hh)? {
         DType::F32 => functional_forward::<f32>(py, args, seq),
         DType::F64 => functional_forward::<f64>(py, args, seq),
     }
@@ -871,7 +915,7 @@ fn functional_forward<T: Element + functional::Pooled>(
     a: ForwardArgs<'_, '_>,
     seq: Sequences<'_>,
 ) -> PyResult<()> {
-    let s = functional_shape(a.x, a.weight_hh)?;
+    let s = functional_shape(a.x, a.weight_ih, a.weight_hh)?;
     let (b, t, i, h) = (s.batch, s.steps, s.input, s.hidden);
     check_args_alias(&[
         ("x", Some(a.x), false),
@@ -982,12 +1026,12 @@ fn lstm_backward(
         grad_weight_hh,
         grad_bias,
     };
-    let lengths = read_lengths(&lengths, functional_shape(x, weight_hh)?)?;
+    let lengths = read_lengths(&lengths, functional_shape(x, weight_ih, weight_hh)?)?;
     let seq = Sequences {
         lengths: lengths.as_deref(),
         reverse,
     };
-    match functional_dtype(x)? {
+    match call_dtype(("x", x), weight_ih, weight_hh)? {
         DType::F32 => functional_backward::<f32>(py, args, seq),
         DType::F64 => functional_backward::<f64>(py, args, seq),
     }
@@ -1017,7 +1061,7 @@ fn functional_backward<T: Element + functional::Pooled>(
     a: BackwardArgs<'_, '_>,
     seq: Sequences<'_>,
 ) -> PyResult<()> {
-    let s = functional_shape(a.x, a.weight_hh)?;
+    let s = functional_shape(a.x, a.weight_ih, a.weight_hh)?;
     let (b, t, i, h) = (s.batch, s.steps, s.input, s.hidden);
     check_args_alias(&[
         ("x", Some(a.x), false),
@@ -1135,13 +1179,7 @@ fn lstm_step(
         h_out,
         c_out,
     };
-    let dtype = functional_dtype(x_t).map_err(|_| {
-        PyTypeError::new_err(format!(
-            "x_t: expected a numpy.ndarray of float32 or float64, got {}",
-            describe(x_t)
-        ))
-    })?;
-    match dtype {
+    match call_dtype(("x_t", x_t), weight_ih, weight_hh)? {
         DType::F32 => functional_step::<f32>(py, args),
         DType::F64 => functional_step::<f64>(py, args),
     }
@@ -1162,7 +1200,8 @@ impl<T: Element + Real> StateIn<'_, T> {
     }
 }
 
-/// Reads a state array of `shape`, copied when it is `out` itself.
+/// Reads a state array of `shape`, copied when `out` is the same memory
+/// (the array itself, or a view of all of it: an in-place step).
 fn read_state<'py, T: Element + Real>(
     obj: &Option<Bound<'py, PyAny>>,
     name: &'static str,
@@ -1171,11 +1210,49 @@ fn read_state<'py, T: Element + Real>(
 ) -> PyResult<Option<StateIn<'py, T>>> {
     let Some(o) = obj else { return Ok(None) };
     let arr = read_exact::<T>(o, name, shape)?;
-    Ok(Some(if o.is(out) {
+    Ok(Some(if same_memory(o, out) {
         StateIn::Copied(arr.as_slice()?.to_vec())
     } else {
         StateIn::Borrowed(arr)
     }))
+}
+
+/// Whether `a` and `b` are one array, or C-contiguous arrays of one dtype
+/// and shape over exactly the same bytes (`h` and `h[:]`).
+fn same_memory(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> bool {
+    if a.is(b) {
+        return true;
+    }
+    match (a.cast::<PyUntypedArray>(), b.cast::<PyUntypedArray>()) {
+        (Ok(a), Ok(b)) => {
+            a.is_c_contiguous()
+                && b.is_c_contiguous()
+                && a.shape() == b.shape()
+                && a.dtype().is_equiv_to(&b.dtype())
+                && byte_range(a) == byte_range(b)
+        }
+        _ => false,
+    }
+}
+
+/// Why a step's arrays could not be borrowed, when two of them share
+/// memory (ValueError naming both); None if none do (another thread holds
+/// one). The state and its output may be the same memory (in place).
+fn step_alias_error<'py>(a: &StepArgs<'_, 'py>) -> Option<PyErr> {
+    fn state<'b, 'py>(s: &'b Option<Bound<'py, PyAny>>, out: &Bound<'py, PyAny>) -> Option<&'b Bound<'py, PyAny>> {
+        s.as_ref().filter(|s| !same_memory(s, out))
+    }
+    check_args_alias(&[
+        ("x_t", Some(a.x_t), false),
+        ("weight_ih", Some(a.weight_ih), false),
+        ("weight_hh", Some(a.weight_hh), false),
+        ("bias", Some(a.bias), false),
+        ("h", state(&a.h, a.h_out), false),
+        ("c", state(&a.c, a.c_out), false),
+        ("h_out", Some(a.h_out), true),
+        ("c_out", Some(a.c_out), true),
+    ])
+    .err()
 }
 
 struct StepArgs<'a, 'py> {
@@ -1190,39 +1267,40 @@ struct StepArgs<'a, 'py> {
 }
 
 fn functional_step<T: Element + functional::Pooled>(py: Python<'_>, a: StepArgs<'_, '_>) -> PyResult<()> {
-    let x_untyped = a.x_t.cast::<numpy::PyUntypedArray>()?;
-    let xs = x_untyped.shape();
-    if xs.len() != 2 || xs.contains(&0) {
+    // The weights give the sizes: an x_t of another width is what is named.
+    let (hidden, input) = weight_sizes(a.weight_ih, a.weight_hh)?;
+    let of_dtype = if T::NAME == "float32" {
+        "of float32"
+    } else {
+        "of float64"
+    };
+    let xs = untyped_shape(a.x_t, "x_t", of_dtype)?;
+    if xs.len() != 2 || xs[0] == 0 || xs[1] != input {
         return Err(PyValueError::new_err(format!(
-            "x_t: expected shape (B, I) with B, I >= 1, got {}",
+            "x_t: expected shape (B, {input}) with B >= 1 (I = {input}, the weights' input size), got {}",
             shape_str(xs)
-        )));
-    }
-    let w_hh = read_array::<T>(a.weight_hh, "weight_hh", 2)?;
-    let hidden = w_hh.shape()[1];
-    if hidden == 0 || w_hh.shape()[0] != 4 * hidden {
-        return Err(PyValueError::new_err(format!(
-            "weight_hh: expected shape (4H, H) with H >= 1, got {}",
-            shape_str(w_hh.shape())
         )));
     }
     let s = LstmShape {
         batch: xs[0],
         steps: 1,
-        input: xs[1],
+        input,
         hidden,
     };
     let (b, i, h) = (s.batch, s.input, s.hidden);
-    let x = read_exact::<T>(a.x_t, "x_t", &[b, i])?;
-    let w_ih = read_exact::<T>(a.weight_ih, "weight_ih", &[4 * h, i])?;
-    check_aligned("weight_hh", w_hh.is_aligned())?;
-    let bias = read_exact::<T>(a.bias, "bias", &[4 * h])?;
-    // The state is copied first when the outputs are the state arrays
-    // themselves (an in-place step): the kernel reads it all before writing.
-    let h0 = read_state::<T>(&a.h, "h", a.h_out, &[b, h])?;
-    let c0 = read_state::<T>(&a.c, "c", a.c_out, &[b, h])?;
-    let mut h_out = write_exact::<T>(a.h_out, "h_out", &[b, h])?;
-    let mut c_out = write_exact::<T>(a.c_out, "c_out", &[b, h])?;
+    // A borrow fails when two arguments share memory (or another thread
+    // writes one): name the two, on this error path only.
+    let named = |e: PyErr| step_alias_error(&a).unwrap_or(e);
+    let x = read_exact::<T>(a.x_t, "x_t", &[b, i]).map_err(named)?;
+    let w_ih = read_exact::<T>(a.weight_ih, "weight_ih", &[4 * h, i]).map_err(named)?;
+    let w_hh = read_exact::<T>(a.weight_hh, "weight_hh", &[4 * h, h]).map_err(named)?;
+    let bias = read_exact::<T>(a.bias, "bias", &[4 * h]).map_err(named)?;
+    // The state is copied first when the outputs are the state's memory
+    // (an in-place step): the kernel reads it all before writing.
+    let h0 = read_state::<T>(&a.h, "h", a.h_out, &[b, h]).map_err(named)?;
+    let c0 = read_state::<T>(&a.c, "c", a.c_out, &[b, h]).map_err(named)?;
+    let mut h_out = write_exact::<T>(a.h_out, "h_out", &[b, h]).map_err(named)?;
+    let mut c_out = write_exact::<T>(a.c_out, "c_out", &[b, h]).map_err(named)?;
     let zeros = vec![T::ZERO; if h0.is_some() != c0.is_some() { b * h } else { 0 }];
     let hv = h0.as_ref().map(|v| v.as_slice()).transpose()?;
     let cv = c0.as_ref().map(|v| v.as_slice()).transpose()?;
@@ -1249,9 +1327,22 @@ fn functional_step<T: Element + functional::Pooled>(py: Python<'_>, a: StepArgs<
     if let Some((hv, cv)) = state {
         check_no_alias(&outputs, &[Span::of("h", hv), Span::of("c", cv)])?;
     }
-    // One step is a few hundred nanoseconds: releasing the GIL costs more.
-    let _ = py;
-    functional::step(p, s, x, state, h_out, c_out).map_err(to_py_err)
+    // A small step (B1 H10: a few hundred nanoseconds) keeps the GIL:
+    // releasing it would cost more. A large one lets other threads run.
+    if step_macs(b, i, h) < STEP_GIL_MACS {
+        functional::step(p, s, x, state, h_out, c_out)
+    } else {
+        py.detach(|| functional::step(p, s, x, state, h_out, c_out))
+    }
+    .map_err(to_py_err)
+}
+
+/// Multiply-adds from which a single step releases the GIL (about 10 us).
+const STEP_GIL_MACS: usize = 1 << 16;
+
+/// The multiply-adds of one LSTM step of `b` rows, `i` inputs, `h` units.
+fn step_macs(b: usize, i: usize, h: usize) -> usize {
+    b.saturating_mul(4 * h).saturating_mul(i + h)
 }
 
 // ---------------------------------------------------------------- Adam
@@ -1351,6 +1442,27 @@ struct AdamViews<'py, T: Element> {
     grad: PyReadonlyArrayDyn<'py, T>,
     m: PyReadwriteArrayDyn<'py, T>,
     v: PyReadwriteArrayDyn<'py, T>,
+}
+
+impl<T: Element + Real> AdamViews<'_, T> {
+    /// Which of the parameter and its moments already holds a value the
+    /// update cannot take at `index` (NaN or inf; v < 0), as a message.
+    fn bad_value_at(&self, index: usize) -> Option<String> {
+        let n = &self.name;
+        let at = |a: &PyReadwriteArrayDyn<'_, T>| a.as_slice().ok().and_then(|s| s.get(index).copied());
+        let (p, m, v) = (at(&self.param)?, at(&self.m)?, at(&self.v)?);
+        if !p.is_finite() {
+            Some(format!("params['{n}']: holds NaN or inf"))
+        } else if !m.is_finite() {
+            Some(format!("m['{n}']: holds NaN or inf"))
+        } else if !v.is_finite() {
+            Some(format!("v['{n}']: holds NaN or inf"))
+        } else if v < T::ZERO {
+            Some(format!("v['{n}']: holds a negative second moment"))
+        } else {
+            None
+        }
+    }
 }
 
 /// param, grad, m, v of one Adam entry, with its name.
@@ -1530,6 +1642,23 @@ impl AdamCore {
             })
             .map_err(to_py_err)?;
         if let Some((name, index)) = bad {
+            // A value that was not finite before the update is bad input,
+            // not a divergence: name the array that holds it.
+            let held = views32
+                .iter()
+                .find_map(|e| (e.name == name).then(|| e.bad_value_at(index)))
+                .or_else(|| {
+                    views64
+                        .iter()
+                        .find_map(|e| (e.name == name).then(|| e.bad_value_at(index)))
+                })
+                .flatten();
+            if let Some(what) = held {
+                return Err(PyValueError::new_err(format!(
+                    "{what} at flat index {index} (written from outside the optimiser?): \
+                     nothing was changed"
+                )));
+            }
             return Err(PyFloatingPointError::new_err(format!(
                 "params['{name}']: the Adam update would make it or its moments NaN or inf \
                  (flat index {index}; the learning rate or the gradient may be too large): \
@@ -1546,15 +1675,22 @@ impl AdamCore {
 /// Sets the number of threads the kernels use (0: the default, at most
 /// `threads::MAX_THREADS`).
 #[pyfunction]
-fn set_num_threads(n: usize) -> PyResult<()> {
-    if n > threads::MAX_THREADS {
-        return Err(PyValueError::new_err(format!(
-            "n: expected a thread count from 0 (the default) to {}, got {n}",
-            threads::MAX_THREADS
-        )));
+fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
+    let expected = format!(
+        "n: expected a thread count from 0 (the default) to {}",
+        threads::MAX_THREADS
+    );
+    // An int (numpy's too), not a bool: True is not a thread count.
+    if n.is_instance_of::<pyo3::types::PyBool>() || !n.hasattr("__index__")? {
+        return Err(PyTypeError::new_err(format!("{expected}, got {}", describe(n))));
     }
-    threads::set_num_threads(n);
-    Ok(())
+    match n.extract::<i128>() {
+        Ok(count) if (0..=threads::MAX_THREADS as i128).contains(&count) => {
+            threads::set_num_threads(count as usize);
+            Ok(())
+        }
+        _ => Err(PyValueError::new_err(format!("{expected}, got {n}"))),
+    }
 }
 
 /// The number of threads the kernels use.

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -836,10 +838,23 @@ def gil_calls() -> list[tuple[str, Callable[[], Callable[[], Any]]]]:
         seq, res = batches(1, batch_size=64, time_steps=200)[0]
         return lambda: model.train_step(seq, res)
 
+    def layer_step() -> Callable[[], Any]:
+        # One step, but a large one (a small one keeps the GIL: cheaper).
+        layer = sr.LSTM(512, 1024, seed=0)
+        x_t = np.random.default_rng(0).standard_normal((1024, 512)).astype(np.float32)
+        return lambda: layer.step(x_t)
+
+    def regressor_predict_step() -> Callable[[], Any]:
+        model = sr.LSTMRegressor(hidden_size=1024, seed=0)
+        x_t = np.random.default_rng(0).standard_normal((2048, 1)).astype(np.float32)
+        return lambda: model.predict_step(x_t)
+
     return [
         ("LSTM.forward", layer_forward),
         ("LSTM.backward", layer_backward),
         ("LSTMRegressor.train_step", regressor_train_step),
+        ("LSTM.step", layer_step),
+        ("LSTMRegressor.predict_step", regressor_predict_step),
     ]
 
 
@@ -871,3 +886,37 @@ def test_gil_is_released_during_long_calls(
         f"{name}: the Python thread did not run in the middle of a {duration * 1e3:.0f} ms "
         f"call (counter {count_before} -> {count_after}): is the GIL held?"
     )
+
+
+def test_import_is_light_and_every_name_is_there_on_first_use() -> None:
+    """``import sincos_rs`` loads NumPy and the kernels on first use of a name
+    (so the CLI can handle Ctrl-C first), with the same API as an eager
+    import: every public name, the version, the submodules an eager import
+    made attributes, ``from sincos_rs import *``, and from several threads."""
+    code = """
+import sys, threading
+import sincos_rs
+assert "numpy" not in sys.modules and "sincos_rs._core" not in sys.modules, sorted(sys.modules)
+found = []
+threads = [threading.Thread(target=lambda: found.append(sincos_rs.LSTMRegressor)) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert len(set(found)) == 1 and len(found) == 4
+for name in sincos_rs.__all__ + ["__version__", "_saved_size"]:
+    getattr(sincos_rs, name)
+for sub in ["_core", "reference", "layers", "regressor", "init", "data"]:
+    assert getattr(sincos_rs, sub).__name__ == "sincos_rs." + sub
+assert not hasattr(sincos_rs, "torch") and "torch" not in sys.modules
+assert not hasattr(sincos_rs, "no_such_name")
+assert set(sincos_rs.__all__) <= set(dir(sincos_rs))
+namespace = {}
+exec("from sincos_rs import *", namespace)
+assert namespace["LSTM"] is sincos_rs.LSTM and "_saved_size" not in namespace
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.stdout.strip() == "ok", result.stderr[-3000:]

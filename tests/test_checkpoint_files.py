@@ -9,7 +9,10 @@ import io
 import json
 import os
 import pickle
+import signal
 import stat
+import subprocess
+import sys
 import tracemalloc
 import zipfile
 from collections.abc import Callable
@@ -275,3 +278,137 @@ def test_interrupted_save_leaves_no_temporary_file(
     with pytest.raises(KeyboardInterrupt):
         trained_model(steps=1).save(tmp_path / "m.npz")
     assert os.listdir(tmp_path) == []
+
+
+# --- temporaries left by kill -9 (issue 21, item 9) -----------------------------------------
+
+#: A process that saves ``model`` to argv[1] and, with the temporary file
+#: written and held, says so and waits to be killed (or told to go on).
+SAVER = """
+import sys
+import numpy as np
+import sincos_rs as sr
+
+path, model = sys.argv[1], sr.LSTMRegressor(hidden_size=int(sys.argv[2]), seed=0)
+real_savez = np.savez
+
+def savez_then_wait(file, *args, **kwargs):
+    real_savez(file, *args, **kwargs)
+    file.flush()
+    print("writing", flush=True)
+    sys.stdin.readline()  # killed here, or told to finish
+
+np.savez = savez_then_wait
+model.save(path)
+print("saved", flush=True)
+"""
+
+
+def start_saver(path: Path, hidden: int = 50) -> subprocess.Popen[str]:
+    """A process in the middle of ``save(path)``, its temporary written."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SAVER, str(path), str(hidden)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "writing"
+    return proc
+
+
+def temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no kill -9 here")
+def test_a_later_save_removes_the_temporaries_of_killed_writers(tmp_path: Path) -> None:
+    path = tmp_path / "m.npz"
+    for _ in range(3):
+        proc = start_saver(path)
+        proc.kill()  # kill -9 in the middle of the write
+        proc.wait()
+    # Each killed writer's temporary was removed by the next writer's save:
+    # only the last one is left (before, they piled up).
+    left = temporaries(tmp_path)
+    assert len(left) == 1 and not path.exists(), left
+    other = tmp_path / "other.npz"
+    trained_model(steps=1).save(other)
+    assert temporaries(tmp_path) == left, "a save of another file removed them"
+    trained_model(steps=1).save(path)
+    assert temporaries(tmp_path) == [], "the save of the same path left them"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz", "other.npz"]
+
+
+def test_a_save_never_removes_the_temporary_of_a_live_writer(tmp_path: Path) -> None:
+    """Two processes save the same path at once: the one that comes second
+    removes nothing of the first, which then finishes (its file wins)."""
+    path = tmp_path / "m.npz"
+    proc = start_saver(path, hidden=7)
+    try:
+        held = temporaries(tmp_path)
+        assert len(held) == 1
+        trained_model(steps=1).save(path)  # hidden size 10
+        assert temporaries(tmp_path) == held
+        assert sr.LSTMRegressor.load(path).hidden_size == 10
+    finally:
+        out, _ = proc.communicate("go on\n", timeout=60)
+    assert proc.returncode == 0 and out.strip() == "saved", out
+    assert temporaries(tmp_path) == []
+    assert sr.LSTMRegressor.load(path).hidden_size == 7
+
+
+def test_a_temporary_removed_before_its_writer_locked_it_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one moment a cleaner may take a live writer's temporary: between
+    its creation and its lock. The writer then sees it gone and makes
+    another, and the save succeeds."""
+    from sincos_rs import _atomic
+
+    if _atomic.fcntl is None:
+        pytest.skip("no flock here")
+    real_flock = _atomic.fcntl.flock
+    removed = []
+
+    def cleaner_first(fd: int, operation: int) -> None:
+        if not removed:  # a cleaner in another process: took it, removed it
+            name = next(p for p in tmp_path.iterdir() if p.name.endswith(".tmp"))
+            name.unlink()
+            removed.append(name.name)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(_atomic.fcntl, "flock", cleaner_first)
+    trained_model(steps=1).save(tmp_path / "m.npz")
+    monkeypatch.setattr(_atomic.fcntl, "flock", real_flock)
+    assert removed and os.listdir(tmp_path) == ["m.npz"]
+    assert sr.LSTMRegressor.load(tmp_path / "m.npz").step == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_files_that_are_not_regular_are_refused_without_waiting(tmp_path: Path) -> None:
+    """Loading a FIFO waited forever for a writer, and /dev/zero never ended;
+    saving over a FIFO or a device replaced it with a file (as root, over
+    /dev/null itself). Each is now a ValueError naming the path, at once."""
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    code = f"""
+import sincos_rs as sr
+for path in [{str(fifo)!r}, "/dev/zero", {str(tmp_path)!r}]:
+    try:
+        sr.LSTMRegressor.load(path)
+    except ValueError as err:
+        assert path in str(err) and "regular file" in str(err), err
+    else:
+        raise AssertionError(path)
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
+    model = trained_model(steps=1)
+    with pytest.raises(ValueError, match="regular file"):
+        model.save(fifo)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO was replaced"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.npz"]

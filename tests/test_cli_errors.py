@@ -6,6 +6,7 @@ finite iteration."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -69,6 +70,15 @@ def test_a_diverging_run_stops_with_status_2_and_saves_the_last_finite_state(
         (["--plot", "same.out", "--json", "same.out"], ["same"]),
         (["--save", "folder"], ["--save", "folder"]),
         (["--resume", "folder"], ["--resume"]),
+        # Sizes that do not fit, found before training (issue 21, item 6).
+        (["--stream", str(10**9)], ["--stream", "memory"]),
+        (["--stream", str(10**12)], ["--stream", "memory"]),
+        (["--stream", str(2**63)], ["--stream", "memory"]),
+        # Folders no file can be written in, even by root (os.access says yes).
+        (["--save", "/proc/x.npz"], ["--save", "/proc"]),
+        (["--json", "/sys/x.json"], ["--json", "/sys"]),
+        (["--plot", "/proc/self/x.png"], ["--plot", "/proc/self"]),
+        (["--plot", "/sys/kernel/x.png"], ["--plot", "/sys/kernel"]),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("-") else "",
 )
@@ -139,3 +149,45 @@ def test_load_checkpoint_of_edited_files_is_a_value_error(tmp_path: Path) -> Non
             load_checkpoint(path)
         del name
     assert sr.LSTMRegressor.load(tmp_path / "good.npz").step == 3
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--iterations", str(10**12), "--no-plot"], ["iterations", "memory"]),
+        (["--iterations", str(2**63), "--no-plot"], ["iterations", "memory"]),
+        # A checkpoint's settings hold at most 64 MiB of JSON, the costs included.
+        (["--iterations", "3000000", "--save", "x.npz", "--no-plot"], ["--save", "3000000"]),
+    ],
+    ids=["1e12 iterations", "2**63 iterations", "save 3e6 costs"],
+)
+def test_runs_that_cannot_keep_their_costs_exit_2_before_training(
+    tmp_path: Path, args: list[str], words: list[str]
+) -> None:
+    result = run_cli(*args, cwd=tmp_path, timeout=60)
+    assert_usage_error(result, *words)
+    assert result.stdout == "", "training started"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_resumed_run_counts_the_costs_it_resumes(tmp_path: Path) -> None:
+    from sincos_rs import train as cli
+
+    result = run_cli("--iterations", "3", "--save", "a.npz", "--no-plot", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    most = (cli.MAX_CONFIG_CHARS - cli.CHECKPOINT_OTHER_CHARS) // cli.CHECKPOINT_CHARS_PER_COST
+    args = ["--resume", "a.npz", "--save", "a.npz", "--no-plot"]
+    again = run_cli(*args, "--iterations", str(most - 2), cwd=tmp_path, timeout=60)
+    assert_usage_error(again, "--save", str(most + 1))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("flag", ["--resume", "--save", "--json", "--plot"])
+def test_a_fifo_is_refused_at_once(tmp_path: Path, flag: str) -> None:
+    """--resume of a FIFO waited forever for a writer; an output over one
+    replaced it with a file after training."""
+    os.mkfifo(tmp_path / "pipe")
+    result = run_cli(flag, "pipe", "--iterations", "3", cwd=tmp_path, timeout=60)
+    assert_usage_error(result, flag, "regular file")
+    assert result.stdout == ""
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]

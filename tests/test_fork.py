@@ -133,3 +133,229 @@ def test_multiprocessing_fork_pool_after_parallel_kernels() -> None:
     assert result.returncode == 0 and result.stdout.strip() == "ok", (
         f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     )
+
+
+# --- fork while another thread is in a call (issue 21, item 3) ------------------------------
+
+#: The three objects with a lock, each with a call to make in the child.
+OBJECTS = """
+import threading, time, pickle
+from sincos_rs import _fork
+
+def make(kind):
+    if kind == "LSTM":
+        layer, x = layer_case(16, 8, 5, 3)
+        def call():
+            out, _ = layer.forward(x)
+            layer.backward(np.ones_like(out))
+            return layer.step(np.ascontiguousarray(x[:, 0]))
+        return layer, call
+    if kind == "Adam":
+        layer, _ = layer_case(16, 8, 5, 3)
+        opt = sr.Adam(layer.parameters(), lr=1e-3)
+        return opt, lambda: opt.step(layer.gradients())
+    model = sr.LSTMRegressor(seed=0)
+    seq, res, _ = next(sr.SinCosBatches())
+    def call():
+        model.train_step(seq, res)
+        return model.predict(seq), model.state, model.step
+    return model, call
+
+def fork_while_held(obj, call, hold_seconds, in_child=None):
+    # Another thread holds the object's lock, as it does through a call.
+    held = threading.Event()
+    def hold():
+        with obj._lock:
+            held.set()
+            time.sleep(hold_seconds)
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            (in_child or call)()
+            code = 0
+        except RuntimeError as err:
+            code = 4 if "forked" in str(err) else 5
+        except BaseException:
+            code = 6
+        os._exit(code)
+    holder.join()
+    call()  # the parent's object works on
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+"""
+
+KINDS = ["LSTM", "Adam", "LSTMRegressor"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+@pytest.mark.parametrize("kind", KINDS)
+def test_fork_during_a_call_on_another_thread_gives_the_child_a_working_object(
+    kind: str,
+) -> None:
+    """The fork waits for the call to end; the child's object has a fresh
+    lock (before the fix, its first call waited forever for the copied
+    lock)."""
+    result = run_script(
+        OBJECTS
+        + textwrap.dedent(
+            f"""
+        obj, call = make({kind!r})
+        call()
+        assert fork_while_held(obj, call, hold_seconds=0.5) == 0
+        print("ok")
+        """
+        )
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (
+        f"{kind}: {result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_call_that_outlasts_the_fork_wait_is_a_clear_error_in_the_child(kind: str) -> None:
+    """A call still running when the wait runs out leaves the object in an
+    unknown state in the child: its calls there raise RuntimeError (also
+    pickling it, and in a grandchild), never hang; the parent's is fine."""
+    result = run_script(
+        OBJECTS
+        + textwrap.dedent(
+            f"""
+        _fork.WAIT_SECONDS = 0.2
+        obj, call = make({kind!r})
+        call()
+        assert fork_while_held(obj, call, hold_seconds=2.0) == 4
+
+        def child_checks():
+            try:
+                pickle.dumps(obj)
+            except RuntimeError:
+                pass
+            else:
+                raise AssertionError("pickled")
+            try:
+                repr(obj)
+            except Exception:
+                os._exit(7)
+            pid = os.fork()  # a grandchild: still unusable, no hang
+            if pid == 0:
+                try:
+                    call()
+                except RuntimeError:
+                    os._exit(4)
+                os._exit(0)
+            assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 4
+            call()
+
+        assert fork_while_held(obj, call, hold_seconds=2.0, in_child=child_checks) == 4
+        print("ok")
+        """
+        )
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (
+        f"{kind}: {result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_fork_pool_while_a_background_thread_trains_and_predicts() -> None:
+    """The server case: a background thread trains the model (and a layer
+    and its optimiser) without pause while a fork pool's workers use them."""
+    result = run_script(
+        OBJECTS
+        + textwrap.dedent(
+            """
+        import multiprocessing as mp
+
+        objects = {kind: make(kind) for kind in ("LSTM", "Adam", "LSTMRegressor")}
+        stop = threading.Event()
+
+        def background():
+            while not stop.is_set():
+                for _, call in objects.values():
+                    call()
+
+        thread = threading.Thread(target=background)
+        thread.start()
+
+        def work(kind):
+            objects[kind][1]()
+            return kind
+
+        try:
+            for _ in range(3):
+                with mp.get_context("fork").Pool(2) as pool:
+                    done = pool.map(work, list(objects) * 2)
+                assert done == list(objects) * 2, done
+        finally:
+            stop.set()
+            thread.join()
+        print("ok")
+        """
+        )
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (
+        f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_fork_during_stateless_calls_on_other_threads() -> None:
+    """The stateless functions (the PyTorch op's path) hold no lock of an
+    object, but take the kernels' scratch from a process-wide pool behind a
+    lock: a child forked while another thread held it waited forever for it
+    (about 1 fork in 150 here before the fix). Many forks while two threads
+    call without pause; every child must run a call and exit."""
+    result = run_script(
+        """
+        import threading, time
+        from sincos_rs import _core
+
+        sr.set_num_threads(1)
+        b, t, i, h = 1, 1, 1, 4
+        x = np.ones((b, t, i), np.float32)
+        w_ih = np.full((4 * h, i), 0.1, np.float32)
+        w_hh = np.full((4 * h, h), 0.1, np.float32)
+        bias = np.zeros(4 * h, np.float32)
+
+        def call():
+            out = np.empty((b, t, h), np.float32)
+            h_n, c_n = np.empty((b, h), np.float32), np.empty((b, h), np.float32)
+            _core.lstm_forward(x, w_ih, w_hh, bias, None, None, out, h_n, c_n, None)
+
+        stop = threading.Event()
+
+        def background():
+            while not stop.is_set():
+                call()
+
+        threads = [threading.Thread(target=background) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        hung = 0
+        try:
+            for _ in range(1500):
+                pid = os.fork()
+                if pid == 0:
+                    call()
+                    os._exit(0)
+                started = time.monotonic()
+                while os.waitpid(pid, os.WNOHANG)[0] != pid:
+                    if time.monotonic() - started > 5:
+                        os.kill(pid, 9)
+                        os.waitpid(pid, 0)
+                        hung += 1
+                        break
+                    time.sleep(0.0005)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        print("hung", hung)
+        """
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "hung 0", (
+        f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    )

@@ -190,7 +190,7 @@ def core_error_paths() -> list[tuple[str, Callable[[], Any], type[Exception]]]:
         ("negative Adam step", lambda: net.set_adam({}, {}, -1), OverflowError),
         ("adam m missing keys", lambda: net.set_adam({}, {}, 1), KeyError),
         ("set_params not a dict", lambda: net.set_params([1, 2]), TypeError),
-        ("set_num_threads(-1)", lambda: sr.set_num_threads(-1), OverflowError),
+        ("set_num_threads(-1)", lambda: sr.set_num_threads(-1), ValueError),
     ]
 
 

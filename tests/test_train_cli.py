@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import selectors
 import shlex
@@ -325,7 +326,7 @@ def test_main_returns_the_status_instead_of_exiting(tmp_path: Path, capsys) -> N
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
 def test_ctrl_c_writes_the_last_completed_iteration_and_exits_130(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "sincos_rs.train", "--iterations", str(10**7)]
+        [sys.executable, "-m", "sincos_rs.train", "--iterations", str(10**6)]
         + ["--save", "ck.npz", "--json", "run.json", "--no-plot"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -480,3 +481,58 @@ def test_stream_equals_predict_over_the_same_steps(backend: str) -> None:
     want = result.model.predict(np.sin(streamed.xs).reshape(1, 30, 1))
     np.testing.assert_allclose(streamed.pred, want[0, :, 0], rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(streamed.true, np.cos(streamed.xs))
+
+
+#: A sitecustomize that sends the process SIGINT when the module named by
+#: SINCOS_RS_TEST_SIGINT_AT is about to be imported (and leaves a mark).
+SIGINT_AT_IMPORT = """
+import os, signal, sys
+
+class InterruptAt:
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == os.environ["SINCOS_RS_TEST_SIGINT_AT"]:
+            sys.meta_path.remove(self)
+            open(os.environ["SINCOS_RS_TEST_SIGINT_MARK"], "w").close()
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptAt())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to oneself")
+@pytest.mark.parametrize(
+    "module",
+    # What `python -m sincos_rs.train` imports after the package's first
+    # lines run, in order: the CLI module, NumPy, the kernels, the rest.
+    ["sincos_rs.train", "argparse", "numpy", "sincos_rs._core", "sincos_rs.data"]
+    + ["sincos_rs.regressor", "sincos_rs.reference", "sincos_rs._atomic"],
+)
+def test_ctrl_c_while_the_cli_starts_exits_130_with_one_line(tmp_path: Path, module: str) -> None:
+    """However early Ctrl-C arrives once our code runs (here: as each module
+    is imported, deterministically), exit 130 and one line, no traceback.
+    Before, NumPy and the kernels loaded in the package's __init__, before
+    the CLI could handle it: a KeyboardInterrupt traceback, status -2."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SIGINT_AT_IMPORT)
+    mark = tmp_path / "fired"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]),
+        "SINCOS_RS_TEST_SIGINT_AT": module,
+        "SINCOS_RS_TEST_SIGINT_MARK": str(mark),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "sincos_rs.train", "--iterations", "5", "--no-plot"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert mark.exists(), f"{module} was not imported after the hook: the test does not test"
+    assert result.returncode == 130, (result.returncode, result.stderr[-3000:])
+    assert result.stderr == "interrupted\n", result.stderr[-3000:]
+    assert result.stdout == ""

@@ -12,6 +12,8 @@ many bytes, and only then reads them. Every problem is an ``NpzError``
 from __future__ import annotations
 
 import math
+import os
+import stat
 import zipfile
 import zlib
 from pathlib import Path
@@ -49,8 +51,24 @@ class NpzReader:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self._zip = zipfile.ZipFile(self.path)
+            # Not blocking: a FIFO would wait for a writer forever (and a
+            # device such as /dev/zero never ends): only a regular file.
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except OSError as err:
+            raise NpzError(f"not a readable .npz file ({err})") from err
+        try:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        except OSError as err:
+            os.close(fd)
+            raise NpzError(f"not a readable .npz file ({err})") from err
+        if not regular:
+            os.close(fd)
+            raise NpzError("not a regular file")
+        self._file = os.fdopen(fd, "rb")
+        try:
+            self._zip = zipfile.ZipFile(self._file)
         except _BROKEN as err:
+            self._file.close()
             raise NpzError(f"not a readable .npz file ({err})") from err
         infos = self._zip.infolist()
         if len(infos) > MAX_MEMBERS:
@@ -130,6 +148,7 @@ class NpzReader:
 
     def close(self) -> None:
         self._zip.close()
+        self._file.close()
 
     def __enter__(self) -> NpzReader:
         return self

@@ -17,6 +17,10 @@ from .init import _check_int, _check_positive_int, _float_dtype
 
 __all__ = ["SinCosBatches"]
 
+#: The counter's bound: beyond it, float64 abscissae are not exact (and
+#: NumPy's arange leaves int64).
+MAX_START = 2**53
+
 
 class SinCosBatches:
     """Infinite iterator over the seed's (sin, cos) batches.
@@ -58,7 +62,10 @@ class SinCosBatches:
 
     @start.setter
     def start(self, value: int) -> None:
-        self._start = _check_int(value, "start")
+        value = _check_int(value, "start")
+        if abs(value) > MAX_START:
+            raise ValueError(f"start must be within +-2**53 (exact in float64), got {value}")
+        self._start = value
 
     def __iter__(self) -> SinCosBatches:
         return self
@@ -70,6 +77,11 @@ class SinCosBatches:
             seq (B, T, 1) dtype, res (B, T, 1) dtype, xs (B, T) float64.
         """
         batch, steps = self.batch_size, self.time_steps
+        if abs(self.start + steps * batch) > MAX_START:
+            raise ValueError(
+                f"start: the batch at {self.start} reaches past 2**53, where float64 "
+                "abscissae are not exact"
+            )
         xs = np.arange(self.start, self.start + steps * batch).reshape((batch, steps)) / (
             10 * np.pi
         )

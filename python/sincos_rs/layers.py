@@ -18,13 +18,13 @@ Example::
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _core
+from ._fork import object_lock
 from .init import (
     _check_finite_float,
     _check_fits_in_memory,
@@ -71,6 +71,10 @@ class LSTM:
     layer (``layer.weight_ih[0] = 1``, or an ``Adam.step`` on another
     thread) while a call runs is not serialised: the call then raises
     ValueError if it sees the array borrowed, else reads whatever is there.
+    A ``fork`` waits for a call in progress on another thread to end (at
+    most ``sincos_rs._fork.WAIT_SECONDS``), so a forked child gets the layer
+    between two calls; if the call outlasts the wait, the child's copy
+    raises RuntimeError on every call instead.
 
     Pickling and ``copy.deepcopy`` keep the weights and gradients exactly;
     what ``forward`` saved for ``backward`` is not kept (call ``forward``
@@ -110,7 +114,7 @@ class LSTM:
         weights: dict[str, np.ndarray],
         grads: dict[str, np.ndarray],
     ) -> None:
-        self._lock = threading.RLock()
+        self._lock = object_lock(self)
         self._sizes = (input_size, hidden_size)
         self._dtype = dtype
         self._weights = weights
@@ -199,28 +203,43 @@ class LSTM:
             return self._forward(x, state, lengths, reverse, store)
 
     def _forward(
-        self, x: np.ndarray, state: State | None, lengths: Any, reverse: bool, store: bool
+        self, x: np.ndarray, state: State | None, lengths: Any, reverse: object, store: object
     ) -> tuple[np.ndarray, State]:
+        reverse, store = _flag(reverse, "reverse"), _flag(store, "store")
         batch, steps = _batch_steps(x)
         h, d = self.hidden_size, self.dtype
         lens = _lengths(lengths, batch, steps)
         h0, c0 = (None, None) if state is None else _pair(state, "state")
         out = np.empty((batch, steps, h), d)
         h_n, c_n = np.empty((batch, h), d), np.empty((batch, h), d)
-        saved = None
+        saved = record = None
         if store:
             size = _core.lstm_saved_size(batch, steps, self.input_size, h, d.name)
-            if self._saved.size != size:
-                self._saved = np.empty(size, d)
-            saved = self._saved
+            saved = self._saved if self._saved.size == size else np.empty(size, d)
+            # Copies of what backward reads again, whatever the caller then
+            # does to x or the state (lens is a copy already).
+            copy = _copy_or_none
+            record = _ForwardRecord(np.array(x), copy(h0), copy(c0), lens, reverse)
+        # A call that raises changes nothing: the previous forward stays for
+        # its backward. A call into the saved buffer in use drops its record
+        # first (an interrupt may come once the kernel wrote), and puts it
+        # back if the call's checks refused the arguments (nothing written).
+        previous = self._last
+        if saved is self._saved:
+            self._last = None
         weights = (self.weight_ih, self.weight_hh, self.bias)
-        self._last = None  # a failed call leaves nothing for backward
-        _core.lstm_forward(
-            x, *weights, h0, c0, out, h_n, c_n, saved, lengths=lens, reverse=bool(reverse)
-        )
-        if store:
-            # x is copied: backward reads it again, whatever the caller does to it.
-            self._last = _ForwardRecord(np.array(x), h0, c0, lens, bool(reverse))
+        try:
+            _core.lstm_forward(
+                x, *weights, h0, c0, out, h_n, c_n, saved, lengths=lens, reverse=reverse
+            )
+        except (TypeError, ValueError, MemoryError):
+            # Raised by the call's checks, before it wrote anything.
+            self._last = previous
+            raise
+        self._last = None  # in this order: never a record beside another's buffer
+        if saved is not None:
+            self._saved = saved
+        self._last = record
         return out, (h_n, c_n)
 
     __call__ = forward
@@ -288,18 +307,38 @@ class LSTM:
         (``h`` is both the output and the state's h).
 
         ``out=(h_buf, c_buf)`` writes the new state into those arrays instead
-        of new ones (no allocation); they may be ``state``'s own arrays, for
-        an in-place update. ``step`` called T times gives the same bits as
-        ``forward`` over the T steps.
+        of new ones (no allocation); they may be ``state``'s own arrays (or
+        views of all of each, ``h[:]``), for an in-place update. Any other
+        sharing of memory between arguments is a ValueError naming both.
+        ``step`` called T times gives the same bits as ``forward`` over the
+        T steps.
         """
         # Attributes read directly, not through properties: at B1 H10 the
-        # Python around the kernel is most of a step's time.
+        # Python around the kernel is most of a step's time. Bad arguments
+        # are found on the error path (try costs nothing) or by the kernel
+        # call, which names them.
         if out is None:
-            shape = (len(x_t), self._sizes[1])
+            try:
+                shape = (x_t.shape[0], self._sizes[1])
+            except (AttributeError, IndexError, TypeError):
+                shape = (1, self._sizes[1])  # x_t is not (B, I): the call says so
             h_out, c_out = np.empty(shape, self._dtype), np.empty(shape, self._dtype)
         else:
-            h_out, c_out = out
-        h, c = (None, None) if state is None else state
+            try:
+                h_out, c_out = out
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"out: expected None or a pair (h, c), got {_describe(out)}"
+                ) from None
+        if state is None:
+            h = c = None
+        else:
+            try:
+                h, c = state
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"state: expected None or a pair (h, c), got {_describe(state)}"
+                ) from None
         w = self._weights
         with self._lock:
             _core.lstm_step(x_t, w["weight_ih"], w["weight_hh"], w["bias"], h, c, h_out, c_out)
@@ -354,13 +393,35 @@ def _batch_steps(x: object) -> tuple[int, int]:
     """(B, T) of x, or a clear error (the kernel checks the rest)."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x: expected a numpy.ndarray (B, T, I), got {type(x).__name__}")
-    if x.ndim != 3:
-        raise ValueError(f"x: expected a 3-d array (B, T, I), got shape {x.shape}")
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(
+            f"x: expected a 3-d array (B, T, I) with B, T, I >= 1, got shape {x.shape}"
+        )
     return x.shape[0], x.shape[1]
 
 
+def _flag(value: object, name: str) -> bool:
+    """A True/False argument: bool or numpy.bool_ only (``"False"`` is truthy)."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise TypeError(f"{name}: expected True or False, got {_describe(value)}")
+
+
+def _describe(value: object) -> str:
+    """What ``value`` is, for a message: its type, and a short repr."""
+    if isinstance(value, tuple | list):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"{type(value).__name__} {value!r:.40}"
+
+
+def _copy_or_none(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else np.array(a)
+
+
 def _lengths(lengths: object, batch: int, steps: int) -> np.ndarray | None:
-    """``lengths`` as the int64 array the kernels take, or a clear error."""
+    """``lengths`` as a new int64 array (the kernels' type; a copy, so that
+    backward sees the forward's lengths whatever the caller then does to
+    its array), or a clear error."""
     if lengths is None:
         return None
     values = np.asarray(lengths)
@@ -378,7 +439,7 @@ def _lengths(lengths: object, batch: int, steps: int) -> np.ndarray | None:
             f"lengths: expected values in 1..{steps} (the time steps of x), got "
             f"{values.min()}..{values.max()}"
         )
-    return np.ascontiguousarray(values, dtype=np.int64)
+    return np.array(values, dtype=np.int64)
 
 
 def _pair(value: State | None, name: str) -> State | None:
@@ -387,6 +448,21 @@ def _pair(value: State | None, name: str) -> State | None:
     if not isinstance(value, tuple | list) or len(value) != 2:
         raise TypeError(f"{name}: expected None or a pair (h, c), got {type(value).__name__}")
     return (value[0], value[1])
+
+
+def _check_hyper_types(hyper: Mapping[str, object]) -> None:
+    """TypeError naming the first of Adam's settings of the wrong type."""
+    for name, value in hyper.items():
+        if name == "eps_style":
+            ok = isinstance(value, str)
+        else:
+            ok = isinstance(value, int | float | np.integer | np.floating)
+            ok = ok and not isinstance(value, bool)
+        if not ok:
+            expected = "a str" if name == "eps_style" else "a real number"
+            raise TypeError(
+                f"{name}: expected {expected}, got {type(value).__name__} {value!r:.40}"
+            )
 
 
 def _check_updatable(p: object, name: str) -> np.ndarray:
@@ -434,7 +510,8 @@ class Adam:
     both) and that every new parameter and moment would be finite
     (FloatingPointError otherwise), and only then updates them all and
     counts the step. Overlapping calls from several threads are serialised
-    by a lock of the optimiser. Pickling and ``copy.deepcopy`` keep the
+    by a lock of the optimiser; a forked child gets it between two calls
+    (as ``LSTM``). Pickling and ``copy.deepcopy`` keep the
     moments, the step count and the settings; pickled together with its
     layer (one ``pickle.dumps((layer, opt))``) it keeps updating that
     layer's arrays.
@@ -475,7 +552,7 @@ class Adam:
         v: dict[str, np.ndarray],
         step: int,
     ) -> None:
-        self._lock = threading.RLock()
+        self._lock = object_lock(self)
         self.params = params
         self.m = m
         self.v = v
@@ -506,14 +583,19 @@ class Adam:
             raise KeyError(f"grads: missing {sorted(missing)}")
         with self._lock:
             names = list(self.params)
-            self._core.step(
-                names,
-                [self.params[k] for k in names],
-                [grads[k] for k in names],
-                [self.m[k] for k in names],
-                [self.v[k] for k in names],
-                **self._hyper(),
-            )
+            hyper = self._hyper()
+            try:
+                self._core.step(
+                    names,
+                    [self.params[k] for k in names],
+                    [grads[k] for k in names],
+                    [self.m[k] for k in names],
+                    [self.v[k] for k in names],
+                    **hyper,
+                )
+            except TypeError:
+                _check_hyper_types(hyper)  # name the attribute (a schedule set it wrong?)
+                raise
 
     def state_dict(self) -> dict[str, Any]:
         """Copies of the moments and the step count."""

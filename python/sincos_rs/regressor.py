@@ -19,7 +19,11 @@ finite values, so whatever ``save`` writes, ``load`` reads.
 
 Threads: every method holds a lock of the model, so overlapping calls from
 several threads run one after the other (the GIL is released inside the
-Rust calls); ``save`` therefore writes one consistent step.
+Rust calls); ``save`` therefore writes one consistent step. A ``fork``
+waits for a call in progress on another thread to end (at most
+``sincos_rs._fork.WAIT_SECONDS``), so a forked child (a gunicorn worker, a
+``multiprocessing`` fork pool) gets the model between two calls; if the call
+outlasts the wait, the child's copy raises RuntimeError on every call.
 Pickling, ``copy.copy`` and ``copy.deepcopy`` give an independent model,
 bit-identical in parameters, Adam's moments and step, carried state and
 settings (``last_prediction`` is not kept, as in checkpoints), so the next
@@ -31,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ import numpy as np
 
 from . import _core
 from ._atomic import atomic_write
+from ._fork import object_lock
 from ._npz import NpzError, NpzReader
 from .init import (
     PARAM_NAMES,
@@ -148,7 +152,7 @@ class LSTMRegressor:
         self._sizes = sizes
         self._hyper = hyper
         self._seed = seed
-        self._lock = threading.RLock()
+        self._lock = object_lock(self)
         self._core = _core.SeedNetworkCore(
             *sizes.values(),
             dict(params),
@@ -292,7 +296,9 @@ class LSTMRegressor:
         """Write a checkpoint (parameters, Adam moments and step, carried
         state, settings, ``metadata``) to ``path`` as ``.npz``, atomically: a
         crash leaves either the old file or the new one, never half of one,
-        and no temporary file is left behind where cleanup can run. An
+        and no temporary file is left behind where cleanup can run (one
+        left by a process killed outright is removed by the next ``save``
+        of the same path). An
         existing file keeps its permissions; a symlink keeps pointing to the
         file it names, which is replaced.
 
@@ -302,6 +308,7 @@ class LSTMRegressor:
         """
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata: expected a mapping, got {type(metadata).__name__}")
+        _check_path(path)
         with self._lock:
             meta = self.metadata if metadata is None else dict(metadata)
             config, arrays = self._checkpoint(meta)
@@ -348,7 +355,7 @@ class LSTMRegressor:
             against the settings before its data is read: nothing is
             allocated from what the file merely declares.
         """
-        path = Path(path)
+        path = Path(_check_path(path))
         try:
             with NpzReader(path) as npz:
                 config = _read_config(npz)
@@ -382,11 +389,24 @@ class LSTMRegressor:
 
     def __repr__(self) -> str:
         s = self._sizes
+        try:
+            step: object = self.step
+        except RuntimeError:  # unusable in a child forked mid-call (see _fork.py)
+            step = "?"
         return (
             f"LSTMRegressor(input_size={s['input_size']}, hidden_size={s['hidden_size']}, "
             f"output_size={s['output_size']}, lr={self.lr}, eps_style={self.eps_style!r}, "
-            f"dtype={self._dtype.name!r}, step={self.step})"
+            f"dtype={self._dtype.name!r}, step={step})"
         )
+
+
+def _check_path(path: object) -> str | os.PathLike[str]:
+    """``path`` if it is a str or an os.PathLike of one; TypeError naming it."""
+    if isinstance(path, str) or (
+        isinstance(path, os.PathLike) and isinstance(os.fspath(path), str)
+    ):
+        return path
+    raise TypeError(f"path: expected a str or an os.PathLike, got {type(path).__name__}")
 
 
 def _checked_config(config: object) -> dict[str, Any]:

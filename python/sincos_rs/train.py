@@ -19,6 +19,14 @@ Shape legend: B batch size, T time steps.
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # First, before NumPy and the kernels load: Ctrl-C exits 130 with one
+    # line until main() takes over (the package's __init__ did the same if
+    # Python ran `-m sincos_rs.train`).
+    from sincos_rs._early_sigint import install
+
+    install()
+
 import argparse
 import contextlib
 import dataclasses
@@ -36,10 +44,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ._atomic import check_writable
+from ._early_sigint import installed as _early_sigint_installed
 from .data import SinCosBatches
 from .init import _check_fits_in_memory, _check_in_dtype, _model_bytes
 from .reference import ReferenceRegressor
-from .regressor import LSTMRegressor
+from .regressor import MAX_CONFIG_CHARS, LSTMRegressor
 
 __all__ = [
     "BACKENDS",
@@ -74,6 +84,19 @@ MAX_TRACE_BATCHES = 2000
 
 #: Exit statuses.
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+
+#: About the bytes each iteration's cost takes: in the costs list (a float
+#: object and a pointer), and more in each output that holds them all.
+COST_BYTES = 32
+OUTPUT_BYTES_PER_COST = {"--json": 64, "--save": 160, "--plot": 200}
+#: About the bytes ``stream`` keeps per step (x, cos x, the input, the
+#: prediction, a temporary) and, in the figure, per point of its two lines.
+STREAM_BYTES_PER_STEP = 48
+FIGURE_BYTES_PER_POINT = 200
+#: The most characters a cost takes in a checkpoint's JSON settings, its
+#: separator included ("2.2250738585072014e-308, "), and the rest of them.
+CHECKPOINT_CHARS_PER_COST = 25
+CHECKPOINT_OTHER_CHARS = 4096
 
 
 class UsageError(Exception):
@@ -130,12 +153,13 @@ class TrainConfig:
         NumPy backend does)."""
         rows = self.batch_size * self.time_steps
         per_row = 16 * self.hidden_size + 32
-        return _model_bytes(1, self.hidden_size, 1, np.dtype(self.dtype)) + rows * per_row * 8
+        model = _model_bytes(1, self.hidden_size, 1, np.dtype(self.dtype))
+        return model + rows * per_row * 8 + self.iterations * COST_BYTES
 
     def describe_sizes(self) -> str:
         return (
-            f"training with batch size {self.batch_size}, {self.time_steps} time steps "
-            f"and hidden size {self.hidden_size}"
+            f"training {self.iterations} iterations (batch size {self.batch_size}, "
+            f"{self.time_steps} time steps, hidden size {self.hidden_size})"
         )
 
     def settings(self) -> dict[str, Any]:
@@ -357,6 +381,14 @@ def train(
         a ``TrainResult``; the model and the batches are left after the last
         completed iteration, ready to continue or to save.
     """
+    for name, flag in (
+        ("print_costs", print_costs),
+        ("progress", progress),
+        ("record_trace", record_trace),
+        ("handle_sigint", handle_sigint),
+    ):
+        if not isinstance(flag, bool | np.bool_):
+            raise TypeError(f"{name}: expected True or False, got {type(flag).__name__}")
     config = (config or TrainConfig()).validate()
     out = sys.stdout if out is None else out
     if model is None:
@@ -760,8 +792,15 @@ def _check_writable_folder(path: str, flag: str) -> None:
         raise UsageError(f"{flag} {path}: folder {str(folder)!r} does not exist")
     if Path(path).is_dir():
         raise UsageError(f"{flag} {path}: is a folder")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"{flag} {path}: folder {str(folder)!r} is not writable")
+    # Really write there (the file is written atomically through a temporary
+    # beside it): root passes os.access everywhere, /proc and /sys included.
+    try:
+        check_writable(path)
+    except ValueError:  # a device, a FIFO: the rename would replace it
+        raise UsageError(f"{flag} {path}: not a regular file") from None
+    except OSError as err:
+        why = err.strerror or str(err)
+        raise UsageError(f"{flag} {path}: cannot write in folder {str(folder)!r} ({why})") from None
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
@@ -807,7 +846,9 @@ def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint
 
     if not args.resume:
         config = TrainConfig(iterations=args.iterations, **{**_MODEL_FLAGS, **given})
-        return _check_config(config), None
+        config = _check_config(config)
+        _check_run_fits(args, config, prior_iterations=0)
+        return config, None
 
     try:
         checkpoint = load_checkpoint(args.resume)
@@ -828,7 +869,32 @@ def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Checkpoint
         raise UsageError(f"--resume {args.resume}: bad settings ({err})") from None
     if checkpoint.model.hidden_size != config.hidden_size:
         raise UsageError(f"--resume {args.resume}: settings do not match the model")
+    _check_run_fits(args, config, prior_iterations=len(checkpoint.costs))
     return config, checkpoint
+
+
+def _check_run_fits(args: argparse.Namespace, config: TrainConfig, prior_iterations: int) -> None:
+    """UsageError, before training, if what the run keeps and writes would
+    not fit: the costs (in memory, and in each output that holds them all),
+    the stream (``--stream``) and its figure panel, and the costs in a
+    checkpoint's settings (``--save``: at most MAX_CONFIG_CHARS)."""
+    iterations = prior_iterations + config.iterations
+    outputs = {"--json": args.json, "--save": args.save, "--plot": not args.no_plot}
+    per_cost = sum(OUTPUT_BYTES_PER_COST[k] for k, given in outputs.items() if given)
+    per_step = STREAM_BYTES_PER_STEP + (0 if args.no_plot else FIGURE_BYTES_PER_POINT)
+    what = config.describe_sizes() + (f", then --stream {args.stream}," if args.stream else "")
+    # The estimate counts this run's costs in memory; add the resumed ones.
+    needed = config.memory_estimate() + prior_iterations * COST_BYTES
+    try:
+        _check_fits_in_memory(needed + iterations * per_cost + args.stream * per_step, what)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    most = (MAX_CONFIG_CHARS - CHECKPOINT_OTHER_CHARS) // CHECKPOINT_CHARS_PER_COST
+    if args.save and iterations > most:
+        raise UsageError(
+            f"--save: a checkpoint holds the costs of at most {most} iterations, "
+            f"and this run would have {iterations}"
+        )
 
 
 def _one_line(err: BaseException) -> str:
@@ -954,22 +1020,27 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI: parse ``argv`` (default: sys.argv[1:]), train, write the
     files; return the exit status (0, 2 for bad flags, 130 for Ctrl-C)."""
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, or a bad flag (message already printed)
-        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
-    try:
-        return _run(args)
-    except UsageError as err:
-        print(f"{parser.prog}: error: {_one_line(err)}", file=sys.stderr)
-        return EXIT_USAGE
+        if _early_sigint_installed():
+            # From here a Ctrl-C is a KeyboardInterrupt, caught below (or a
+            # clean stop between iterations, while training).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exit_:  # --help, or a bad flag (message already printed)
+            return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+        try:
+            return _run(args)
+        except UsageError as err:
+            print(f"{parser.prog}: error: {_one_line(err)}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as err:  # e.g. the disk filled up while writing a file
+            print(f"{parser.prog}: error: {_one_line(err)}", file=sys.stderr)
+            return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except OSError as err:  # e.g. the disk filled up while writing a file
-        print(f"{parser.prog}: error: {_one_line(err)}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

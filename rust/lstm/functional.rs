@@ -14,6 +14,7 @@ use super::poison;
 use super::{run_backward, run_forward, Kernel, LstmGrads, LstmParams, LstmShape, Scratch, Sequences};
 use crate::error::{check_finite, check_len, check_positive, Error, Result};
 use crate::simd::Real;
+use crate::threads::fork::PerProcess;
 
 /// Elements of `T` the saved activations of a forward pass over `s` take
 /// (any `T`-aligned buffer of this length works: the kernels align inside).
@@ -291,17 +292,19 @@ pub trait Pooled: Real {
     fn pool() -> &'static ScratchPool<Self>;
 }
 
-static POOL_F32: ScratchPool<f32> = ScratchPool::new();
-static POOL_F64: ScratchPool<f64> = ScratchPool::new();
+// One pool per process image: a child forked while another thread held a
+// pool's lock (taking or giving back a scratch) would wait for it forever.
+static POOL_F32: PerProcess<ScratchPool<f32>> = PerProcess::new();
+static POOL_F64: PerProcess<ScratchPool<f64>> = PerProcess::new();
 
 impl Pooled for f32 {
     fn pool() -> &'static ScratchPool<f32> {
-        &POOL_F32
+        POOL_F32.get(ScratchPool::new)
     }
 }
 
 impl Pooled for f64 {
     fn pool() -> &'static ScratchPool<f64> {
-        &POOL_F64
+        POOL_F64.get(ScratchPool::new)
     }
 }

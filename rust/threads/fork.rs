@@ -8,7 +8,9 @@
 //! replaced on first use in the child by a fresh one, whose threads start
 //! lazily as usual. (OpenMP runtimes do the same.) The stale pool is leaked,
 //! never dropped: in the child its threads are gone and its locks may be
-//! held by threads that no longer exist.
+//! held by threads that no longer exist. Anything else behind a lock that
+//! threads share (the kernels' scratch pools) lives in a slot too, so a
+//! child never waits for a lock that was held when it was forked.
 //!
 //! A handler rather than comparing `getpid()` on every call: `getpid` is a
 //! system call in current glibc (no cached pid), the handler's counter is one
@@ -107,6 +109,63 @@ mod tests {
             (0..2000usize).into_par_iter().sum::<usize>()
         });
         (left + right, par)
+    }
+
+    /// Forks, runs `child` in the child (exit status 0 if it returns
+    /// true) and waits for it with a timeout: a regression hangs the child.
+    fn in_forked_child(child: impl FnOnce() -> bool) {
+        // SAFETY: the child only runs `child` and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = child();
+            // SAFETY: ends the child at once, running no destructor.
+            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+        }
+        let start = Instant::now();
+        let mut status = 0;
+        loop {
+            // SAFETY: waiting for our own child.
+            let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if done == pid {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                // SAFETY: killing our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("the forked child hangs");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status}"
+        );
+    }
+
+    #[test]
+    fn a_lock_held_at_fork_is_fresh_in_the_child() {
+        use std::sync::Mutex;
+        static SLOT: super::PerProcess<Mutex<u32>> = super::PerProcess::new();
+        let parent = SLOT.get(|| Mutex::new(1));
+        // Held by another thread while the process forks (a scratch being
+        // taken from the kernels' pool, say).
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _guard = parent.lock().unwrap_or_else(|e| e.into_inner());
+            held_tx.send(()).ok();
+            done_rx.recv().ok();
+        });
+        held_rx.recv().expect("the holder thread started");
+        in_forked_child(|| {
+            let fresh = SLOT.get(|| Mutex::new(2));
+            let value = *fresh.lock().unwrap_or_else(|e| e.into_inner());
+            value == 2
+        });
+        done_tx.send(()).ok();
+        holder.join().expect("the holder thread");
+        assert_eq!(*SLOT.get(|| Mutex::new(3)).lock().unwrap_or_else(|e| e.into_inner()), 1);
     }
 
     #[test]
