@@ -777,7 +777,7 @@ fn functional_shape(
     if xs.len() != 3 || xs.contains(&0) {
         return Err(PyValueError::new_err(format!(
             "x: expected shape (B, T, I) with B, T, I >= 1, got {}",
-            shape_str(&xs)
+            shape_str(xs)
         )));
     }
     let (hidden, input) = weight_sizes(weight_ih, weight_hh)?;

@@ -168,8 +168,10 @@ fn cell_backward<T: Real, S: IsaMarker>(job: &Job<'_, T>, s: usize, q: usize, j:
 
 /// The products after the loop (see the module docs), on the team.
 pub(crate) struct Grads<T> {
-    /// (R, 4Hp): the gate gradients.
+    /// (R, 4Hp): the gate gradients, and (4Hp, R) the same transposed (made
+    /// here: each weight gradient's row is then one contiguous sum).
     pub(crate) dz: Shared<T>,
+    pub(crate) dz_t: Shared<T>,
     /// (R, Hp): h before each packed row's step.
     pub(crate) h_prev: Shared<T>,
     /// (R, Ip): x by packed row, a 1 in column I, zero after.
@@ -185,16 +187,19 @@ pub(crate) struct Grads<T> {
     pub(crate) ip: usize,
 }
 
-/// Packed rows per block of the weight gradients' sums: their rows of dz
-/// and h stay in cache while every tile of a task's outputs reads them.
-const K_BLOCK: usize = 256;
 /// Gate rows and columns per task of the weight gradients.
 const GRAD_ROWS: usize = 48;
 const GRAD_COLS: usize = 64;
+/// Gate rows per task of the transposition of dz.
+const TRANSPOSE_ROWS: usize = 64;
 
-/// The weight gradients (and dx), on the team.
+/// The weight gradients (and dx), on the team: dz transposed, then the
+/// products.
 pub(crate) fn weight_grads<T: Real>(job: &Grads<T>, workers: usize) {
     let g4 = 4 * job.hp;
+    team::run(workers, 1, g4.div_ceil(TRANSPOSE_ROWS), |_, task| {
+        transpose_task(job, task * TRANSPOSE_ROWS, ((task + 1) * TRANSPOSE_ROWS).min(g4))
+    });
     let m_tasks = g4.div_ceil(GRAD_ROWS);
     let hh_tasks = m_tasks * job.hp.div_ceil(GRAD_COLS);
     let ih_tasks = m_tasks * job.ip.div_ceil(GRAD_COLS);
@@ -206,6 +211,34 @@ pub(crate) fn weight_grads<T: Real>(job: &Grads<T>, workers: usize) {
     team::run(workers, 1, hh_tasks + ih_tasks + dx_tasks, |_, task| {
         grads_task(job, task, m_tasks, hh_tasks, ih_tasks)
     });
+}
+
+dispatch!(fn transpose_task<T: Real, S: IsaMarker>(job: &Grads<T>, r0: usize, r1: usize) => transpose_task_impl);
+
+/// `dz_t[r][k] = dz[k][r]` for gate rows `r0..r1` and every packed row k,
+/// through a tile of 16 × 16 on the stack.
+#[inline(always)]
+fn transpose_task_impl<T: Real, S: IsaMarker>(job: &Grads<T>, r0: usize, r1: usize) {
+    const TILE: usize = 16;
+    let (g4, rows) = (4 * job.hp, job.rows);
+    let mut tile = [[T::ZERO; TILE]; TILE];
+    for k0 in (0..rows).step_by(TILE) {
+        let kt = TILE.min(rows - k0);
+        for rb in (r0..r1).step_by(TILE) {
+            let rt = TILE.min(r1 - rb);
+            for (dk, line) in tile.iter_mut().enumerate().take(kt) {
+                // SAFETY: dz is only read in this pass.
+                line[..rt].copy_from_slice(unsafe { job.dz.slice((k0 + dk) * g4 + rb, rt) });
+            }
+            for dr in 0..rt {
+                // SAFETY: this task owns gate rows r0..r1 of dz_t.
+                let dst = unsafe { job.dz_t.slice_mut((rb + dr) * rows + k0, kt) };
+                for (d, line) in dst.iter_mut().zip(&tile) {
+                    *d = line[dr];
+                }
+            }
+        }
+    }
 }
 
 dispatch!(fn grads_task<T: Real, S: IsaMarker>(job: &Grads<T>, task: usize, m_tasks: usize, hh_tasks: usize, ih_tasks: usize) => grads_task_impl);
@@ -230,30 +263,25 @@ fn grads_task_impl<T: Real, S: IsaMarker>(
         let (mt, nt) = (task % m_tasks, task / m_tasks);
         let (m0, m1) = (mt * GRAD_ROWS, ((mt + 1) * GRAD_ROWS).min(g4));
         let (n0, n1) = (nt * GRAD_COLS, ((nt + 1) * GRAD_COLS).min(p_cols));
-        let mut k0 = 0;
-        while k0 < job.rows {
-            let k1 = (k0 + K_BLOCK).min(job.rows);
-            product::<T, S>(
-                m1 - m0,
-                k1 - k0,
-                (n1 - n0) / w,
-                job.dz,
-                RowsAt::Strided {
-                    first: k0 * g4 + m0,
-                    stride: 1,
-                },
-                g4,
-                p.sub(k0 * p_cols + n0, (k1 - k0) * p_cols - n0),
-                p_cols,
-                c,
-                RowsAt::Strided {
-                    first: m0 * p_cols + n0,
-                    stride: p_cols,
-                },
-                if k0 == 0 { Init::Zero } else { Init::Load },
-            );
-            k0 = k1;
-        }
+        product::<T, S>(
+            m1 - m0,
+            job.rows,
+            (n1 - n0) / w,
+            job.dz_t,
+            RowsAt::Strided {
+                first: m0 * job.rows,
+                stride: job.rows,
+            },
+            1,
+            p.sub(n0, job.rows * p_cols - n0),
+            p_cols,
+            c,
+            RowsAt::Strided {
+                first: m0 * p_cols + n0,
+                stride: p_cols,
+            },
+            Init::Zero,
+        );
         return;
     }
     // dx (R, Ip) = dz·W_ih, rows and columns of this task.

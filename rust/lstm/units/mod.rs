@@ -79,10 +79,11 @@ pub(crate) struct UnitsScratch<T> {
     z: Vec<T>,
     h: Vec<T>,
     c: Vec<T>,
-    /// Backward: dz (R, 4Hp), the running dh and dc (B, Hp), [x | 1] by
+    /// Backward: dz (R, 4Hp) and transposed (4Hp, R), the running dh and dc (B, Hp), [x | 1] by
     /// packed row (R, Ip), dx by packed row (R, Ip), the gradients in panel
     /// order (4Hp, Hp) and (4Hp, Ip).
     dz: Vec<T>,
+    dz_t: Vec<T>,
     dh: Vec<T>,
     dc: Vec<T>,
     xg: Vec<T>,
@@ -105,6 +106,7 @@ impl<T: Real> UnitsScratch<T> {
             h: Vec::new(),
             c: Vec::new(),
             dz: Vec::new(),
+            dz_t: Vec::new(),
             dh: Vec::new(),
             dc: Vec::new(),
             xg: Vec::new(),
@@ -304,12 +306,14 @@ pub(crate) fn backward<T: Real>(
     backward::recur(&job, workers);
     poison::fit(&mut ws.dw_hh, 4 * hp * hp);
     poison::fit(&mut ws.dw_ih, 4 * hp * ip);
+    poison::fit(&mut ws.dz_t, rows * 4 * hp);
     let want_dx = dx.is_some();
     if want_dx {
         poison::fit(&mut ws.dx, rows * ip);
     }
     let grads_job = backward::Grads {
         dz: Shared::of(&ws.dz),
+        dz_t: Shared::new(&mut ws.dz_t),
         h_prev,
         xg: Shared::of(&ws.xg),
         dw_hh: Shared::new(&mut ws.dw_hh),

@@ -207,3 +207,33 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod task_tests {
+    use super::*;
+    use crate::threads::team;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    /// Issue 23's many-core requirement: at B1 H512 and B8 H256 every step
+    /// of a pass offers at least 16 independent tasks, whatever the thread
+    /// count (so 16 cores and more can share one row's step), counted as
+    /// the team runs them.
+    #[test]
+    fn small_batches_offer_sixteen_tasks_per_step() {
+        for (batch, hidden) in [(1, 512), (8, 256)] {
+            for workers in [1, 2, 16, 64] {
+                let cut = Cut::for_step(batch, padded(hidden) / UNITS, workers, 6);
+                let seen = Mutex::new(HashSet::new());
+                team::run(workers, 3, cut.tasks(), |p, t| {
+                    seen.lock().unwrap().insert((p, t));
+                });
+                let per_step = seen.into_inner().unwrap().len() / 3;
+                assert!(
+                    per_step >= 16,
+                    "B{batch} H{hidden}, {workers} workers: {per_step} tasks per step"
+                );
+            }
+        }
+    }
+}

@@ -117,7 +117,12 @@ pub(crate) fn product<T: Real, S: IsaMarker>(
                 let first = a_rows.at(m0 + m) + k0 * a_ks;
                 if a_ks == 1 {
                     // SAFETY: the row's k_n elements are in bounds (checked).
-                    row.copy_from_slice(unsafe { std::slice::from_raw_parts(a.ptr().add(first), kb) });
+                    let src = unsafe { std::slice::from_raw_parts(a.ptr().add(first), kb) };
+                    match (<&mut [T; K_BLOCK]>::try_from(&mut *row), <&[T; K_BLOCK]>::try_from(src)) {
+                        // A whole block: a fixed-size copy (vector moves, not a call).
+                        (Ok(dst), Ok(src)) => *dst = *src,
+                        _ => row.copy_from_slice(src),
+                    }
                 } else {
                     for (k, v) in row.iter_mut().enumerate() {
                         // SAFETY: as above.
