@@ -110,7 +110,7 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
         "batch": draw(st.one_of(st.sampled_from(EDGES), st.integers(1, 100))),
         # Mostly short; sometimes across the weight-gradient sweep's 64-step blocks.
         "steps": draw(st.one_of(st.integers(1, 7), st.sampled_from([16, 63, 64, 65]))),
-        "input": draw(st.one_of(st.integers(1, 20), st.sampled_from([31, 32, 33]))),
+        "input": draw(st.one_of(st.integers(1, 20), st.sampled_from([31, 32, 33, 127, 128, 129]))),
         "hidden": hidden,
         "lengths": draw(st.sampled_from(LENGTH_PATTERNS)),
         "state": draw(st.booleans()),

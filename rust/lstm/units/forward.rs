@@ -8,9 +8,11 @@
 //! saves nothing (`store=False`, and `step`) runs the same two products on
 //! chunks of steps, so it gives the same bits.
 
+use super::dot::{dot_product, DotInit};
 use super::pack::torch_row;
 use super::plan::{Cut, Plan, UNITS};
 use super::tile::{forward_rows, product, Init, RowsAt};
+use crate::lstm::params::LstmParams;
 use crate::simd::activation::sigmoid_tanh;
 use crate::simd::vector::{Reg, Vector};
 use crate::simd::{dispatch, IsaMarker, Real};
@@ -43,7 +45,12 @@ pub(crate) struct Job<'a, T> {
     pub(crate) cut: Cut,
     pub(crate) i_n: usize,
     pub(crate) h: usize,
-    /// The packed weights (`pack.rs`).
+    /// The weights as given ((4H, I), (4H, H), (4H,)), read by the dot
+    /// form (`dot.rs`) where `dot_input` / `dot_hidden` say so.
+    pub(crate) weights: LstmParams<'a, T>,
+    pub(crate) dot_input: bool,
+    pub(crate) dot_hidden: bool,
+    /// Otherwise the packed weights (`pack.rs`), the bias by panel.
     pub(crate) w_ih_t: Shared<T>,
     pub(crate) w_hh_t: Shared<T>,
     pub(crate) bias: &'a [T],
@@ -97,6 +104,45 @@ fn project_task_impl<T: Real, S: IsaMarker>(job: &Job<'_, T>, lo: usize, hi: usi
     let (g4, i_n) = (4 * UNITS, job.i_n);
     let zw = 4 * job.hp();
     let w = Reg::<T, S>::WIDTH;
+    if job.dot_input {
+        let (h, units) = (job.h, UNITS.min(job.h - j * UNITS));
+        let c_rows = RowsAt::Strided {
+            first: (lo - job.z_first) * zw,
+            stride: zw,
+        };
+        for g in 0..4 {
+            let first = g * h + j * UNITS;
+            dot_product::<T, S>(
+                hi - lo,
+                units,
+                i_n,
+                job.x,
+                RowsAt::Listed(&job.x_rows[lo..hi]),
+                job.weights.weight_ih,
+                RowsAt::Strided {
+                    first: first * i_n,
+                    stride: i_n,
+                },
+                job.z,
+                c_rows,
+                RowsAt::Strided {
+                    first: j * g4 + g * UNITS,
+                    stride: 1,
+                },
+                DotInit::Values(job.weights.bias, RowsAt::Strided { first, stride: 1 }),
+            );
+            // Padding units: zero, as their zero weights and bias give.
+            for r in lo..hi {
+                // SAFETY: this task owns these z values of block j.
+                unsafe {
+                    job.z
+                        .slice_mut((r - job.z_first) * zw + j * g4 + g * UNITS + units, UNITS - units)
+                }
+                .fill(T::ZERO);
+            }
+        }
+        return;
+    }
     let panel = job.w_ih_t.sub(j * i_n * g4, i_n * g4);
     product::<T, S>(
         hi - lo,
@@ -145,26 +191,54 @@ fn step_task_impl<T: Real, S: IsaMarker>(job: &Job<'_, T>, s: usize, task: usize
         Rows::Streamed { h, .. } => (h, (s % 2) * plan.batch * hp),
     };
     for j in b0..b1 {
-        let panel = job.w_hh_t.sub(j * h * g4, h * g4);
-        product::<T, S>(
-            hi - lo,
-            h,
-            g4 / w,
-            h_src,
-            RowsAt::Strided {
-                first: h_first + lo * hp,
-                stride: hp,
-            },
-            1,
-            panel,
-            g4,
-            job.z,
-            RowsAt::Strided {
-                first: (z_row + lo) * zw + j * g4,
-                stride: zw,
-            },
-            Init::Load,
-        );
+        let a_rows = RowsAt::Strided {
+            first: h_first + lo * hp,
+            stride: hp,
+        };
+        if job.dot_hidden {
+            let units = UNITS.min(h - j * UNITS);
+            for g in 0..4 {
+                dot_product::<T, S>(
+                    hi - lo,
+                    units,
+                    h,
+                    h_src,
+                    a_rows,
+                    job.weights.weight_hh,
+                    RowsAt::Strided {
+                        first: (g * h + j * UNITS) * h,
+                        stride: h,
+                    },
+                    job.z,
+                    RowsAt::Strided {
+                        first: (z_row + lo) * zw,
+                        stride: zw,
+                    },
+                    RowsAt::Strided {
+                        first: j * g4 + g * UNITS,
+                        stride: 1,
+                    },
+                    DotInit::Load,
+                );
+            }
+        } else {
+            product::<T, S>(
+                hi - lo,
+                h,
+                g4 / w,
+                h_src,
+                a_rows,
+                1,
+                job.w_hh_t.sub(j * h * g4, h * g4),
+                g4,
+                job.z,
+                RowsAt::Strided {
+                    first: (z_row + lo) * zw + j * g4,
+                    stride: zw,
+                },
+                Init::Load,
+            );
+        }
         for q in lo..hi {
             cell_update::<T, S>(job, s, q, j, z_row);
         }

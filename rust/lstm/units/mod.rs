@@ -29,6 +29,7 @@
 //! before the step (R, Hp), then c0 (B, Hp).
 
 mod backward;
+mod dot;
 mod forward;
 mod pack;
 pub(crate) mod plan;
@@ -117,6 +118,14 @@ impl<T: Real> UnitsScratch<T> {
     }
 }
 
+/// From this many values of k (inputs, or hidden units) on, a product
+/// reads the weights as given (dot form, `dot.rs`) instead of packing
+/// them first: a sum over the lanes per element costs less than a
+/// vector's worth of k, and packing costs a read and a write of the
+/// weights per call. The choice is by shape only, so `step` and a
+/// forward pass over the same rows take the same form (the same bits).
+const DOT_MIN_K: usize = 128;
+
 /// Steps per chunk of a pass that saves nothing: the chunk's z (its rows ×
 /// 4Hp) stays about this many values.
 const STREAM_CHUNK_VALUES: usize = 1 << 18;
@@ -141,7 +150,15 @@ pub(crate) fn forward<T: Real>(
     let (hp, nb) = (padded(h), h.div_ceil(UNITS));
     ws.plan.make(b_n, t_n, seq);
     let plan = &ws.plan;
-    pack::pack_forward(p, i_n, h, &mut ws.w_ih_t, &mut ws.w_hh_t, &mut ws.bias);
+    let (dot_input, dot_hidden) = (i_n >= DOT_MIN_K, h >= DOT_MIN_K);
+    pack::pack_forward(
+        p,
+        i_n,
+        h,
+        (!dot_input).then_some(&mut ws.w_ih_t),
+        (!dot_hidden).then_some(&mut ws.w_hh_t),
+        &mut ws.bias,
+    );
     ws.x_rows.resize(plan.rows(), 0);
     for st in 0..plan.run() {
         for q in 0..plan.active[st] {
@@ -177,6 +194,9 @@ pub(crate) fn forward<T: Real>(
                 cut,
                 i_n,
                 h,
+                weights: p,
+                dot_input,
+                dot_hidden,
                 w_ih_t: Shared::of(&ws.w_ih_t),
                 w_hh_t: Shared::of(&ws.w_hh_t),
                 bias: &ws.bias,
@@ -206,6 +226,9 @@ pub(crate) fn forward<T: Real>(
                 cut,
                 i_n,
                 h,
+                weights: p,
+                dot_input,
+                dot_hidden,
                 w_ih_t: Shared::of(&ws.w_ih_t),
                 w_hh_t: Shared::of(&ws.w_hh_t),
                 bias: &ws.bias,

@@ -27,18 +27,23 @@ pub(crate) fn torch_row(r: usize, h: usize) -> Option<usize> {
 }
 
 /// The forward panels (see the module docs).
+/// (A panel the dot form reads as given, `None`, is not made.)
 pub(crate) fn pack_forward<T: Real>(
     p: LstmParams<'_, T>,
     i_n: usize,
     h: usize,
-    w_ih_t: &mut Vec<T>,
-    w_hh_t: &mut Vec<T>,
+    mut w_ih_t: Option<&mut Vec<T>>,
+    mut w_hh_t: Option<&mut Vec<T>>,
     bias: &mut Vec<T>,
 ) {
     let nb = h.div_ceil(UNITS);
     let g4 = 4 * UNITS;
-    poison::fit(w_ih_t, nb * i_n * g4);
-    poison::fit(w_hh_t, nb * h * g4);
+    if let Some(w) = w_ih_t.as_deref_mut() {
+        poison::fit(w, nb * i_n * g4);
+    }
+    if let Some(w) = w_hh_t.as_deref_mut() {
+        poison::fit(w, nb * h * g4);
+    }
     poison::fit(bias, nb * g4);
     for j in 0..nb {
         for col in 0..g4 {
@@ -49,22 +54,14 @@ pub(crate) fn pack_forward<T: Real>(
             // fewer in the last block), columns g·U.. of the panel.
             let first = g * h + j * UNITS;
             let units = UNITS.min(h - j * UNITS);
-            transpose_block(
-                &mut w_ih_t[j * i_n * g4..][..i_n * g4],
-                g * UNITS,
-                p.weight_ih,
-                first,
-                units,
-                i_n,
-            );
-            transpose_block(
-                &mut w_hh_t[j * h * g4..][..h * g4],
-                g * UNITS,
-                p.weight_hh,
-                first,
-                units,
-                h,
-            );
+            if let Some(w) = w_ih_t.as_deref_mut() {
+                let panel = &mut w[j * i_n * g4..][..i_n * g4];
+                transpose_block(panel, g * UNITS, p.weight_ih, first, units, i_n);
+            }
+            if let Some(w) = w_hh_t.as_deref_mut() {
+                let panel = &mut w[j * h * g4..][..h * g4];
+                transpose_block(panel, g * UNITS, p.weight_hh, first, units, h);
+            }
         }
     }
 }

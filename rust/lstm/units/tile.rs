@@ -37,7 +37,7 @@ pub(crate) enum RowsAt<'a> {
 
 impl RowsAt<'_> {
     #[inline(always)]
-    fn at(&self, m: usize) -> usize {
+    pub(crate) fn at(&self, m: usize) -> usize {
         match *self {
             RowsAt::Strided { first, stride } => first + m * stride,
             RowsAt::Listed(offsets) => offsets[m],
