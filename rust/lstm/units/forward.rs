@@ -318,8 +318,9 @@ fn cell_update<T: Real, S: IsaMarker>(job: &Job<'_, T>, s: usize, q: usize, j: u
 /// Rows per tile of the instance in use, for cutting a batch into groups
 /// (the cut changes no result, only how the work is shared).
 pub(crate) fn tile_rows() -> usize {
-    match crate::simd::isa() {
-        crate::simd::Isa::Avx512 => forward_rows::<crate::simd::Avx512Isa>(),
-        _ => forward_rows::<crate::simd::BaselineIsa>(),
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::isa() == crate::simd::Isa::Avx512 {
+        return forward_rows::<crate::simd::Avx512Isa>();
     }
+    forward_rows::<crate::simd::BaselineIsa>()
 }
