@@ -1741,6 +1741,24 @@ fn _forced_kernel() -> &'static str {
     }
 }
 
+/// Hands the kernels the host's OpenMP entry points by address
+/// (`GOMP_parallel`, `omp_get_thread_num`, `omp_get_max_threads` of one
+/// loaded libgomp, as `sincos_rs.torch` finds torch's): parallel passes then
+/// run on the host's team (`threads/openmp.rs`). Zeros unregister. The
+/// addresses are trusted: only `sincos_rs.torch` calls this, with ctypes'
+/// lookups of the symbols in the library torch loaded.
+#[pyfunction]
+fn _set_openmp(parallel: usize, thread_num: usize, max_threads: usize) {
+    // SAFETY: see above (the caller's promise).
+    unsafe { threads::openmp::set_runtime(parallel, thread_num, max_threads) }
+}
+
+/// Whether parallel passes run on a host OpenMP team now.
+#[pyfunction]
+fn _openmp_active() -> bool {
+    threads::openmp::active()
+}
+
 /// Fills the kernels' scratch with NaN when sized (see `lstm::poison`), so
 /// a read of memory a call never wrote shows; for the fuzzer.
 #[pyfunction]
@@ -1772,6 +1790,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_set_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(_forced_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(_set_poison, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_openmp, m)?)?;
+    m.add_function(wrap_pyfunction!(_openmp_active, m)?)?;
     m.add("PARAM_NAMES", PARAM_NAMES.to_vec())?;
     m.add("NUM_THREADS_ENV_VAR", threads::ENV_VAR)?;
     m.add("SIMD_ENV_VAR", crate::SIMD_ENV_VAR)?;

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) mod fork;
 mod gemm_pool;
+pub mod openmp;
 pub(crate) mod pool;
 pub(crate) mod team;
 

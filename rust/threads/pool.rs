@@ -181,7 +181,11 @@ unsafe fn run_half<B: FnOnce()>(data: *const ()) {
 
 /// Runs `a` on this thread and `b` on an idle helper, and returns when both
 /// are done; both here when no helper is idle or the thread count is 1.
+/// With a host OpenMP runtime (`openmp.rs`), on two threads of its team.
 pub(crate) fn join<A: FnOnce() + Send, B: FnOnce() + Send>(a: A, b: B) {
+    if threads::num_threads() > 1 && super::openmp::active() {
+        return join_on_host(a, b);
+    }
     let count = threads::num_threads().saturating_sub(1).min(MAX_HELPERS);
     let helpers = helpers();
     for h in (0..count).filter_map(|i| helper(helpers, i)) {
@@ -192,6 +196,43 @@ pub(crate) fn join<A: FnOnce() + Send, B: FnOnce() + Send>(a: A, b: B) {
     }
     a();
     b();
+}
+
+/// [`join`] on a host OpenMP team of two; a half the team did not run (a
+/// team of one) runs here after it. Panics are raised once both are done.
+fn join_on_host<A: FnOnce() + Send, B: FnOnce() + Send>(a: A, b: B) {
+    let halves = (Mutex::new(Some(a)), Mutex::new(Some(b)));
+    let panics: Mutex<Vec<Box<dyn Any + Send>>> = Mutex::new(Vec::new());
+    let keep = |result: std::thread::Result<()>| {
+        if let Err(payload) = result {
+            panics.lock().unwrap_or_else(|e| e.into_inner()).push(payload);
+        }
+    };
+    let work = |w: usize| match w {
+        0 => {
+            if let Some(a) = halves.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                keep(panic::catch_unwind(AssertUnwindSafe(a)));
+            }
+        }
+        1 => {
+            if let Some(b) = halves.1.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                keep(panic::catch_unwind(AssertUnwindSafe(b)));
+            }
+        }
+        _ => {}
+    };
+    super::openmp::run(2, &work);
+    for w in 0..2 {
+        work(w);
+    }
+    if let Some(payload) = panics
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .next()
+    {
+        panic::resume_unwind(payload);
+    }
 }
 
 fn post_and_run<A: FnOnce(), B: FnOnce()>(h: &Helper, a: A, b: B) {

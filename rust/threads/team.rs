@@ -11,8 +11,9 @@
 //! of the team does its share, and a team of one thread does every task.
 //!
 //! The team's workers are the caller and helpers of `pool` (a fork-join
-//! tree of `pool::join`), so nothing is allocated per pass: the claim
-//! counters live on the caller's stack. Which worker runs a task never
+//! tree of `pool::join`), or the host's OpenMP team when there is one
+//! (`openmp.rs`); nothing is allocated per pass: the claim counters live on
+//! the caller's stack. Which worker runs a task never
 //! changes what the task computes, so results do not depend on the thread
 //! count (each task writes its own outputs, and no sum is split between
 //! tasks).
@@ -22,7 +23,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::pool;
+use super::{openmp, pool};
 
 /// The most workers a pass takes (the rest of the thread count, if any,
 /// would only wait at the phase barriers).
@@ -156,7 +157,12 @@ pub(crate) fn run<F: Fn(usize, usize) + Sync>(workers: usize, phases: usize, tas
         panicked: AtomicBool::new(false),
         panic: Mutex::new(None),
     };
-    pass.spawn(0, workers);
+    // On the host's OpenMP team when there is one (`openmp.rs`), else on
+    // the kernels' own helpers.
+    let run_worker = |w: usize| pass.run_worker(w);
+    if openmp::run(workers, &run_worker).is_none() {
+        pass.spawn(0, workers);
+    }
     if let Some(payload) = pass.panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
         panic::resume_unwind(payload);
     }

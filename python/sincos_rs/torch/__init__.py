@@ -19,9 +19,11 @@ except ImportError as err:
         'pip install "sincos_rs[torch]" (or, from a source tree, pip install ".[torch]")'
     ) from err
 
-from . import registry
+from . import registry, threads
 from .lstm import LSTM
 
 registry.register((LSTM,))
+# The kernels' parallel passes run on torch's OpenMP team (threads.py).
+threads.use_torch_openmp()
 
 __all__ = ["LSTM"]
