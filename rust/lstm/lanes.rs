@@ -28,7 +28,8 @@ use crate::simd::activation::sigmoid_tanh;
 use crate::simd::vector::{load_lane, store_lane, sum_regs, tile_lanes, Reg, Vector};
 use crate::simd::Real;
 use crate::simd::{array, dispatch, prefetch_part, IsaMarker, Lane, LANES};
-use crate::threads::{self, pool};
+use crate::threads::{self, pool, team};
+use std::sync::Mutex;
 
 /// Number of lane chunks for a batch of `batch` rows.
 pub(crate) fn chunks(batch: usize) -> usize {
@@ -813,17 +814,38 @@ trait Split: Send + Sized {
     fn run(self);
 }
 
-/// Runs `work` as `tasks` pieces in parallel (on this thread alone if 1).
+/// Runs `work` as `tasks` pieces in parallel (on this thread alone if 1):
+/// cut once into balanced runs of chunks, then one team pass whose tasks
+/// are the runs (`threads::team`: on the host's OpenMP team when there is
+/// one, every run claimable by any worker).
 fn run_split<W: Split>(work: W, tasks: usize) {
-    let n = work.len();
-    if tasks <= 1 || n <= 1 {
-        work.run();
-    } else {
-        let left_tasks = tasks / 2;
-        let at = balanced_cut(work.steps(), left_tasks, tasks - left_tasks);
-        let (a, b) = work.split(at);
-        pool::join(|| run_split(a, left_tasks), || run_split(b, tasks - left_tasks));
+    let tasks = tasks.min(team::MAX_WORKERS);
+    if tasks <= 1 || work.len() <= 1 {
+        return work.run();
     }
+    let parts: [Mutex<Option<W>>; team::MAX_WORKERS] = std::array::from_fn(|_| Mutex::new(None));
+    let mut made = 0;
+    cut_into(work, tasks, &parts, &mut made);
+    team::run(made, 1, made, |_, i| {
+        if let Some(part) = parts[i].lock().unwrap_or_else(|e| e.into_inner()).take() {
+            part.run();
+        }
+    });
+}
+
+/// Cuts `work` into `tasks` balanced runs (fewer if it has fewer chunks),
+/// stored in `parts` from `made` on.
+fn cut_into<W: Split>(work: W, tasks: usize, parts: &[Mutex<Option<W>>], made: &mut usize) {
+    if tasks <= 1 || work.len() <= 1 {
+        *parts[*made].lock().unwrap_or_else(|e| e.into_inner()) = Some(work);
+        *made += 1;
+        return;
+    }
+    let left = tasks / 2;
+    let at = balanced_cut(work.steps(), left, tasks - left);
+    let (a, b) = work.split(at);
+    cut_into(a, left, parts, made);
+    cut_into(b, tasks - left, parts, made);
 }
 
 /// Where to cut chunks costing `steps` (at least two) into a left run for

@@ -126,6 +126,23 @@ impl<T: Real> UnitsScratch<T> {
 /// forward pass over the same rows take the same form (the same bits).
 const DOT_MIN_K: usize = 128;
 
+/// Below this many multiply-adds per step, a step runs on one thread: its
+/// barrier (a few hundred ns with the team awake) would cost more than the
+/// share it hands out. B1 H128 is just above.
+const STEP_PARALLEL_MIN_MACS: usize = 1 << 16;
+/// Below this many multiply-adds, a pass without steps (the input
+/// projection, the weight gradients) runs on one thread.
+const PASS_PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// Threads for a pass of `macs` multiply-adds with this threshold.
+fn workers_for(macs: usize, min: usize) -> usize {
+    if macs < min {
+        1
+    } else {
+        threads::num_threads()
+    }
+}
+
 /// Steps per chunk of a pass that saves nothing: the chunk's z (its rows ×
 /// 4Hp) stays about this many values.
 const STREAM_CHUNK_VALUES: usize = 1 << 18;
@@ -169,8 +186,9 @@ pub(crate) fn forward<T: Real>(
     for b in 0..b_n {
         out[(b * t_n + seq.len(b, t_n)) * h..(b + 1) * t_n * h].fill(T::ZERO);
     }
-    let workers = threads::num_threads();
-    let cut = Cut::for_step(b_n, nb, workers, forward::tile_rows());
+    let step_workers = workers_for(b_n * 4 * hp * h, STEP_PARALLEL_MIN_MACS);
+    let cut = Cut::for_step(b_n, nb, step_workers, forward::tile_rows());
+    let proj_workers = workers_for(plan.rows() * 4 * hp * i_n, PASS_PARALLEL_MIN_MACS);
     let (x, out, h_n, c_n) = (Shared::of(x), Shared::new(out), Shared::new(h_n), Shared::new(c_n));
     // The initial state by slot, padding units zero: into `h0` (rows of
     // Hp) and `c0`.
@@ -209,8 +227,8 @@ pub(crate) fn forward<T: Real>(
                 h_n,
                 c_n,
             };
-            forward::project(&job, 0, plan.rows(), workers);
-            forward::recur(&job, 0, plan.run(), workers);
+            forward::project(&job, 0, plan.rows(), proj_workers);
+            forward::recur(&job, 0, plan.run(), step_workers);
         }
         None => {
             let chunk_steps = (STREAM_CHUNK_VALUES / (b_n * 4 * hp)).max(1);
@@ -245,8 +263,8 @@ pub(crate) fn forward<T: Real>(
             while first < plan.run() {
                 let last = (first + chunk_steps).min(plan.run());
                 let job = job(plan.offset[first], z);
-                forward::project(&job, plan.offset[first], plan.offset[last], workers);
-                forward::recur(&job, first, last, workers);
+                forward::project(&job, plan.offset[first], plan.offset[last], proj_workers);
+                forward::recur(&job, first, last, step_workers);
                 first = last;
             }
         }
@@ -300,8 +318,9 @@ pub(crate) fn backward<T: Real>(
             dst[i_n + 1..].fill(T::ZERO);
         }
     }
-    let workers = threads::num_threads();
-    let cut = Cut::for_step(b_n, nb, workers, forward::tile_rows());
+    let step_workers = workers_for(b_n * 4 * hp * h, STEP_PARALLEL_MIN_MACS);
+    let cut = Cut::for_step(b_n, nb, step_workers, forward::tile_rows());
+    let grad_workers = workers_for(rows * 4 * hp * (hp + ip), PASS_PARALLEL_MIN_MACS);
     // The saved buffers are only read: views of a shared borrow.
     let parts = saved_parts(s);
     let mut at = 0;
@@ -326,7 +345,7 @@ pub(crate) fn backward<T: Real>(
         dh0: Shared::new(dh0),
         dc0: Shared::new(dc0),
     };
-    backward::recur(&job, workers);
+    backward::recur(&job, step_workers);
     poison::fit(&mut ws.dw_hh, 4 * hp * hp);
     poison::fit(&mut ws.dw_ih, 4 * hp * ip);
     poison::fit(&mut ws.dz_t, rows * 4 * hp);
@@ -347,7 +366,7 @@ pub(crate) fn backward<T: Real>(
         hp,
         ip,
     };
-    backward::weight_grads(&grads_job, workers);
+    backward::weight_grads(&grads_job, grad_workers);
     backward::unpack_grads(
         &ws.dw_hh,
         &ws.dw_ih,
