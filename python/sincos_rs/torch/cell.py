@@ -8,6 +8,7 @@ import torch
 from torch import _VF, Tensor
 
 from . import cell_ops, ops, paths
+from .views import WeightViews
 
 __all__ = ["LSTMCell"]
 
@@ -38,6 +39,18 @@ class LSTMCell(torch.nn.LSTMCell):
         self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None
     ) -> None:
         super().__init__(input_size, hidden_size, bias, device, dtype)
+        self._views = WeightViews()
+
+    def __getstate__(self):
+        """Pickled and copied without the kept NumPy views (views of this
+        module's memory; a copy makes its own)."""
+        state = super().__getstate__()
+        state.pop("_views", None)
+        return state
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        self._views = WeightViews()
 
     def forward(
         self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
@@ -95,7 +108,7 @@ class LSTMCell(torch.nn.LSTMCell):
                 h0, c0 = hx
                 if not batched:
                     h0, c0 = h0.unsqueeze(0), c0.unsqueeze(0)
-            h, c = cell_ops.step(x, h0, c0, *weights, _store(x, h0, c0, weights))
+            h, c = cell_ops.step(x, h0, c0, weights, self._views)
         except (TypeError, ValueError, RuntimeError) as err:
             found = self._input_error(input, hx, weights[0])
             if found is None:

@@ -14,15 +14,16 @@ nothing is stored; a dedicated single-step entry point replaces them there.
 
 A chain of these steps is the hot loop of a user's own decoder or time
 series, so each call does as few torch calls as the work allows (at small
-sizes they cost more than the kernels, as in ``ops._EagerLstm``): tensors
-become NumPy views with one ``numpy()`` each (grad mode is off inside an
-autograd.Function, so no ``detach``; parameters are contiguous, so no
-``contiguous`` unless one is not); the outputs are NumPy allocations wrapped
-by ``torch.from_numpy``; the activations the backward reads stay a NumPy
-array on ``ctx``; only the gradients autograd asks for are wrapped. Input
-checks are the kernels' (every argument: shape, dtype, contiguity,
-finiteness): the cell checks nothing itself on this path and, when the
-kernels refuse a call, finds the torch-like message (``cell.py``).
+sizes they cost more than the kernels, as in ``ops._EagerLstm``): the
+weights' NumPy views are kept by the module between calls
+(``views.WeightViews``), x and the state become views with one ``numpy()``
+each (grad mode is off inside an autograd.Function, so no ``detach``); the
+outputs are NumPy allocations wrapped by ``torch.from_numpy``; the
+activations the backward reads stay a NumPy array on ``ctx``; only the
+gradients autograd asks for are wrapped. Input checks are the kernels'
+(every argument: shape, dtype, contiguity, finiteness): the cell checks
+nothing itself on this path and, when the kernels refuse a call, finds the
+torch-like message (``cell.py``).
 
 A backward run with ``create_graph=True`` (double backward) recomputes the
 step with torch's own cell op (``torch._VF.lstm_cell``) from the same inputs
@@ -37,6 +38,7 @@ from torch import Tensor
 
 from .. import _core as _kernel
 from .._saved import saved_size
+from .views import WeightViews
 
 __all__ = ["step"]
 
@@ -82,53 +84,29 @@ def _kernel_backward(x, weight_ih, weight_hh, bias, h0, c0, saved, dh, dc, need_
     return dx, dh0, dc0, g_ih, g_hh, g_bias
 
 
-# --- tensors to arrays ---------------------------------------------------------------------
-
-# Zero biases for bias=False, by (4H, dtype): read-only, shared by every call.
-_ZERO_BIAS: dict = {}
-
-
-def _bias(bias_ih: Tensor | None, bias_hh: Tensor | None, rows: int, dtype) -> np.ndarray:
-    """The kernel's one bias: the sum of torch's two, or zeros without biases."""
-    if bias_ih is None or bias_hh is None:
-        zeros = _ZERO_BIAS.get((rows, dtype))
-        if zeros is None:
-            zeros = _ZERO_BIAS[(rows, dtype)] = np.zeros(rows, dtype)
-            zeros.flags.writeable = False
-        return zeros
-    return np.add(bias_ih.contiguous().numpy(), bias_hh.contiguous().numpy())
-
-
-def _arrays(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
-    """The kernel's inputs as NumPy views of the tensors' memory (grad mode
-    off: no ``detach``): x, weight_ih, weight_hh, bias, h0, c0."""
-    x_a = x.contiguous().numpy()
-    return (
-        x_a,
-        weight_ih.contiguous().numpy(),
-        weight_hh.contiguous().numpy(),
-        _bias(bias_ih, bias_hh, weight_ih.shape[0], x_a.dtype),
-        None if h0 is None else h0.contiguous().numpy(),
-        None if c0 is None else c0.contiguous().numpy(),
-    )
-
-
 # --- autograd ------------------------------------------------------------------------------
 
 
+def _array(t: Tensor | None) -> np.ndarray | None:
+    """A NumPy view of a CPU tensor's memory (grad mode off: no ``detach``)."""
+    return None if t is None else t.contiguous().numpy()
+
+
 class _EagerStep(torch.autograd.Function):
-    """One step with autograd. The saved activations stay a NumPy array on
-    ``ctx`` and the inputs' views made for the forward serve the backward;
-    x, the weights and the state are also saved for backward, so autograd
-    raises if one was modified in place in between (the biases, which the
-    kernels' backward does not read, are checked by version for a double
-    backward, which recomputes from them)."""
+    """One step with autograd. The weights' arrays come from the module's
+    ``views.WeightViews``; the saved activations stay a NumPy array on
+    ``ctx`` and the forward's arrays serve the backward. x, the state and
+    the weights are also saved for backward, so autograd raises if one was
+    modified in place in between (the biases, which the kernels' backward
+    does not read, are checked by version for a double backward, which
+    recomputes from them)."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
-        arrays = _arrays(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh)
+    def forward(ctx, views, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
+        arrays = (x.contiguous().numpy(), *views.arrays(weight_ih, weight_hh, bias_ih, bias_hh),
+                  _array(h0), _array(c0))  # fmt: skip
         h, c, saved = _kernel_forward(*arrays, True)
-        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None
+        ctx.materialize_grads = False  # set_materialize_grads(False), without its call
         ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh)
         ctx.arrays, ctx.saved = arrays, saved
         ctx.biases = bias_ih, bias_hh
@@ -138,26 +116,23 @@ class _EagerStep(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dh, dc):
         if torch.is_grad_enabled():  # backward(create_graph=True)
-            return _backward_with_graph(ctx, dh, dc)
+            return (None, *_backward_with_graph(ctx, dh, dc))
         ctx.saved_tensors  # noqa: B018 - raises if an input was modified in place
         need = ctx.needs_input_grad
         dx, dh0, dc0, g_ih, g_hh, g_bias = _kernel_backward(
-            *ctx.arrays,
-            ctx.saved,
-            None if dh is None else dh.contiguous().numpy(),
-            None if dc is None else dc.contiguous().numpy(),
-            need[0],
+            *ctx.arrays, ctx.saved, _array(dh), _array(dc), need[1]
         )
         tensor = torch.from_numpy
         return (
-            tensor(dx) if need[0] else None,
-            tensor(dh0) if need[1] else None,
-            tensor(dc0) if need[2] else None,
-            tensor(g_ih) if need[3] else None,
-            tensor(g_hh) if need[4] else None,
-            tensor(g_bias) if need[5] else None,
+            None,
+            tensor(dx) if need[1] else None,
+            tensor(dh0) if need[2] else None,
+            tensor(dc0) if need[3] else None,
+            tensor(g_ih) if need[4] else None,
+            tensor(g_hh) if need[5] else None,
+            tensor(g_bias) if need[6] else None,
             # Its own tensor (autograd would clone a shared one).
-            tensor(g_bias.copy() if need[5] else g_bias) if need[6] else None,
+            tensor(g_bias.copy() if need[6] else g_bias) if need[7] else None,
         )
 
 
@@ -178,7 +153,7 @@ def _backward_with_graph(ctx, dh: Tensor | None, dc: Tensor | None) -> tuple:
         zeros = x.new_zeros((x.shape[0], weight_hh.shape[1]))
     state = (zeros if h0 is None else h0, zeros if c0 is None else c0)
     outputs = torch._VF.lstm_cell(x, state, weight_ih, weight_hh, bias_ih, bias_hh)
-    needs = ctx.needs_input_grad
+    needs = ctx.needs_input_grad[1:]  # not the views
     wanted = [t for t, need in zip(inputs, needs, strict=True) if need]
     used = [(o, g) for o, g in zip(outputs, (dh, dc), strict=True) if g is not None]
     got = iter(
@@ -190,19 +165,24 @@ def _backward_with_graph(ctx, dh: Tensor | None, dc: Tensor | None) -> tuple:
 
 
 def step(
-    x: Tensor,
-    h0: Tensor | None,
-    c0: Tensor | None,
-    weight_ih: Tensor,
-    weight_hh: Tensor,
-    bias_ih: Tensor | None,
-    bias_hh: Tensor | None,
-    store: bool,
+    x: Tensor, h0: Tensor | None, c0: Tensor | None, weights: tuple, views: WeightViews
 ) -> tuple[Tensor, Tensor]:
-    """One step on the kernels: (h, c), each (B, H). ``store``: keep what
-    the backward needs (an autograd node); else inference, no node."""
-    if store:
-        return _EagerStep.apply(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh)
-    # Nothing needs a gradient or grad mode is off: numpy() needs no detach.
-    h, c, _ = _kernel_forward(*_arrays(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh), False)
+    """One step on the kernels: (h, c), each (B, H). ``weights``: torch's
+    (weight_ih, weight_hh, bias_ih, bias_hh), biases None without bias;
+    ``views``: the module's ``WeightViews``. One autograd node when grad
+    mode is on and an input needs a gradient; else none, and nothing is
+    kept for a backward."""
+    weight_ih, weight_hh, bias_ih, bias_hh = weights
+    if torch.is_grad_enabled() and (
+        weight_ih.requires_grad
+        or weight_hh.requires_grad
+        or x.requires_grad
+        or (h0 is not None and h0.requires_grad)
+        or (c0 is not None and c0.requires_grad)
+        or (bias_ih is not None and (bias_ih.requires_grad or bias_hh.requires_grad))
+    ):
+        return _EagerStep.apply(views, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh)
+    # Nothing needs a gradient, or grad mode is off: numpy() needs no detach.
+    arrays = views.arrays(weight_ih, weight_hh, bias_ih, bias_hh)
+    h, c, _ = _kernel_forward(x.contiguous().numpy(), *arrays, _array(h0), _array(c0), False)
     return torch.from_numpy(h), torch.from_numpy(c)
