@@ -463,3 +463,17 @@ def test_other_devices_run_on_torch() -> None:
     assert h.device.type == "meta" and h.shape == h_ref.shape and c.shape == c_ref.shape
     with pytest.raises(RuntimeError, match="CPU.*meta"):
         ours(torch.zeros(2, INPUT))
+
+
+def test_readme_cell_example_runs() -> None:
+    """The README's loop with the cell runs as written and trains."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", readme, flags=re.MULTILINE | re.DOTALL)
+    (example,) = [b for b in blocks if "import LSTMCell" in b]
+    namespace: dict = {}
+    exec(compile(example, "README.md cell example", "exec"), namespace)  # noqa: S102
+    assert all(p.grad is not None for p in namespace["params"])
+    assert namespace["predict"](namespace["x"][:2, :5], future=3).shape == (2, 8)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import _VF, Tensor
 
-from . import cell_ops, ops, paths
+from . import cell_ops, ops, paths, steps
 from .views import WeightViews
 
 __all__ = ["LSTMCell"]
@@ -25,14 +25,15 @@ class LSTMCell(torch.nn.LSTMCell):
     float32 and float64 on the CPU run on the kernels: in eager mode through
     a plain ``torch.autograd.Function`` (``cell_ops.py``), one autograd node
     per step and none when nothing needs a gradient; under
-    ``torch.compile`` through the custom operator ``torch.ops.sincos_rs.
-    lstm_forward`` over one step. Everything else runs
-    ``torch.nn.LSTMCell``'s own forward (``torch._VF.lstm_cell``) with the
-    same weights (``paths.choose_cell``): ``torch.jit.trace``,
-    ``torch.jit.script``, ``torch.export`` and ONNX export, ``torch.func``
-    transforms and forward-mode AD, autocast, float16/bfloat16, other
-    devices, an empty batch. Double backward recomputes the step with
-    torch's cell op.
+    ``torch.compile`` through the custom operator
+    ``torch.ops.sincos_rs.lstm_forward`` over one step. ``torch.func``
+    transforms and forward-mode AD run one step of torch operations
+    (``steps.py``: ``vmap`` works, which torch's cell op lacks). Everything
+    else runs ``torch.nn.LSTMCell``'s own forward (``torch._VF.lstm_cell``)
+    with the same weights (``paths.choose_cell``): ``torch.jit.trace``,
+    ``torch.jit.script``, ``torch.export`` and ONNX export, autocast,
+    float16/bfloat16, other devices, an empty batch. Double backward
+    recomputes the step with torch's cell op.
     """
 
     def __init__(
@@ -133,9 +134,8 @@ class LSTMCell(torch.nn.LSTMCell):
         if hx is not None:
             h0, c0 = hx if batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
         weights = self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
-        _, h, c = ops.lstm_operator(
-            x.unsqueeze(1), *weights, h0, c0, None, False, _store(x, h0, c0, weights)
-        )
+        step = steps.lstm if path == paths.STEPS else ops.lstm_operator
+        _, h, c = step(x.unsqueeze(1), *weights, h0, c0, None, False, _store(x, h0, c0, weights))
         return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
 
     @torch.jit.unused
