@@ -228,6 +228,9 @@ def total_instructions(part: Path) -> int:
 
 def report_instructions(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
         out = Path(tmp) / "cg.out"
         cmd = [
             "valgrind", "--tool=callgrind", "--collect-atstart=no",
@@ -289,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instructions", action="store_true", help="count instructions (callgrind)")
     p.add_argument("--reps", type=int, default=3, help="chains per variant under callgrind")
     p.add_argument("--top", type=int, default=12, help="functions listed per variant")
+    p.add_argument(
+        "--keep", type=Path, help="keep callgrind's files in this folder (callgrind_annotate)"
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     unknown = set(args.variants) - set(VARIANTS)

@@ -477,3 +477,110 @@ def test_readme_cell_example_runs() -> None:
     exec(compile(example, "README.md cell example", "exec"), namespace)  # noqa: S102
     assert all(p.grad is not None for p in namespace["params"])
     assert namespace["predict"](namespace["x"][:2, :5], future=3).shape == (2, 8)
+
+
+# --- weight gradients relayed down a chain (cell_ops.py) ---------------------------------
+
+
+def test_weight_gradients_are_relayed_to_the_first_step() -> None:
+    """Within a chain, only the first step's node returns weight gradients
+    (the others hand theirs down); the totals are torch's."""
+    ours, theirs = pair()
+    xs, hx = inputs(6, 3, torch.float64, True)
+    returned = []
+    state = hx
+    outs = []
+    for x in xs:
+        state = ours(x, state)
+        outs.append(state[0])
+        state[0].grad_fn.register_hook(
+            lambda grad_inputs, grad_outputs: returned.append(grad_inputs[4] is not None)
+        )
+    torch.stack(outs).sum().backward()
+    assert returned == [False] * 5 + [True], returned  # backward runs the last step first
+    reference = []
+    state = hx
+    for x in xs:
+        state = theirs(x, state)
+        reference.append(state[0])
+    torch.stack(reference).sum().backward()
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        assert_close(f"grad {name}", p.grad, q.grad)
+
+
+def chain_with(model, xs, hx, between=None):
+    """Steps of ``model``, with ``between(t, state)`` applied to the state
+    between steps; returns the outputs."""
+    state, outs = hx, []
+    for t, x in enumerate(xs):
+        state = model(x, state)
+        outs.append(state[0])
+        if between is not None:
+            state = between(t, state)
+    return outs
+
+
+def grads_of(model) -> dict:
+    return {f"grad {n}": p.grad for n, p in model.named_parameters()}
+
+
+def test_branches_and_broken_chains_match_torch() -> None:
+    """Two steps continuing from one state (a branch: both relay to the
+    same node), states that pass through other operations or through
+    another cell between steps (no relay there), a chain of two cells
+    taking turns: the same gradients as torch."""
+    cases = {
+        "branch": lambda model, other, xs, hx: [
+            *chain_with(model, xs[:3], hx),
+            model(xs[3], model(xs[2], hx))[0],
+            model(xs[4], model(xs[2], hx))[0],
+        ],
+        "scaled state": lambda model, other, xs, hx: chain_with(
+            model, xs, hx, lambda t, s: (s[0] * 0.5, s[1]) if t % 2 else s
+        ),
+        "other cell between": lambda model, other, xs, hx: chain_with(
+            model, xs, hx, lambda t, s: other(xs[t], s) if t == 2 else s
+        ),
+        "two cells in turn": lambda model, other, xs, hx: chain_with(
+            model, xs, hx, lambda t, s: other(xs[t], s)
+        ),
+    }
+    for label, build in cases.items():
+        results = []
+        for cell in (LSTMCell, torch.nn.LSTMCell):
+            torch.manual_seed(3)
+            model = cell(INPUT, INPUT, dtype=torch.float64)
+            other = cell(INPUT, INPUT, dtype=torch.float64)
+            xs, hx = inputs(6, 2, torch.float64, True, hidden=INPUT)
+            outs = build(model, other, xs, hx)
+            torch.stack(outs).pow(2).sum().backward()
+            results.append({**grads_of(model), **{f"other {k}": v for k, v in grads_of(other)
+                                                   .items() if v is not None}})  # fmt: skip
+        assert_same(*results, label)
+
+
+def test_a_pass_that_stops_half_way_leaves_nothing_behind() -> None:
+    """A hook that raises in the middle of a backward pass: steps after it
+    had relayed their gradients to steps that never ran. The next pass
+    over the same graph (retain_graph) must not see them; nor must a pass
+    that prunes the chain (autograd.grad to a middle output)."""
+    results = []
+    for model in pair():
+        xs, hx = inputs(8, 2, torch.float64, True)
+        outs = chain_with(model, xs, hx)
+        loss = torch.stack(outs).pow(2).sum()
+
+        def fail_once(grad, calls=[]):  # noqa: B006 - one list per loop turn, by design
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("stop here")
+            return grad
+
+        outs[3].register_hook(fail_once)
+        with pytest.raises(RuntimeError, match="stop here"):
+            loss.backward(retain_graph=True)
+        model.zero_grad(set_to_none=True)
+        (middle,) = torch.autograd.grad(loss, [outs[4]], retain_graph=True)
+        loss.backward()
+        results.append({"d loss / d out[4]": middle, **grads_of(model)})
+    assert_same(*results, "after a failed pass")

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import onnx_export, ops, paths, steps
+from . import cell_ops, onnx_export, ops, paths, steps
+from .views import WeightViews
 
 __all__ = ["LSTM"]
 
@@ -75,6 +76,18 @@ class LSTM(torch.nn.LSTM):
             device,
             dtype,
         )
+        self._views = WeightViews()  # one layer one way at T = 1 (cell_ops.layer_step)
+
+    def __getstate__(self):
+        """Pickled and copied without the kept NumPy views (views of this
+        module's memory; a copy makes its own)."""
+        state = super().__getstate__()
+        state.pop("_views", None)
+        return state
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        self._views = WeightViews()
 
     def __prepare_scriptable__(self):
         """``torch.jit.script`` calls this first: refuse, naming the ways out."""
@@ -223,6 +236,11 @@ class LSTM(torch.nn.LSTM):
         if len(weights) == per_direction:  # one layer, one direction: no select, no stack
             h0, c0 = (None, None) if state is None else state
             bias_ih, bias_hh = (weights[2], weights[3]) if self.bias else (None, None)
+            if direction_fn is ops.lstm and lengths is None and x.shape[1] == 1:
+                # One step (a loop of the user's, the state carried): the
+                # cell's step, with its kept weight views and relayed gradients.
+                step_weights = (weights[0], weights[1], bias_ih, bias_hh)
+                return cell_ops.layer_step(x, h0, c0, step_weights, self._views)
             return direction_fn(
                 x, weights[0], weights[1], bias_ih, bias_hh, h0, c0, lengths, False, store,
                 stacked=True,
