@@ -230,3 +230,31 @@ def test_an_input_modified_in_place_before_backward_is_refused() -> None:
         model.weight_hh_l0.add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
+
+
+def test_parametrized_weight_and_errors_at_one_step() -> None:
+    """A parametrized weight, and the general path's errors, in torch's
+    words, for what the one-step path refuses."""
+    from torch.nn.utils import parametrize
+
+    class Half(torch.nn.Module):
+        def forward(self, w):
+            return 0.5 * w
+
+    ours, theirs = pair()
+    for model in (ours, theirs):
+        parametrize.register_parametrization(model, "weight_hh_l0", Half())
+    xs, hx = steps_for(ours, 3, 2, torch.float64, True)
+    assert_same(run_steps(ours, xs, hx), run_steps(theirs, xs, hx), "parametrized")
+    model = LSTM(INPUT, HIDDEN)
+    x = torch.zeros(1, 2, INPUT)
+    with pytest.raises(RuntimeError, match="input_size"):
+        model(torch.zeros(1, 2, INPUT + 1))
+    with pytest.raises(ValueError, match="dtype"):
+        model(x.double())
+    with pytest.raises(RuntimeError, match="3-D"):
+        model(x, (torch.zeros(2, HIDDEN), torch.zeros(2, HIDDEN)))
+    with pytest.raises(RuntimeError, match=r"hidden\[0\]"):
+        model(x, (torch.zeros(1, 3, HIDDEN), torch.zeros(1, 3, HIDDEN)))
+    with pytest.raises((ValueError, RuntimeError), match="finite"):
+        model(torch.full((1, 2, INPUT), float("nan")))

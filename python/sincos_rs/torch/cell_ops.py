@@ -158,7 +158,7 @@ def _backward(ctx, d_out, dh_n, dc_n, layer: bool) -> tuple:
     tensor = torch.from_numpy
     head = (
         None,
-        None if dx is None else tensor(dx.reshape(batch, 1, features) if layer else dx),
+        None if dx is None else tensor(dx.reshape(ctx.x_shape) if layer else dx),
         tensor(dh0) if need[2] else None,
         tensor(dc0) if need[3] else None,
     )
@@ -219,33 +219,52 @@ class _EagerStep(torch.autograd.Function):
 
 class _EagerLayerStep(torch.autograd.Function):
     """One step of a one-layer, one-way LSTM with autograd: (views,
-    x (B, 1, I), h0, c0 (1, B, H) or None, weights) -> (out (B, 1, H), h_n,
-    c_n (1, B, H)), as ``_EagerStep`` (relayed to steps of its own kind)."""
+    x (1, B, I) or (B, 1, I), h0, c0 (1, B, H) or None, weights) ->
+    (out, shaped as x with H features, h_n, c_n (1, B, H)), as
+    ``_EagerStep`` (relayed to steps of its own kind)."""
 
     @staticmethod
     def forward(ctx, views, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
-        x_a = x.contiguous().numpy()[:, 0]
+        x_a, h0_a, c0_a = _layer_arrays(x, h0, c0)
         batch, hidden = x_a.shape[0], weight_hh.shape[1]
-        out = np.empty((batch, 1, hidden), x_a.dtype)
+        out = np.empty((x.shape[0], x.shape[1], hidden), x_a.dtype)
         h_n, c_n = np.empty((1, batch, hidden), x_a.dtype), np.empty((1, batch, hidden), x_a.dtype)
-        h0_a = None if h0 is None else h0.contiguous().numpy()[0]
-        c0_a = None if c0 is None else c0.contiguous().numpy()[0]
         weights = (weight_ih, weight_hh, bias_ih, bias_hh)
-        _forward(ctx, views, x_a, h0, c0, h0_a, c0_a, weights, out, h_n[0], c_n[0])
+        kernel_out = out.reshape(batch, 1, hidden)
+        _forward(ctx, views, x_a, h0, c0, h0_a, c0_a, weights, kernel_out, h_n[0], c_n[0])
         ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh)
+        ctx.x_shape = x.shape
         return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)
 
     @staticmethod
     def backward(ctx, d_out, dh_n, dc_n):
         if torch.is_grad_enabled():  # backward(create_graph=True)
             return (None, *_layer_backward_with_graph(ctx, d_out, dh_n, dc_n))
+        batch = ctx.x_shape[0] * ctx.x_shape[1]  # one of them is 1
         return _backward(
             ctx,
-            _array(d_out),
+            None if d_out is None else d_out.contiguous().numpy().reshape(batch, 1, -1),
             None if dh_n is None else dh_n.contiguous().numpy()[0],
             None if dc_n is None else dc_n.contiguous().numpy()[0],
             layer=True,
         )
+
+
+def _layer_arrays(x: Tensor, h0: Tensor | None, c0: Tensor | None) -> tuple:
+    """x (1, B, I) or (B, 1, I) and h0/c0 (1, B, H) or None as the kernel's
+    arrays: x (B, I), h0/c0 (B, H). ValueError for other shapes (the
+    caller then finds the message)."""
+    x_a = x.contiguous().numpy()
+    if x_a.ndim != 3 or (x_a.shape[0] != 1 and x_a.shape[1] != 1):
+        raise ValueError(f"LSTM step: x of shape {x_a.shape}; expected (1, B, I) or (B, 1, I)")
+    x_a = x_a.reshape(x_a.shape[0] * x_a.shape[1], x_a.shape[2])
+    states = []
+    for t in (h0, c0):
+        a = None if t is None else t.contiguous().numpy()
+        if a is not None and (a.ndim != 3 or a.shape[0] != 1):
+            raise ValueError(f"LSTM step: a state of shape {a.shape}; expected (1, B, H)")
+        states.append(None if a is None else a[0])
+    return x_a, states[0], states[1]
 
 
 #: The classes of the two Functions' autograd nodes (what ``h.grad_fn`` is).
@@ -325,9 +344,11 @@ def _layer_backward_with_graph(ctx, d_out, dh_n, dc_n) -> tuple:
     x, h0, c0, weight_ih, weight_hh = ctx.saved_tensors
     bias_ih, bias_hh = ctx.params[2:]
     inputs = (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh)
-    outputs = steps.lstm(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, None, False,
-                         stacked=True)  # fmt: skip
-    return _grads_with_graph(ctx, inputs, outputs, (d_out, dh_n, dc_n))
+    batch_major = x if x.shape[1] == 1 else x.transpose(0, 1)  # (B, 1, I)
+    out, h_n, c_n = steps.lstm(batch_major, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
+                               None, False, stacked=True)  # fmt: skip
+    out = out.reshape(x.shape[0], x.shape[1], out.shape[2])  # x's layout
+    return _grads_with_graph(ctx, inputs, (out, h_n, c_n), (d_out, dh_n, dc_n))
 
 
 # --- the entry points ----------------------------------------------------------------------
@@ -363,15 +384,14 @@ def step(
 def layer_step(
     x: Tensor, h0: Tensor | None, c0: Tensor | None, weights: tuple, views: WeightViews
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One step of a one-layer, one-way LSTM on the kernels: x (B, 1, I),
-    h0/c0 (1, B, H) or None; (out (B, 1, H), h_n, c_n (1, B, H))."""
+    """One step of a one-layer, one-way LSTM on the kernels: x (1, B, I) or
+    (B, 1, I), h0/c0 (1, B, H) or None; (out shaped as x with H features,
+    h_n, c_n (1, B, H)), three tensors of their own."""
     if _needs_graph(x, h0, c0, weights):
         return _EagerLayerStep.apply(views, x, h0, c0, *weights)
-    x_a = x.contiguous().numpy()[:, 0]
+    x_a, h0_a, c0_a = _layer_arrays(x, h0, c0)
     batch, hidden = x_a.shape[0], weights[1].shape[1]
     h_n, c_n = np.empty((1, batch, hidden), x_a.dtype), np.empty((1, batch, hidden), x_a.dtype)
-    h0_a = None if h0 is None else h0.contiguous().numpy()[0]
-    c0_a = None if c0 is None else c0.contiguous().numpy()[0]
     _kernel_step(x_a, *views.arrays(*weights), h0_a, c0_a, h_n[0], c_n[0])
-    out = h_n.reshape(batch, 1, hidden).copy()  # its own memory, as torch's output
+    out = h_n.reshape(x.shape[0], x.shape[1], hidden).copy()  # its own memory, as torch's
     return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)
