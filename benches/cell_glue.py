@@ -201,6 +201,43 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Where a step's instructions are executed, by the file they are in (self
+#: instructions, callgrind_annotate's default): a label and a pattern.
+LIBRARIES = (
+    ("Python interpreter", r"libpython|python3\.\d+$|^\?$"),
+    ("torch (C++: autograd, tensors, dispatch)", r"libtorch|libc10"),
+    ("sincos_rs._core (Rust: argument checks and kernels)", r"_core\.abi3"),
+    ("NumPy", r"_multiarray_umath"),
+    ("libc (malloc, free, memset, memcpy)", r"libc\.so|libm\.so|libstdc\+\+"),
+    ("dynamic linker (thread-local lookups)", r"ld-linux"),
+)
+
+
+def self_costs_by_library(part: Path) -> dict[str, int]:
+    """Self instructions per library label (LIBRARIES; "other" for the rest)."""
+    text = subprocess.run(
+        ["callgrind_annotate", "--auto=no", "--threshold=100", str(part)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    total, by = None, dict.fromkeys([label for label, _ in LIBRARIES] + ["other"], 0)
+    for line in text.splitlines():
+        found = re.match(r"\s*([\d,]+) \([^)]*\)\s+(\S.*?)(?: \[([^\]]*)\])?$", line)
+        if not found:
+            continue
+        cost = int(found.group(1).replace(",", ""))
+        if "PROGRAM TOTALS" in line:
+            total = cost
+            continue
+        if cost == total:  # frames above the measured call, shown with its total
+            continue
+        library = (found.group(3) or "?").rsplit("/", 1)[-1]
+        label = next((lb for lb, pattern in LIBRARIES if re.search(pattern, library)), "other")
+        by[label] += cost
+    return by
+
+
 def inclusive_costs(part: Path) -> dict[str, int]:
     """function name -> inclusive instructions, from callgrind_annotate."""
     text = subprocess.run(
@@ -254,7 +291,12 @@ def report_instructions(args: argparse.Namespace) -> int:
         for variant, part in zip(args.variants, measured, strict=True):
             reps = args.reps * (CHAIN_STEPS if variant.endswith("_no_grad") else 1)
             per = reps * steps_per_run(variant)
-            results[variant] = (total_instructions(part) / per, inclusive_costs(part), per)
+            results[variant] = (
+                total_instructions(part) / per,
+                inclusive_costs(part),
+                per,
+                self_costs_by_library(part),
+            )
     print(
         f"Instructions per step, B{args.batch} H{args.hidden} I{args.hidden} float32 "
         f"(callgrind; a chain step includes its share of the backward; "
@@ -263,8 +305,16 @@ def report_instructions(args: argparse.Namespace) -> int:
     print()
     print("| variant | instructions per step |")
     print("|---|---|")
-    for variant, (total, _, _) in results.items():
+    for variant, (total, *_) in results.items():
         print(f"| {variant} | {total / 1e3:,.1f} k |")
+    print()
+    print("By library (self instructions per step, k):")
+    print()
+    print("| | " + " | ".join(results) + " |")
+    print("|---|" + "---|" * len(results))
+    for label in [lb for lb, _ in LIBRARIES] + ["other"]:
+        cells = [f"{by[label] / per / 1e3:,.1f}" for _, _, per, by in results.values()]
+        print(f"| {label} | " + " | ".join(cells) + " |")
     print()
     print("Where they go (inclusive instructions per step, k; parts overlap):")
     print()
@@ -272,7 +322,7 @@ def report_instructions(args: argparse.Namespace) -> int:
     print("|---|" + "---|" * len(results))
     for label, pattern in BREAKDOWN:
         cells = []
-        for _, costs, per in results.values():
+        for _, costs, per, _ in results.values():
             found = sum(c for name, c in costs.items() if re.search(pattern, name))
             cells.append(f"{found / per / 1e3:,.1f}" if found else "–")
         print(f"| {label} | " + " | ".join(cells) + " |")

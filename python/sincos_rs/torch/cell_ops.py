@@ -204,7 +204,9 @@ class _EagerStep(torch.autograd.Function):
         h, c = np.empty((batch, hidden), x_a.dtype), np.empty((batch, hidden), x_a.dtype)
         out = np.empty((batch, 1, hidden), x_a.dtype)  # h again: scratch
         weights = (weight_ih, weight_hh, bias_ih, bias_hh)
-        _forward(ctx, views, x_a, h0, c0, _array(h0), _array(c0), weights, out, h, c)
+        h0_a = None if h0 is None else h0.contiguous().numpy()
+        c0_a = None if c0 is None else c0.contiguous().numpy()
+        _forward(ctx, views, x_a, h0, c0, h0_a, c0_a, weights, out, h, c)
         ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh)
         return torch.from_numpy(h), torch.from_numpy(c)
 
@@ -354,30 +356,27 @@ def _layer_backward_with_graph(ctx, d_out, dh_n, dc_n) -> tuple:
 # --- the entry points ----------------------------------------------------------------------
 
 
-def _needs_graph(x, h0, c0, weights) -> bool:
-    """Grad mode on and an input that needs a gradient."""
+def step(
+    x: Tensor, h0: Tensor | None, c0: Tensor | None, weights: tuple, views: WeightViews
+) -> tuple[Tensor, Tensor]:
+    """One cell step on the kernels: (h, c), each (B, H)."""
     weight_ih, weight_hh, bias_ih, bias_hh = weights
-    return torch.is_grad_enabled() and (
+    if torch.is_grad_enabled() and (  # an input needs a gradient: one autograd node
         weight_ih.requires_grad
         or weight_hh.requires_grad
         or x.requires_grad
         or (h0 is not None and h0.requires_grad)
         or (c0 is not None and c0.requires_grad)
         or (bias_ih is not None and (bias_ih.requires_grad or bias_hh.requires_grad))
-    )
-
-
-def step(
-    x: Tensor, h0: Tensor | None, c0: Tensor | None, weights: tuple, views: WeightViews
-) -> tuple[Tensor, Tensor]:
-    """One cell step on the kernels: (h, c), each (B, H)."""
-    if _needs_graph(x, h0, c0, weights):
+    ):
         return _EagerStep.apply(views, x, h0, c0, *weights)
     # Nothing needs a gradient, or grad mode is off: numpy() needs no detach.
     x_a = x.contiguous().numpy()
-    batch, hidden = x_a.shape[0], weights[1].shape[1]
+    batch, hidden = x_a.shape[0], weight_hh.shape[1]
     h, c = np.empty((batch, hidden), x_a.dtype), np.empty((batch, hidden), x_a.dtype)
-    _kernel_step(x_a, *views.arrays(*weights), _array(h0), _array(c0), h, c)
+    h0_a = None if h0 is None else h0.contiguous().numpy()
+    c0_a = None if c0 is None else c0.contiguous().numpy()
+    _kernel_step(x_a, *views.arrays(*weights), h0_a, c0_a, h, c)
     return torch.from_numpy(h), torch.from_numpy(c)
 
 
@@ -387,10 +386,18 @@ def layer_step(
     """One step of a one-layer, one-way LSTM on the kernels: x (1, B, I) or
     (B, 1, I), h0/c0 (1, B, H) or None; (out shaped as x with H features,
     h_n, c_n (1, B, H)), three tensors of their own."""
-    if _needs_graph(x, h0, c0, weights):
+    weight_ih, weight_hh, bias_ih, bias_hh = weights
+    if torch.is_grad_enabled() and (  # as in step
+        weight_ih.requires_grad
+        or weight_hh.requires_grad
+        or x.requires_grad
+        or (h0 is not None and h0.requires_grad)
+        or (c0 is not None and c0.requires_grad)
+        or (bias_ih is not None and (bias_ih.requires_grad or bias_hh.requires_grad))
+    ):
         return _EagerLayerStep.apply(views, x, h0, c0, *weights)
     x_a, h0_a, c0_a = _layer_arrays(x, h0, c0)
-    batch, hidden = x_a.shape[0], weights[1].shape[1]
+    batch, hidden = x_a.shape[0], weight_hh.shape[1]
     h_n, c_n = np.empty((1, batch, hidden), x_a.dtype), np.empty((1, batch, hidden), x_a.dtype)
     _kernel_step(x_a, *views.arrays(*weights), h0_a, c0_a, h_n[0], c_n[0])
     out = h_n.reshape(x.shape[0], x.shape[1], hidden).copy()  # its own memory, as torch's
