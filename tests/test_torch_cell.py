@@ -584,3 +584,31 @@ def test_a_pass_that_stops_half_way_leaves_nothing_behind() -> None:
         loss.backward()
         results.append({"d loss / d out[4]": middle, **grads_of(model)})
     assert_same(*results, "after a failed pass")
+
+
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non-reentrant", "reentrant"])
+def test_activation_checkpointing_of_a_chain(reentrant) -> None:
+    """torch.utils.checkpoint over segments of a chain (recomputed in the
+    backward, the gradients relayed inside each recomputation): torch's
+    gradients."""
+    from torch.utils.checkpoint import checkpoint
+
+    def segment(cell, xs, h, c):
+        outs = []
+        for x in xs:
+            h, c = cell(x, (h, c))
+            outs.append(h)
+        return torch.stack(outs), h, c
+
+    results = []
+    for model in pair():
+        xs, (h0, c0) = inputs(12, 2, torch.float64, True)
+        h0.requires_grad_()
+        h, c, outs = h0, c0, []
+        for k in range(3):
+            out, h, c = checkpoint(segment, model, xs[4 * k : 4 * k + 4], h, c,
+                                   use_reentrant=reentrant)  # fmt: skip
+            outs.append(out)
+        torch.cat(outs).pow(2).sum().backward()
+        results.append({"grad h_0": h0.grad, **grads_of(model)})
+    assert_same(*results, "checkpointed")
