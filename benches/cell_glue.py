@@ -11,7 +11,8 @@ Two workloads per module, from the same weights:
   are reset to None before each chain, as ``zero_grad`` does. Counts are per
   step (the chain's total / 50: forward, backward and the stack, sum and
   gradient accumulation shared out).
-- ``no_grad``: one step under ``torch.no_grad()`` with ``hx`` given.
+- ``no_grad``: steps under ``torch.no_grad()``, the state carried (a
+  generation loop), 10 per ``no_grad`` block; counts are per step.
 
 Two ways to count:
 
@@ -48,6 +49,7 @@ import tempfile
 from pathlib import Path
 
 CHAIN_STEPS = 50
+NO_GRAD_STEPS = 10  # per torch.no_grad() block
 MODULES = ("cell", "lstm", "torch_cell", "torch_lstm")
 VARIANTS = tuple(f"{m}_{w}" for m in MODULES for w in ("chain", "no_grad"))
 WARMUP = 3
@@ -93,11 +95,15 @@ def build(batch: int, hidden: int, seed: int = 0) -> dict:
 
     def no_grad(model, module: bool):
         shape = (1, batch, hidden) if module else (batch, hidden)
-        x, hx = (xs[0:1] if module else xs[0]), (torch.zeros(shape), torch.zeros(shape))
+        x, state = (xs[0:1] if module else xs[0]), [(torch.zeros(shape), torch.zeros(shape))]
 
         def run() -> None:
             with torch.no_grad():
-                model(x, hx)
+                for _ in range(NO_GRAD_STEPS):
+                    if module:
+                        state[0] = model(x, state[0])[1]
+                    else:
+                        state[0] = model(x, state[0])
 
         return run
 
@@ -110,7 +116,12 @@ def build(batch: int, hidden: int, seed: int = 0) -> dict:
 
 
 def steps_per_run(variant: str) -> int:
-    return CHAIN_STEPS if variant.endswith("_chain") else 1
+    return CHAIN_STEPS if variant.endswith("_chain") else NO_GRAD_STEPS
+
+
+def runs_measured(variant: str, reps: int) -> int:
+    """Runs inside the fsum: ``reps`` chains, or as many steps in no_grad blocks."""
+    return reps if variant.endswith("_chain") else reps * CHAIN_STEPS // NO_GRAD_STEPS
 
 
 # --- call counts ---------------------------------------------------------------------------
@@ -196,8 +207,7 @@ def worker(args: argparse.Namespace) -> int:
         run = runs[variant]
         for _ in range(WARMUP):
             run()
-        reps = args.reps * (CHAIN_STEPS if variant.endswith("_no_grad") else 1)
-        math.fsum(run() or 0.0 for _ in range(reps))
+        math.fsum(run() or 0.0 for _ in range(runs_measured(variant, args.reps)))
     return 0
 
 
@@ -289,8 +299,7 @@ def report_instructions(args: argparse.Namespace) -> int:
             return 1
         results = {}
         for variant, part in zip(args.variants, measured, strict=True):
-            reps = args.reps * (CHAIN_STEPS if variant.endswith("_no_grad") else 1)
-            per = reps * steps_per_run(variant)
+            per = runs_measured(variant, args.reps) * steps_per_run(variant)
             results[variant] = (
                 total_instructions(part) / per,
                 inclusive_costs(part),
