@@ -6,8 +6,9 @@
 (or None: zeros), torch's parameters (weight_ih, weight_hh, bias_ih,
 bias_hh; biases None without bias) and the module's ``views.WeightViews``,
 and returns the new (h, c), each (B, H). ``layer_step`` is the same for the
-LSTM's layout: x (B, 1, I), the state (1, B, H), and returns out (B, 1, H),
-h_n, c_n (1, B, H), three tensors of their own. With grad mode on and
+LSTM's layout: x (1, B, I) or (B, 1, I) (the same memory at T = 1), the
+state (1, B, H), and returns out (shaped as x, with H features), h_n, c_n
+(1, B, H), three tensors of their own. With grad mode on and
 something needing a gradient a step is one autograd node (``_EagerStep``,
 ``_EagerLayerStep``); else no node at all, and nothing kept.
 

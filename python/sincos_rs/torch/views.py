@@ -32,12 +32,13 @@ class WeightViews:
     (weight_ih, weight_hh, bias) as NumPy arrays; call with grad mode off
     or on tensors that need no gradient (``numpy()`` needs no ``detach``)."""
 
-    __slots__ = ("_tensors", "_key", "_arrays")
+    __slots__ = ("_kept",)
 
     def __init__(self) -> None:
-        self._tensors: tuple = ()
-        self._key: tuple = ()
-        self._arrays: tuple = ()
+        # (weight_ih, weight_hh, bias_ih, bias_hh, key, arrays), replaced as a
+        # whole (one attribute: a thread never sees one call's key with
+        # another's arrays).
+        self._kept: tuple | None = None
 
     def arrays(self, weight_ih, weight_hh, bias_ih, bias_hh) -> tuple:
         key = (weight_ih.data_ptr(), weight_hh.data_ptr(), weight_ih.shape, weight_hh.shape)
@@ -45,16 +46,16 @@ class WeightViews:
         if biased:
             key += (bias_ih.data_ptr(), bias_hh.data_ptr(), bias_ih.shape, bias_hh.shape,
                     bias_ih._version, bias_hh._version)  # fmt: skip
-        kept = self._tensors
+        kept = self._kept
         if (
-            kept
+            kept is not None
             and kept[0] is weight_ih
             and kept[1] is weight_hh
             and kept[2] is bias_ih
             and kept[3] is bias_hh
-            and key == self._key
+            and kept[4] == key
         ):
-            return self._arrays
+            return kept[5]
         w_ih, w_hh = weight_ih.contiguous().numpy(), weight_hh.contiguous().numpy()
         if biased:
             bias = np.add(bias_ih.contiguous().numpy(), bias_hh.contiguous().numpy())
@@ -64,9 +65,5 @@ class WeightViews:
         # A non-contiguous parameter's array is a copy, which would not
         # follow in-place updates: made again each call.
         if all(t is None or t.is_contiguous() for t in (weight_ih, weight_hh, bias_ih, bias_hh)):
-            self._tensors, self._key, self._arrays = (
-                (weight_ih, weight_hh, bias_ih, bias_hh),
-                key,
-                arrays,
-            )
+            self._kept = (weight_ih, weight_hh, bias_ih, bias_hh, key, arrays)
         return arrays
