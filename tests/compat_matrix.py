@@ -1,10 +1,12 @@
-"""The compatibility matrix of ``sincos_rs.torch.LSTM``: each transform or tool,
-the configurations it is checked with against ``torch.nn.LSTM`` holding the same
-weights, and the path that computes it (``sincos_rs/torch/paths.py``).
+"""The compatibility matrices of ``sincos_rs.torch.LSTM`` and ``LSTMCell``: each
+transform or tool, the configurations it is checked with against ``torch.nn.LSTM``
+(``torch.nn.LSTMCell``) holding the same weights, and the path that computes it
+(``sincos_rs/torch/paths.py``).
 
-``tests/test_torch_compat.py`` runs one test per (transform, configuration) below;
-README.md's compatibility table is rendered from this file, and a test checks that
-the README holds exactly that table. Print it with ``python tests/compat_matrix.py``.
+``tests/test_torch_compat.py`` runs one test per (transform, configuration) of the
+LSTM, ``tests/test_torch_cell_compat.py`` of the cell; README.md's compatibility
+tables are rendered from this file, and tests check that the README holds exactly
+those tables. Print them with ``python tests/compat_matrix.py`` (``--cell``).
 """
 
 from __future__ import annotations
@@ -214,14 +216,185 @@ TRANSFORMS = (
 )
 
 
-def render_table() -> str:
-    """The README's compatibility table (markdown)."""
-    head = ["with", "runs on", *OPTIONS, "dtypes", "notes"]
+# --- sincos_rs.torch.LSTMCell -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """One cell configuration and input: a chain of CELL_STEPS steps."""
+
+    batched: bool  # (B, I) input; else unbatched (I,)
+    state: bool  # an initial state hx
+    bias: bool
+    dtype: str
+
+
+CELL_STEPS = 3
+
+CELL_CONFIGS = {
+    "B-f32": CellConfig(True, False, True, "float32"),
+    "B-hx-f64": CellConfig(True, True, True, "float64"),
+    "B-hx-f32": CellConfig(True, True, True, "float32"),
+    "B-hx-nobias-f32": CellConfig(True, True, False, "float32"),
+    "unbatched-hx-f64": CellConfig(False, True, True, "float64"),
+    "unbatched-nobias-f32": CellConfig(False, False, False, "float32"),
+    "B-hx-bf16": CellConfig(True, True, True, "bfloat16"),
+    "unbatched-hx-f16": CellConfig(False, True, True, "float16"),
+}
+
+CELL_OPTIONS = {
+    "unbatched": lambda c: not c.batched,
+    "initial state": lambda c: c.state,
+    "bias=False": lambda c: not c.bias,
+}
+
+TORCH_CELL = "torch's cell op, same weights"
+STEPS_CELL = "Rust kernels; the gradient's graph: " + TORCH_CELL
+
+CELL_TRANSFORMS = (
+    Transform(
+        "eager",
+        "eager training, a chain of steps (outputs, every gradient)",
+        KERNELS,
+        ("B-f32", "B-hx-f64", "B-hx-nobias-f32", "unbatched-hx-f64"),
+    ),
+    Transform(
+        "no_grad",
+        "inference (`torch.no_grad`)",
+        KERNELS,
+        ("B-hx-f64", "unbatched-nobias-f32"),
+        note="no autograd node",
+    ),
+    Transform(
+        "half",
+        "float16 / bfloat16",
+        TORCH_CELL,
+        ("B-hx-bf16", "unbatched-hx-f16"),
+        note="identical to torch.nn.LSTMCell's",
+    ),
+    Transform(
+        "empty_batch",
+        "a batch of 0 rows",
+        TORCH_CELL,
+        ("B-f32", "B-hx-f64"),
+        note="empty outputs, zero gradients",
+    ),
+    Transform(
+        "trace",
+        "`torch.jit.trace` (eval and training)",
+        TORCH_CELL,
+        ("B-f32", "B-hx-f64", "unbatched-hx-f64"),
+        note="the graph follows the batch size",
+    ),
+    Transform(
+        "script",
+        "`torch.jit.script` + `save`/`load`",
+        TORCH_CELL,
+        ("B-hx-f64", "unbatched-nobias-f32"),
+        note="TorchScript compiles torch.nn.LSTMCell's forward",
+    ),
+    Transform(
+        "export",
+        "`torch.export.export` (strict or not) + `save`/`load`",
+        TORCH_CELL,
+        ("B-f32", "B-hx-f64", "B-hx-nobias-f32"),
+        note="`Dim('batch')` over torch.nn.LSTMCell's range",
+    ),
+    Transform(
+        "onnx_torchscript",
+        "`torch.onnx.export(dynamo=False)` + ONNX Runtime",
+        TORCH_CELL,
+        ("B-f32", "B-hx-nobias-f32"),
+        note="dynamic batch",
+    ),
+    Transform(
+        "onnx_dynamo",
+        "`torch.onnx.export(dynamo=True)` + ONNX Runtime",
+        TORCH_CELL,
+        ("B-f32", "B-hx-nobias-f32"),
+        note="dynamic batch",
+    ),
+    Transform(
+        "compile",
+        "`torch.compile(fullgraph=True)`, training",
+        OPERATOR,
+        ("B-f32", "B-hx-f64", "unbatched-hx-f64"),
+        note="no graph break; one operator call per step",
+    ),
+    Transform(
+        "func",
+        "`torch.func`: `grad`, `jacrev`, `vmap`, `jvp`",
+        STEPS,
+        ("B-f32", "B-hx-f64"),
+        not_tested={"unbatched": "not tested"},
+        note="`vmap` compared with a loop (torch.nn.LSTMCell has no batching rule)",
+    ),
+    Transform(
+        "forward_ad",
+        "forward-mode AD (`torch.autograd.forward_ad`)",
+        STEPS,
+        ("B-f32", "B-hx-f64"),
+        not_tested={"unbatched": "not tested"},
+    ),
+    Transform(
+        "double_backward",
+        "double backward (`create_graph=True`)",
+        STEPS_CELL,
+        ("B-f32", "B-hx-f64", "unbatched-hx-f64"),
+        note="gradgradcheck in float64",
+    ),
+    Transform(
+        "autocast",
+        '`torch.autocast("cpu", torch.bfloat16)`',
+        TORCH_CELL,
+        ("B-f32", "B-hx-nobias-f32"),
+        note="output dtypes as torch.nn.LSTMCell's",
+    ),
+    Transform(
+        "save_load",
+        "`torch.save` of the model, `torch.load` with defaults",
+        KERNELS,
+        ("B-f32", "B-hx-f64"),
+        note="`weights_only=True`: the class is a safe global",
+    ),
+    Transform(
+        "quantize_dynamic",
+        "`quantize_dynamic(m, {sincos_rs.torch.LSTMCell})`",
+        "torch's dynamic quantized LSTMCell",
+        ("B-f32", "B-hx-f32"),
+        not_tested={"unbatched": "not tested", "bias=False": "no (torch.nn.LSTMCell neither)"},
+        note="`{torch.nn.LSTMCell}` alone leaves the cell as it is (torch maps exact types)",
+    ),
+    Transform(
+        "isinstance",
+        "`isinstance(m, torch.nn.LSTMCell)`",
+        "True: a subclass",
+        (),
+    ),
+    Transform(
+        "ddp",
+        "`DistributedDataParallel` (gloo)",
+        KERNELS,
+        ("B-hx-f64",),
+        note="1 process",
+    ),
+)
+
+
+def render_table(
+    transforms: tuple[Transform, ...] = TRANSFORMS,
+    configs_by_name: dict | None = None,
+    options: dict | None = None,
+) -> str:
+    """A README compatibility table (markdown): the LSTM's by default."""
+    configs_by_name = CONFIGS if configs_by_name is None else configs_by_name
+    options = OPTIONS if options is None else options
+    head = ["with", "runs on", *options, "dtypes", "notes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for t in TRANSFORMS:
-        configs = [CONFIGS[c] for c in t.configs]
+    for t in transforms:
+        configs = [configs_by_name[c] for c in t.configs]
         cells = [t.name, t.path]
-        for option, has in OPTIONS.items():
+        for option, has in options.items():
             if not configs:
                 cells.append("")
             elif any(has(c) for c in configs):
@@ -234,7 +407,14 @@ def render_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_cell_table() -> str:
+    """The README's compatibility table of the cell (markdown)."""
+    return render_table(CELL_TRANSFORMS, CELL_CONFIGS, CELL_OPTIONS)
+
+
 _DTYPE_ORDER = ("float32", "float64", "float16", "bfloat16")
 
 if __name__ == "__main__":
-    print(render_table(), end="")
+    import sys
+
+    print(render_cell_table() if "--cell" in sys.argv[1:] else render_table(), end="")

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import onnx_export, ops, paths, steps
+from . import cell_ops, onnx_export, ops, paths, steps
+from .views import WeightViews
 
 __all__ = ["LSTM"]
 
@@ -75,6 +76,18 @@ class LSTM(torch.nn.LSTM):
             device,
             dtype,
         )
+        self._views = WeightViews()  # one layer one way at T = 1 (cell_ops.layer_step)
+
+    def __getstate__(self):
+        """Pickled and copied without the kept NumPy views (views of this
+        module's memory; a copy makes its own)."""
+        state = super().__getstate__()
+        state.pop("_views", None)
+        return state
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        self._views = WeightViews()
 
     def __prepare_scriptable__(self):
         """``torch.jit.script`` calls this first: refuse, naming the ways out."""
@@ -94,6 +107,19 @@ class LSTM(torch.nn.LSTM):
             kernels_cover=not self.proj_size,
             onnx_covers=not (packed or self.proj_size or (self.training and self.dropout)),
         )
+        if (
+            path == paths.KERNELS
+            and not packed
+            and self.num_layers == 1
+            and not self.bidirectional
+            and input.dim() == 3
+            and input.shape[1 if self.batch_first else 0] == 1
+            and input.dtype in _KERNEL_DTYPES
+        ):
+            try:
+                return self._one_step(input, hx)
+            except (TypeError, ValueError, RuntimeError):
+                pass  # the general path below says what is wrong, in torch's words
         if path == paths.TORCH:
             if not data.is_floating_point():
                 raise TypeError(_input_dtype_message(data.dtype, self._weight_dtype()))
@@ -131,6 +157,26 @@ class LSTM(torch.nn.LSTM):
             output = output.squeeze(0 if self.batch_first else 1)
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
         return output, (h_n, c_n)
+
+    def _one_step(self, input: Tensor, hx) -> tuple:
+        """One layer, one way, T = 1 (a loop of the user's, the state
+        carried): the cell's step (``cell_ops.layer_step``: kept weight
+        views, weight gradients relayed down the chain), the input and the
+        output in the caller's layout (no transposes: with one step, time-
+        and batch-major are the same memory). The kernels check every
+        argument; the caller falls back to the general path, and its
+        messages, if they refuse."""
+        params = self._parameters
+        names = self._flat_weights_names
+        try:
+            weights = [params[name] for name in names]
+        except KeyError:  # a parametrized weight (torch.nn.utils.parametrize)
+            weights = [getattr(self, name) for name in names]
+        if not self.bias:
+            weights += [None, None]
+        h0, c0 = (None, None) if hx is None else hx
+        out, h_n, c_n = cell_ops.layer_step(input, h0, c0, tuple(weights), self._views)
+        return out, (h_n, c_n)
 
     def _weight_dtype(self) -> torch.dtype:
         weight = self._parameters.get("weight_ih_l0")
@@ -223,6 +269,11 @@ class LSTM(torch.nn.LSTM):
         if len(weights) == per_direction:  # one layer, one direction: no select, no stack
             h0, c0 = (None, None) if state is None else state
             bias_ih, bias_hh = (weights[2], weights[3]) if self.bias else (None, None)
+            if direction_fn is ops.lstm and lengths is None and x.shape[1] == 1:
+                # One step (a loop of the user's, the state carried): the
+                # cell's step, with its kept weight views and relayed gradients.
+                step_weights = (weights[0], weights[1], bias_ih, bias_hh)
+                return cell_ops.layer_step(x, h0, c0, step_weights, self._views)
             return direction_fn(
                 x, weights[0], weights[1], bias_ih, bias_hh, h0, c0, lengths, False, store,
                 stacked=True,

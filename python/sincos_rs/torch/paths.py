@@ -28,6 +28,16 @@ Double backward (``create_graph=True``) keeps the kernels' forward: the
 backward of ``ops.py`` sees grad mode on and recomputes its layer with
 ``steps.py`` so that the gradient has a graph of its own.
 
+``sincos_rs.torch.LSTMCell`` (``choose_cell``) takes ``KERNELS`` (its own
+autograd.Function over one step, ``cell_ops.py``), ``OPERATOR`` (the same
+custom operator over one step) and ``STEPS`` (one step of ``steps.py``:
+torch's cell op has no ``vmap`` rule) where the LSTM does, for
+float32/float64 input, and ``TORCH`` for everything else: torch's own cell
+op (``torch._VF.lstm_cell``, through ``torch.nn.LSTMCell.forward``), which
+torch's exporters write as the ordinary operations it is made of, so it also
+serves what ``ONNX`` serves for the LSTM, and float16/bfloat16. The cell's
+double backward recomputes the step with that op.
+
 ``choose`` takes what the module knows (``kernels_cover``, ``onnx_covers``)
 and reads the rest from torch's state, so another module (a cell) calls it
 the same way. It runs on every forward, so it costs a few flag reads in
@@ -77,3 +87,12 @@ def choose(x: torch.Tensor, kernels_cover: bool, onnx_covers: bool) -> str:
     if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
         return STEPS
     return OPERATOR if through_operator else KERNELS
+
+
+_CELL_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def choose_cell(x: torch.Tensor) -> str:
+    """The path for one step of ``sincos_rs.torch.LSTMCell`` over ``x``:
+    ``KERNELS``, ``OPERATOR``, ``STEPS`` or ``TORCH`` (torch's cell op)."""
+    return choose(x, kernels_cover=x.dtype in _CELL_KERNEL_DTYPES, onnx_covers=False)

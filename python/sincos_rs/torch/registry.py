@@ -5,8 +5,9 @@ work where torch looks modules up by name or by exact type:
   saved with ``torch.save`` loads with the default ``weights_only=True``.
 - ``torch.ao.quantization.quantize_dynamic``: it maps modules by exact type,
   so ``{torch.nn.LSTM}`` does not select a subclass; naming
-  ``sincos_rs.torch.LSTM`` in its set gives torch's dynamically quantized
-  LSTM (int8 weights, torch's kernels) built from the same weights.
+  ``sincos_rs.torch.LSTM`` (``LSTMCell``) in its set gives torch's
+  dynamically quantized LSTM (LSTMCell: int8 weights, torch's kernels)
+  built from the same weights.
 - ``torch.compile``: dynamo graph-breaks at every instance of
   ``torch.nn.LSTM``, subclasses included, unless ``allow_rnn`` is set
   (``torch/_dynamo/variables/builder.py``, ``VariableBuilder.wrap_module``).
@@ -65,6 +66,22 @@ class _DynamicQuantizedLSTM:
         return QuantizedLSTM.from_float(plain, use_precomputed_fake_quant)
 
 
+class _DynamicQuantizedLSTMCell:
+    """The same for our cell: torch's dynamically quantized LSTMCell, from a
+    ``torch.nn.LSTMCell`` holding the same weights."""
+
+    @staticmethod
+    def from_float(mod, use_precomputed_fake_quant: bool = False):
+        from torch.ao.nn.quantized.dynamic import LSTMCell as QuantizedLSTMCell
+
+        plain = torch.nn.LSTMCell(
+            mod.input_size, mod.hidden_size, mod.bias, dtype=mod.weight_ih.dtype
+        )
+        plain.load_state_dict(mod.state_dict())
+        plain.qconfig = mod.qconfig
+        return QuantizedLSTMCell.from_float(plain, use_precomputed_fake_quant)
+
+
 def _register_dynamic_quantization(modules: tuple[type, ...]) -> None:
     from torch.ao.quantization.quantization_mappings import (
         get_default_dynamic_quant_module_mappings,
@@ -74,6 +91,8 @@ def _register_dynamic_quantization(modules: tuple[type, ...]) -> None:
     for module in modules:
         if issubclass(module, torch.nn.LSTM):
             mappings[module] = _DynamicQuantizedLSTM
+        elif issubclass(module, torch.nn.LSTMCell):
+            mappings[module] = _DynamicQuantizedLSTMCell
 
 
 # --- torch.compile -------------------------------------------------------------------------
