@@ -5,7 +5,9 @@
 //! Tasks are claimed, not handed out. Each worker owns a contiguous share
 //! of every phase's tasks and claims its own first, so a task runs on the
 //! same worker phase after phase and the weights it reads stay in that
-//! core's cache; then it claims whatever the others have not taken. So a
+//! core's cache (every other phase it runs its share backwards, so the
+//! tasks it ran last come first while their data is still cached); then it
+//! claims whatever the others have not taken. So a
 //! worker that starts late (its helper was parked, or busy with another
 //! call) or is descheduled holds up only the task it is running: the rest
 //! of the team does its share, and a team of one thread does every task.
@@ -70,6 +72,11 @@ impl<F: Fn(usize, usize) + Sync> Pass<'_, F> {
                 return None;
             }
             match counter.compare_exchange_weak(seen, seen + 1, Ordering::Relaxed, Ordering::Relaxed) {
+                // Every other phase the share runs backwards: the tasks a
+                // worker ran last are first, their data still in its cache
+                // (a share of weights a little larger than the cache then
+                // keeps part of it there from step to step).
+                Ok(_) if p % 2 == 1 => return Some(hi - 1 - (seen - p * len)),
                 Ok(_) => return Some(lo + seen - p * len),
                 Err(now) => seen = now,
             }

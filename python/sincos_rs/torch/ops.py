@@ -42,7 +42,7 @@ from torch import Tensor
 
 from .. import _core as _kernel
 from .._saved import saved_size
-from . import steps
+from . import buffers, steps
 
 __all__ = ["lstm", "lstm_backward", "lstm_forward", "lstm_operator"]
 
@@ -308,6 +308,7 @@ class _EagerLstm(torch.autograd.Function):
     def forward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, stacked):
         arrays = _arrays(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, _view, stacked)
         out, h_n, c_n, saved = _numpy_forward(arrays, weight_hh.shape[1], reverse, True, stacked)
+        buffers.give_back_when_gone(ctx, saved)  # reused once this node is gone
         ctx.set_materialize_grads(False)  # unused outputs' gradients arrive as None
         ctx.save_for_backward(x, weight_ih, weight_hh, h0, c0)
         ctx.arrays, ctx.saved, ctx.reverse, ctx.stacked = arrays, saved, reverse, stacked
@@ -396,7 +397,9 @@ def _numpy_forward(
     out = np.empty((batch, steps, hidden), x.dtype)
     h_n, c_n = np.empty(state, x.dtype), np.empty(state, x.dtype)
     saved = (
-        np.empty(saved_size(batch, steps, features, hidden, x.itemsize), x.dtype) if store else None
+        buffers.take(saved_size(batch, steps, features, hidden, x.itemsize), x.dtype)
+        if store
+        else None
     )
     _kernel.lstm_forward(
         *arrays[:6],
