@@ -42,7 +42,7 @@ def test_a_retained_graph_keeps_its_buffer_while_other_forwards_run() -> None:
         ours(other)[0].sum().backward()
         gc.collect()
     got_again = _grads(ours, x, y)
-    for e, a, b in zip(expected, got_first, got_again):
+    for e, a, b in zip(expected, got_first, got_again, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
         assert torch.equal(a, b)
 
