@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Three kernels compute the same function, each in its own file beside
-//! this one: `lanes.rs` (the batch in SIMD lanes, for small and medium
+//! this one: `lanes/` (the batch in SIMD lanes, for small and medium
 //! hidden sizes, where per-call overhead and the transcendental functions
 //! dominate), `rows.rs` (a few rows, the gates in lanes: one long series)
 //! and `gemm.rs` (matrix products, for large ones). They share the types of
@@ -49,7 +49,7 @@ pub enum Kernel {
     /// more than [`LANES_MAX_HIDDEN`] units, else [`Kernel::Lanes`].
     #[default]
     Auto = 0,
-    /// The batch in SIMD lanes (`lstm/lanes.rs`).
+    /// The batch in SIMD lanes (`lstm/lanes/`).
     Lanes = 1,
     /// Matrix products from the GEMM crate (`lstm/gemm.rs`).
     Gemm = 2,
