@@ -108,6 +108,11 @@ def main(argv=None) -> None:
     if args.save:
         torch.save(model.state_dict(), args.save if rank == 0 else f"{args.save}.rank{rank}")
     if distributed:
+        # Every rank is done before any closes its connections: a rank that
+        # tears down while a peer is still in its last collective can abort
+        # the peer at exit (seen once in CI: "terminate called without an
+        # active exception" in rank 1 after the last step).
+        dist.barrier()
         dist.destroy_process_group()
 
 
