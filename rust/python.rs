@@ -32,6 +32,8 @@ use crate::model::{SeedConfig, SeedNetwork, PARAM_NAMES};
 use crate::simd::Real;
 use crate::threads;
 
+mod chain;
+
 fn to_py_err(e: Error) -> PyErr {
     match e {
         Error::Order(msg) => PyRuntimeError::new_err(msg),
@@ -1775,6 +1777,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lstm_forward, m)?)?;
     m.add_function(wrap_pyfunction!(lstm_backward, m)?)?;
     m.add_function(wrap_pyfunction!(lstm_step, m)?)?;
+    m.add_function(wrap_pyfunction!(chain::cell_saved_size, m)?)?;
+    m.add_function(wrap_pyfunction!(chain::cell_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(chain::cell_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(chain::chain_weight_grads, m)?)?;
     // Before any kernel runs: the thread pools restart in a forked child.
     threads::fork::watch();
     // rust-numpy finds NumPy's C API lazily, on first use, partly by running

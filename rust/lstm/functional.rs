@@ -195,7 +195,7 @@ pub fn backward<T: Pooled>(
 }
 
 /// Checks the weights: their lengths, and that they are finite.
-fn check_params<T: Real>(p: LstmParams<'_, T>, s: LstmShape) -> Result<()> {
+pub(crate) fn check_params<T: Real>(p: LstmParams<'_, T>, s: LstmShape) -> Result<()> {
     p.check(s.input, s.hidden)?;
     check_finite("weight_ih", p.weight_ih)?;
     check_finite("weight_hh", p.weight_hh)?;
@@ -223,7 +223,11 @@ fn check_finite_steps<T: Real>(arg: &'static str, data: &[T], s: LstmShape, seq:
 }
 
 /// Checks an optional (h, c) pair: each (B, H) and finite.
-fn check_pair<T: Real>(pair: Option<(&[T], &[T])>, names: (&'static str, &'static str), s: LstmShape) -> Result<()> {
+pub(crate) fn check_pair<T: Real>(
+    pair: Option<(&[T], &[T])>,
+    names: (&'static str, &'static str),
+    s: LstmShape,
+) -> Result<()> {
     if let Some((h, c)) = pair {
         check_len(names.0, h, &[s.batch, s.hidden])?;
         check_len(names.1, c, &[s.batch, s.hidden])?;
@@ -236,8 +240,8 @@ fn check_pair<T: Real>(pair: Option<(&[T], &[T])>, names: (&'static str, &'stati
 /// One call's working memory: the kernels' scratch, and (B, H) for a
 /// step's h_n (its output).
 pub struct CallScratch<T> {
-    kernels: Scratch<T>,
-    h_n: Vec<T>,
+    pub(crate) kernels: Scratch<T>,
+    pub(crate) h_n: Vec<T>,
 }
 
 impl<T: Real> Default for CallScratch<T> {
@@ -268,7 +272,7 @@ impl<T: Real> ScratchPool<T> {
     }
 
     /// Runs `f` on a scratch of the pool's.
-    fn with<R>(&self, f: impl FnOnce(&mut CallScratch<T>) -> R) -> R {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut CallScratch<T>) -> R) -> R {
         // A call that panicked holding the lock left the list whole.
         let taken = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut scratch = taken.unwrap_or_default();

@@ -23,6 +23,7 @@ use crate::simd::Real;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 mod cell;
+pub mod chain;
 pub mod functional;
 mod gemm;
 mod lanes;
@@ -135,7 +136,7 @@ pub struct Scratch<T> {
     lanes: LanesScratch<T>,
     rows: RowsScratch<T>,
     gemm: GemmScratch<T>,
-    units: UnitsScratch<T>,
+    pub(crate) units: UnitsScratch<T>,
 }
 
 impl<T: Real> Scratch<T> {

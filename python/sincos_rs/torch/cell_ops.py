@@ -12,10 +12,11 @@ state (1, B, H), and returns out (shaped as x, with H features), h_n, c_n
 something needing a gradient a step is one autograd node (``_EagerStep``,
 ``_EagerLayerStep``); else no node at all, and nothing kept.
 
-The kernels are called in one place, ``_kernel_forward``/``_kernel_backward``
-below: today the sequence kernels over one step (``_core.lstm_forward`` and
-``lstm_backward`` with T = 1, x as (B, 1, I)), and ``_core.lstm_step`` when
-nothing is stored; a dedicated single-step entry point replaces them there.
+The kernels are called in one place, ``_kernel_forward``/``_kernel_backward``/
+``_kernel_weight_grads`` below: the one-step calls of ``rust/lstm/chain.rs``
+(``_core.cell_forward``, ``cell_backward``, ``chain_weight_grads``), the units
+kernel over one step whatever the batch (with or without saving, the same
+bits).
 
 A chain of these steps is the hot loop of a user's own decoder or time
 series, so each call does as few torch calls as the work allows (at small
@@ -30,16 +31,17 @@ gradients autograd asks for are wrapped. Input checks are the kernels'
 nothing itself on this path and, when the kernels refuse a call, finds the
 torch-like message (``cell.py``).
 
-Weight gradients are relayed down a chain of steps instead of being
-returned by each: a step whose state ``h0`` is the output of a step of the
-same weights (``h0.grad_fn`` is that step's node) adds its weight gradients
-to those of the steps after it and hands them to that node, if the engine
-runs it in this backward pass (``torch._C._will_engine_execute_node``; the
-deposit is keyed by the pass, ``torch._C._current_graph_task_id``); the
-first step of the chain returns the total. Autograd would otherwise take
-four new gradient tensors per step and add them up one by one; here one
-set of arrays holds the running total and one is overwritten by each step
-(the same sums, in the same order). A step whose node is pruned from the
+Weight gradients are made once per chain, not once per step. A step's
+backward writes its gate gradients dz (B, 4H) and no weight gradients; a
+step whose state ``h0`` is the output of a step of the same weights
+(``h0.grad_fn`` is that step's node) hands its rows (dz, x, h0), after those
+of the steps after it, to that node, if the engine runs it in this backward
+pass (``torch._C._will_engine_execute_node``; the deposit is keyed by the
+pass, ``torch._C._current_graph_task_id``). The first step of the chain
+makes the weight gradients of all the rows at once (``dW_ih = dzᵀ·x``,
+``dW_hh = dzᵀ·h0``, ``db = Σ dz``: products as large as a whole-sequence
+backward's, where a gradient per step would write every weight-sized buffer
+once per step) and returns them. A step whose node is pruned from the
 pass, a state that went through other operations or came from another
 cell, a branch (two steps from one state: both deposit) all stay correct:
 what is not relayed is returned.
@@ -57,7 +59,6 @@ import torch
 from torch import Tensor
 
 from .. import _core as _kernel
-from .._saved import saved_size
 from . import steps
 from .views import WeightViews
 
@@ -66,38 +67,45 @@ __all__ = ["layer_step", "step"]
 # --- the kernels of one step: the one place that calls them ----------------------------------
 
 
-def _kernel_forward(x, weight_ih, weight_hh, bias, h0, c0, out, h, c, saved) -> None:
+def _kernel_forward(x, weight_ih, weight_hh, bias, h0, c0, h, c, saved) -> None:
     """x (B, I), weights, the summed bias (4H,), h0/c0 (B, H) or None (zeros),
-    as NumPy arrays; writes out (B, 1, H) (the same values as h), h, c
-    (B, H) and the activations the backward reads into ``saved`` (1-D, of
-    ``saved_size(B, 1, I, H, itemsize)`` elements)."""
-    # The sequence kernel over T = 1: x as (B, 1, I).
-    _kernel.lstm_forward(x[:, None], weight_ih, weight_hh, bias, h0, c0, out, h, c, saved)
+    as NumPy arrays; writes h, c (B, H) and, unless ``saved`` is None, the
+    activations the backward reads (1-D, of ``_saved_size`` elements)."""
+    _kernel.cell_forward(x, weight_ih, weight_hh, bias, h0, c0, h, c, saved)
 
 
-def _kernel_step(x, weight_ih, weight_hh, bias, h0, c0, h, c) -> None:
-    """``_kernel_forward`` keeping nothing (inference): writes h, c only."""
-    _kernel.lstm_step(x, weight_ih, weight_hh, bias, h0, c0, h, c)
+def _saved_size(batch: int, features: int, hidden: int, dtype: np.dtype) -> int:
+    return _kernel.cell_saved_size(batch, features, hidden, dtype.name)
 
 
-def _kernel_backward(arrays, saved, d_out, dh_n, dc_n, dx, dh0, dc0, grads) -> None:
-    """The backward of ``_kernel_forward`` (the same ``arrays``: x, weights,
-    bias, h0, c0, and its ``saved``): d_out (B, 1, H), dh_n, dc_n (B, H) or
-    None (zeros) in; writes dx (B, I) unless None, dh0, dc0 (B, H) and the
-    weight gradients over ``grads`` (grad_weight_ih, grad_weight_hh,
-    grad_bias (4H,))."""
-    x, weight_ih, weight_hh, bias, h0, c0 = arrays
-    _kernel.lstm_backward(
-        x[:, None], weight_ih, weight_hh, bias, h0, c0, saved, d_out, dh_n, dc_n,
-        None if dx is None else dx[:, None], dh0, dc0, *grads,
-    )  # fmt: skip
+def _kernel_backward(arrays, saved, d_out, dh_n, dc_n, dz, dx, dh0, dc0) -> None:
+    """The backward of ``_kernel_forward`` (its ``arrays``: x, weights,
+    bias, h0, c0, and its ``saved``), without weight gradients: the
+    gradients by h (d_out, dh_n: they add up) and c (dc_n), each (B, H) or
+    None (zero), in; writes the gate gradients dz (B, 4H), dx (B, I) unless
+    None, dh0 and dc0 (B, H)."""
+    _kernel.cell_backward(arrays[1], arrays[2], saved, d_out, dh_n, dc_n, dz, dx, dh0, dc0)
 
 
-def _new_grads(weight_ih: np.ndarray, weight_hh: np.ndarray) -> tuple:
-    """Arrays for the weight gradients: (weight_ih, weight_hh, bias)."""
+def _kernel_weight_grads(rows: list, weight_ih: np.ndarray, weight_hh: np.ndarray) -> tuple:
+    """The weight gradients (weight_ih, weight_hh, bias (4H,)) of the steps
+    whose (dz, x, h0) are ``rows`` (h0 None: zero), made at once."""
+    if len(rows) == 1:
+        dz, x, h0 = rows[0]
+    else:
+        dz = np.concatenate([r[0] for r in rows])
+        x = np.concatenate([r[1] for r in rows])
+        h0 = None
+        if any(r[2] is not None for r in rows):
+            h0 = np.concatenate([
+                np.zeros((r[1].shape[0], weight_hh.shape[1]), x.dtype) if r[2] is None else r[2]
+                for r in rows
+            ])  # fmt: skip
     dtype = weight_ih.dtype
-    return (np.empty(weight_ih.shape, dtype), np.empty(weight_hh.shape, dtype),
-            np.empty(weight_hh.shape[0], dtype))  # fmt: skip
+    grads = (np.empty(weight_ih.shape, dtype), np.empty(weight_hh.shape, dtype),
+             np.empty(weight_hh.shape[0], dtype))  # fmt: skip
+    _kernel.chain_weight_grads(dz, x, h0, *grads)
+    return grads
 
 
 # --- autograd ------------------------------------------------------------------------------
@@ -108,14 +116,14 @@ def _array(t: Tensor | None) -> np.ndarray | None:
     return None if t is None else t.contiguous().numpy()
 
 
-def _forward(ctx, views, x_a, h0, c0, h0_a, c0_a, weights, out, h, c) -> None:
-    """The forward of both Functions: the kernel into out, h, c; what the
+def _forward(ctx, views, x_a, h0, c0, h0_a, c0_a, weights, h, c) -> None:
+    """The forward of both Functions: the kernel into h, c; what the
     backward needs on ``ctx``."""
     weight_ih, weight_hh, bias_ih, bias_hh = weights
     arrays = (x_a, *views.arrays(weight_ih, weight_hh, bias_ih, bias_hh), h0_a, c0_a)
     batch, features = x_a.shape
-    saved = np.empty(saved_size(batch, 1, features, h.shape[1], x_a.itemsize), x_a.dtype)
-    _kernel_forward(*arrays, out, h, c, saved)
+    saved = np.empty(_saved_size(batch, features, h.shape[1], x_a.dtype), x_a.dtype)
+    _kernel_forward(*arrays, h, c, saved)
     ctx.materialize_grads = False  # set_materialize_grads(False), without its call
     ctx.arrays, ctx.saved = arrays, saved
     ctx.params = weights
@@ -126,36 +134,22 @@ def _forward(ctx, views, x_a, h0, c0, h0_a, c0_a, weights, out, h, c) -> None:
 def _backward(ctx, d_out, dh_n, dc_n, layer: bool) -> tuple:
     """The backward of both Functions (grad mode off): the gradients of
     (views, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh), in the
-    cell's shapes, or the LSTM's if ``layer``."""
+    cell's shapes, or the LSTM's if ``layer``. d_out, dh_n, dc_n are
+    NumPy (B, H) or None."""
     ctx.saved_tensors  # noqa: B018 - raises if an input was modified in place
     need = ctx.needs_input_grad
     arrays = ctx.arrays
     x = arrays[0]
     batch, features = x.shape
     hidden = arrays[2].shape[1]
-    task = torch._C._current_graph_task_id()
-    # The weight gradients of the steps after this one, if relayed here.
-    carried = None if ctx.deposits is None else ctx.deposits.pop(task, None)
-    if carried is None:
-        total = scratch = _new_grads(arrays[1], arrays[2])
-    else:
-        total, scratch = carried
-        if scratch is None:
-            scratch = _new_grads(arrays[1], arrays[2])
     state = (1, batch, hidden) if layer else (batch, hidden)
+    dz = np.empty((batch, 4 * hidden), x.dtype)
     dx = np.empty((batch, features), x.dtype) if need[1] else None
     dh0, dc0 = np.empty(state, x.dtype), np.empty(state, x.dtype)
-    if d_out is None:
-        d_out = np.zeros((batch, 1, hidden), x.dtype)
     _kernel_backward(
-        arrays, ctx.saved, d_out, dh_n, dc_n, dx,
-        dh0[0] if layer else dh0, dc0[0] if layer else dc0, scratch,
+        arrays, ctx.saved, d_out, dh_n, dc_n, dz, dx,
+        dh0[0] if layer else dh0, dc0[0] if layer else dc0,
     )  # fmt: skip
-    if carried is not None:
-        for into, grad in zip(total, scratch, strict=True):
-            np.add(into, grad, out=into)
-    else:
-        scratch = None  # the kernel wrote the totals themselves
     tensor = torch.from_numpy
     head = (
         None,
@@ -163,11 +157,20 @@ def _backward(ctx, d_out, dh_n, dc_n, layer: bool) -> tuple:
         tensor(dh0) if need[2] else None,
         tensor(dc0) if need[3] else None,
     )
+    if not (need[4] or need[5] or need[6] or need[7]):
+        return (*head, None, None, None, None)
+    # This step's rows for the weight gradients, after those of the steps
+    # after it, if relayed here.
+    task = torch._C._current_graph_task_id()
+    rows = None if ctx.deposits is None else ctx.deposits.pop(task, None)
+    if rows is None:
+        rows = []
+    rows.append((dz, x, arrays[4]))
     previous = ctx.relay_to
     if previous is not None and torch._C._will_engine_execute_node(previous):
-        _deposit(previous, task, total, scratch)
+        _deposit(previous, task, rows)
         return (*head, None, None, None, None)
-    g_ih, g_hh, g_bias = total
+    g_ih, g_hh, g_bias = _kernel_weight_grads(rows, arrays[1], arrays[2])
     return (
         *head,
         tensor(g_ih) if need[4] else None,
@@ -203,11 +206,10 @@ class _EagerStep(torch.autograd.Function):
         x_a = x.contiguous().numpy()
         batch, hidden = x_a.shape[0], weight_hh.shape[1]
         h, c = np.empty((batch, hidden), x_a.dtype), np.empty((batch, hidden), x_a.dtype)
-        out = np.empty((batch, 1, hidden), x_a.dtype)  # h again: scratch
         weights = (weight_ih, weight_hh, bias_ih, bias_hh)
         h0_a = None if h0 is None else h0.contiguous().numpy()
         c0_a = None if c0 is None else c0.contiguous().numpy()
-        _forward(ctx, views, x_a, h0, c0, h0_a, c0_a, weights, out, h, c)
+        _forward(ctx, views, x_a, h0, c0, h0_a, c0_a, weights, h, c)
         ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh)
         return torch.from_numpy(h), torch.from_numpy(c)
 
@@ -215,9 +217,7 @@ class _EagerStep(torch.autograd.Function):
     def backward(ctx, dh, dc):
         if torch.is_grad_enabled():  # backward(create_graph=True)
             return (None, *_cell_backward_with_graph(ctx, dh, dc))
-        # T = 1: out is h, so dh is the output's gradient (dh_n stays None).
-        d_out = None if dh is None else dh.contiguous().numpy()[:, None]
-        return _backward(ctx, d_out, None, _array(dc), layer=False)
+        return _backward(ctx, _array(dh), None, _array(dc), layer=False)
 
 
 class _EagerLayerStep(torch.autograd.Function):
@@ -230,11 +230,10 @@ class _EagerLayerStep(torch.autograd.Function):
     def forward(ctx, views, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
         x_a, h0_a, c0_a = _layer_arrays(x, h0, c0)
         batch, hidden = x_a.shape[0], weight_hh.shape[1]
-        out = np.empty((x.shape[0], x.shape[1], hidden), x_a.dtype)
         h_n, c_n = np.empty((1, batch, hidden), x_a.dtype), np.empty((1, batch, hidden), x_a.dtype)
         weights = (weight_ih, weight_hh, bias_ih, bias_hh)
-        kernel_out = out.reshape(batch, 1, hidden)
-        _forward(ctx, views, x_a, h0, c0, h0_a, c0_a, weights, kernel_out, h_n[0], c_n[0])
+        _forward(ctx, views, x_a, h0, c0, h0_a, c0_a, weights, h_n[0], c_n[0])
+        out = h_n.reshape(x.shape[0], x.shape[1], hidden).copy()  # its own memory, as torch's
         ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh)
         ctx.x_shape = x.shape
         return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)
@@ -246,7 +245,7 @@ class _EagerLayerStep(torch.autograd.Function):
         batch = ctx.x_shape[0] * ctx.x_shape[1]  # one of them is 1
         return _backward(
             ctx,
-            None if d_out is None else d_out.contiguous().numpy().reshape(batch, 1, -1),
+            None if d_out is None else d_out.contiguous().numpy().reshape(batch, -1),
             None if dh_n is None else dh_n.contiguous().numpy()[0],
             None if dc_n is None else dc_n.contiguous().numpy()[0],
             layer=True,
@@ -296,17 +295,17 @@ def _previous_step(ctx, h0: Tensor | None):
     return None
 
 
-def _deposit(node, task: int, total: tuple, scratch: tuple | None) -> None:
-    """Hand the weight gradients ``total`` to ``node`` for this backward
-    pass (``task``), added to what another step after it left there."""
+def _deposit(node, task: int, rows: list) -> None:
+    """Hand the weight-gradient rows ``rows`` (``(dz, x, h0)`` per step) to
+    ``node`` for this backward pass (``task``), after what another step
+    after it left there."""
     if node.deposits is None:
         node.deposits = {}
     there = node.deposits.get(task)
     if there is None:
-        node.deposits[task] = (total, scratch)
+        node.deposits[task] = rows
     else:  # a second step continued from the same state (a branch)
-        for into, grad in zip(there[0], total, strict=True):
-            np.add(into, grad, out=into)
+        there.extend(rows)
 
 
 # --- double backward -----------------------------------------------------------------------
@@ -377,7 +376,7 @@ def step(
     h, c = np.empty((batch, hidden), x_a.dtype), np.empty((batch, hidden), x_a.dtype)
     h0_a = None if h0 is None else h0.contiguous().numpy()
     c0_a = None if c0 is None else c0.contiguous().numpy()
-    _kernel_step(x_a, *views.arrays(*weights), h0_a, c0_a, h, c)
+    _kernel_forward(x_a, *views.arrays(*weights), h0_a, c0_a, h, c, None)
     return torch.from_numpy(h), torch.from_numpy(c)
 
 
@@ -400,6 +399,6 @@ def layer_step(
     x_a, h0_a, c0_a = _layer_arrays(x, h0, c0)
     batch, hidden = x_a.shape[0], weight_hh.shape[1]
     h_n, c_n = np.empty((1, batch, hidden), x_a.dtype), np.empty((1, batch, hidden), x_a.dtype)
-    _kernel_step(x_a, *views.arrays(*weights), h0_a, c0_a, h_n[0], c_n[0])
+    _kernel_forward(x_a, *views.arrays(*weights), h0_a, c0_a, h_n[0], c_n[0], None)
     out = h_n.reshape(x.shape[0], x.shape[1], hidden).copy()  # its own memory, as torch's
     return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)

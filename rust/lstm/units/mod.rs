@@ -22,13 +22,16 @@
 //!
 //! Files: `plan.rs` (slots, packed rows, the cut), `pack.rs` (weight
 //! panels), `tile.rs` (the register tiles and their fixed order of
-//! summation), `forward.rs`, `backward.rs`.
+//! summation), `forward.rs`, `backward.rs`, and `chain.rs` (one step's
+//! backward without weight gradients, and a chain's weight gradients at
+//! once: a user's own loop of one-step calls).
 //!
 //! Saved for backward, by packed row r (R ≤ B·T) in a caller's buffer of
 //! [`saved_len`] values: gates (R, 4Hp), c (R, Hp), tanh c (R, Hp), h
 //! before the step (R, Hp), then c0 (B, Hp).
 
 mod backward;
+pub(crate) mod chain;
 mod dot;
 mod forward;
 mod pack;
