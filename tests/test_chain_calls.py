@@ -12,13 +12,13 @@ import pytest
 import sincos_rs as sr
 from sincos_rs import _core
 
-B, I, H, T = 5, 7, 19, 4  # H past a vector and not a multiple of one
+B, IN, H, T = 5, 7, 19, 4  # H past a vector and not a multiple of one
 
 
 def weights(dtype, rng):
     s = 1 / np.sqrt(H)
     return (
-        (rng.uniform(-s, s, (4 * H, I))).astype(dtype),
+        (rng.uniform(-s, s, (4 * H, IN))).astype(dtype),
         (rng.uniform(-s, s, (4 * H, H))).astype(dtype),
         (rng.uniform(-s, s, 4 * H)).astype(dtype),
     )
@@ -29,28 +29,28 @@ def chain(dtype, seed=0):
     from all the rows at once; returns every output and gradient."""
     rng = np.random.default_rng(seed)
     w_ih, w_hh, bias = weights(dtype, rng)
-    xs = rng.standard_normal((T, B, I)).astype(dtype)
+    xs = rng.standard_normal((T, B, IN)).astype(dtype)
     h0 = rng.standard_normal((B, H)).astype(dtype)
     c0 = rng.standard_normal((B, H)).astype(dtype)
     d_out = rng.standard_normal((T, B, H)).astype(dtype)
     states, saved = [(h0, c0)], []
     for t in range(T):
         h, c = np.empty((B, H), dtype), np.empty((B, H), dtype)
-        s = np.empty(_core.cell_saved_size(B, I, H, np.dtype(dtype).name), dtype)
+        s = np.empty(_core.cell_saved_size(B, IN, H, np.dtype(dtype).name), dtype)
         _core.cell_forward(xs[t], w_ih, w_hh, bias, *states[t], h, c, s)
         states.append((h, c))
         saved.append(s)
     dh, dc = np.zeros((B, H), dtype), np.zeros((B, H), dtype)
     dzs, dxs = [None] * T, [None] * T
     for t in reversed(range(T)):
-        dz, dx = np.empty((B, 4 * H), dtype), np.empty((B, I), dtype)
+        dz, dx = np.empty((B, 4 * H), dtype), np.empty((B, IN), dtype)
         dh0, dc0 = np.empty((B, H), dtype), np.empty((B, H), dtype)
         _core.cell_backward(w_ih, w_hh, saved[t], d_out[t], dh, dc, dz, dx, dh0, dc0)
         dzs[t], dxs[t] = dz, dx
         dh, dc = dh0, dc0
     grads = np.empty_like(w_ih), np.empty_like(w_hh), np.empty_like(bias)
     h_prev = np.concatenate([s[0] for s in states[:T]])
-    _core.chain_weight_grads(np.concatenate(dzs), xs.reshape(T * B, I), h_prev, *grads)
+    _core.chain_weight_grads(np.concatenate(dzs), xs.reshape(T * B, IN), h_prev, *grads)
     out = np.stack([s[0] for s in states[1:]])
     whole = (xs, w_ih, w_hh, bias, h0, c0, d_out)
     return (out, np.stack(dxs), dh, dc, *grads), whole
@@ -60,14 +60,15 @@ def test_a_chain_gives_the_whole_calls_gradients():
     got, (xs, w_ih, w_hh, bias, h0, c0, d_out) = chain(np.float64)
     x = np.ascontiguousarray(xs.transpose(1, 0, 2))
     out, h_n, c_n = np.empty((B, T, H)), np.empty((B, H)), np.empty((B, H))
-    saved = np.empty(_core.lstm_saved_size(B, T, I, H, "float64"))
+    saved = np.empty(_core.lstm_saved_size(B, T, IN, H, "float64"))
     _core.lstm_forward(x, w_ih, w_hh, bias, h0, c0, out, h_n, c_n, saved)
     dx, dh0, dc0 = np.empty_like(x), np.empty((B, H)), np.empty((B, H))
     grads = np.empty_like(w_ih), np.empty_like(w_hh), np.empty_like(bias)
     d = np.ascontiguousarray(d_out.transpose(1, 0, 2))
     _core.lstm_backward(x, w_ih, w_hh, bias, h0, c0, saved, d, None, None, dx, dh0, dc0, *grads)
     want = (out.transpose(1, 0, 2), dx.transpose(1, 0, 2), dh0, dc0, *grads)
-    for name, a, b in zip(("out", "dx", "dh0", "dc0", "dW_ih", "dW_hh", "db"), got, want, strict=True):
+    names = ("out", "dx", "dh0", "dc0", "dW_ih", "dW_hh", "db")
+    for name, a, b in zip(names, got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12, err_msg=name)
 
 
@@ -88,8 +89,8 @@ def test_a_chain_gives_the_same_bits_on_any_thread_count():
 def step_args(dtype=np.float32):
     rng = np.random.default_rng(0)
     w_ih, w_hh, bias = weights(dtype, rng)
-    x = rng.standard_normal((B, I)).astype(dtype)
-    saved = np.empty(_core.cell_saved_size(B, I, H, np.dtype(dtype).name), dtype)
+    x = rng.standard_normal((B, IN)).astype(dtype)
+    saved = np.empty(_core.cell_saved_size(B, IN, H, np.dtype(dtype).name), dtype)
     h, c = np.empty((B, H), dtype), np.empty((B, H), dtype)
     _core.cell_forward(x, w_ih, w_hh, bias, None, None, h, c, saved)
     return x, w_ih, w_hh, bias, saved, h, c
@@ -107,14 +108,17 @@ def test_bad_arguments_are_named():
         _core.cell_forward(x, w_ih, w_hh, bias, None, None, h, c, saved[:-1])
     with pytest.raises(ValueError, match="h.*c|c.*h"):
         _core.cell_forward(x, w_ih, w_hh, bias, None, None, h, h, None)
-    dz, dh0, dc0 = np.empty((B, 4 * H), np.float32), np.empty((B, H), np.float32), np.empty((B, H), np.float32)
+    dz = np.empty((B, 4 * H), np.float32)
+    dh0, dc0 = np.empty((B, H), np.float32), np.empty((B, H), np.float32)
     nan = np.full((B, H), np.nan, np.float32)
     with pytest.raises(ValueError, match="d_out"):
         _core.cell_backward(w_ih, w_hh, saved, nan, None, None, dz, None, dh0, dc0)
     with pytest.raises(ValueError, match="dz"):
         _core.cell_backward(w_ih, w_hh, saved, None, None, None, dz[:, 1:], None, dh0, dc0)
     with pytest.raises(TypeError, match="dh0"):
-        _core.cell_backward(w_ih, w_hh, saved, None, None, None, dz, None, dh0.astype(np.float64), dc0)
+        _core.cell_backward(
+            w_ih, w_hh, saved, None, None, None, dz, None, dh0.astype(np.float64), dc0
+        )
     with pytest.raises(ValueError, match="saved"):
         _core.cell_backward(w_ih, w_hh, saved[1:], None, None, None, dz, None, dh0, dc0)
     grads = np.empty_like(w_ih), np.empty_like(w_hh), np.empty_like(bias)
