@@ -86,6 +86,23 @@ def test_a_chain_gives_the_same_bits_on_any_thread_count():
         sr.set_num_threads(before)
 
 
+@pytest.mark.parametrize("batch", [1, 5, 40])
+def test_a_step_gives_the_same_bits_with_and_without_saving(batch):
+    rng = np.random.default_rng(batch)
+    w_ih, w_hh, bias = weights(np.float32, rng)
+    x = rng.standard_normal((batch, IN)).astype(np.float32)
+    h0, c0 = rng.standard_normal((2, batch, H)).astype(np.float32)
+    outs = []
+    for keep in (True, False):
+        h, c = np.empty((batch, H), np.float32), np.empty((batch, H), np.float32)
+        saved = (
+            np.empty(_core.cell_saved_size(batch, IN, H, "float32"), np.float32) if keep else None
+        )
+        _core.cell_forward(x, w_ih, w_hh, bias, h0, c0, h, c, saved)
+        outs.append((h.tobytes(), c.tobytes()))
+    assert outs[0] == outs[1]
+
+
 def step_args(dtype=np.float32):
     rng = np.random.default_rng(0)
     w_ih, w_hh, bias = weights(dtype, rng)

@@ -18,7 +18,7 @@
 
 use super::functional::{check_pair, check_params, check_sizes, Pooled};
 use super::units::{self, chain};
-use super::{run_forward, Kernel, LstmGrads, LstmParams, LstmShape, Sequences};
+use super::{LstmGrads, LstmParams, LstmShape, Sequences};
 use crate::error::{check_finite, check_len, Result};
 
 /// The shape of one step of `batch` rows.
@@ -34,7 +34,7 @@ fn step_shape(batch: usize, input: usize, hidden: usize) -> LstmShape {
 /// Elements of `T` the activations [`forward`] saves for one step take.
 /// The sizes must pass `functional::check_sizes`.
 pub fn saved_len(batch: usize, input: usize, hidden: usize) -> usize {
-    units::saved_len(step_shape(batch, input, hidden))
+    units::step_saved_len(step_shape(batch, input, hidden))
 }
 
 /// One step: x (B, I) from `initial` (h0, c0), each (B, H), or zeros;
@@ -63,18 +63,17 @@ pub fn forward<T: Pooled>(
     T::pool().with(|scratch| {
         // With one step the output is h_n: write it to h, h_n to scratch.
         super::poison::fit(&mut scratch.h_n, batch * hidden);
-        let state_out = (&mut scratch.h_n[..], c);
-        run_forward(
-            Kernel::Units,
-            &mut scratch.kernels,
+        units::forward(
+            &mut scratch.kernels.units,
             p,
             s,
             Sequences::WHOLE,
             x,
             initial,
-            Some(h),
-            state_out,
-            saved,
+            h,
+            &mut scratch.h_n,
+            c,
+            saved.map(units::SavedTo::Step),
         );
     });
     Ok(())

@@ -26,7 +26,7 @@
 
 use super::plan::{padded, UNITS};
 use super::tile::{product, Init, RowsAt};
-use super::{saved_parts, workers_for, UnitsScratch, PASS_PARALLEL_MIN_MACS};
+use super::{step_saved_parts, workers_for, UnitsScratch, PASS_PARALLEL_MIN_MACS};
 use crate::lstm::cell::cell_backward;
 use crate::lstm::params::{LstmGrads, LstmShape};
 use crate::lstm::poison;
@@ -72,7 +72,8 @@ pub(crate) struct Step<'a, T> {
 }
 
 /// The backward of one step of the units kernel's forward over T = 1
-/// (weights (W_ih, W_hh); `saved`, of `super::saved_len(s)` elements, `s.steps` = 1), without
+/// (weights (W_ih, W_hh); `saved` in the compact one-step layout,
+/// `super::SavedTo::Step`, `s.steps` = 1), without
 /// weight gradients: writes the gate gradients dz (B, 4H), dh0 and dc0
 /// (B, H), and dx (B, I) when given. `d_out`, `dh_n`, `dc_n` (B, H) are
 /// the gradients by the output, h_n and c_n (None: zero). No checks.
@@ -91,9 +92,8 @@ pub(crate) fn step_backward<T: Real>(
 ) {
     debug_assert_eq!(s.steps, 1);
     let (b_n, h, i_n) = (s.batch, s.hidden, s.input);
-    let [gates, c, tanh_c, h_prev, c0] = saved_parts(s);
-    let at_tanh = gates + c;
-    let at_c0 = at_tanh + tanh_c + h_prev;
+    let [gates, tanh_c, c0] = step_saved_parts(s);
+    let (at_tanh, at_c0) = (gates, gates + tanh_c);
     let step = Step {
         batch: b_n,
         hidden: h,

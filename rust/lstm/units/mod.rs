@@ -55,6 +55,28 @@ pub(crate) fn saved_len(s: LstmShape) -> usize {
     saved_parts(s).iter().sum()
 }
 
+/// Where a forward pass saves its activations.
+pub(crate) enum SavedTo<'a, T> {
+    /// The whole layout (the module docs, [`saved_len`] elements).
+    Buffer(&'a mut [T]),
+    /// One step's (T = 1) compact layout, what `chain.rs` reads
+    /// ([`step_saved_len`] elements): gates (B, 4Hp), tanh c (B, Hp), c0
+    /// (B, Hp). h before the step and c after it are the caller's h0 and c
+    /// (its output), so they go to scratch.
+    Step(&'a mut [T]),
+}
+
+/// Elements of the compact one-step layout: gates, tanh c, c0.
+pub(crate) fn step_saved_parts(s: LstmShape) -> [usize; 3] {
+    let (b, hp) = (s.batch, padded(s.hidden));
+    [b * 4 * hp, b * hp, b * hp]
+}
+
+/// Elements a one-step saved buffer ([`SavedTo::Step`]) needs.
+pub(crate) fn step_saved_len(s: LstmShape) -> usize {
+    step_saved_parts(s).iter().sum()
+}
+
 /// The saved buffers inside `buf`: gates, c, tanh c, h_prev, c0.
 fn saved_views<T>(buf: &mut [T], s: LstmShape) -> [Shared<T>; 5] {
     let parts = saved_parts(s);
@@ -164,7 +186,7 @@ pub(crate) fn forward<T: Real>(
     out: &mut [T],
     h_n: &mut [T],
     c_n: &mut [T],
-    saved: Option<&mut [T]>,
+    saved: Option<SavedTo<'_, T>>,
 ) {
     let (b_n, t_n, i_n, h) = (s.batch, s.steps, s.input, s.hidden);
     let (hp, nb) = (padded(h), h.div_ceil(UNITS));
@@ -207,7 +229,23 @@ pub(crate) fn forward<T: Real>(
     };
     match saved {
         Some(saved) => {
-            let [gates, c, tanh_c, h_prev, c0] = saved_views(saved, s);
+            let [gates, c, tanh_c, h_prev, c0] = match saved {
+                SavedTo::Buffer(buf) => saved_views(buf, s),
+                SavedTo::Step(buf) => {
+                    assert!(t_n == 1 && buf.len() >= step_saved_len(s), "one-step saved buffer");
+                    poison::fit(&mut ws.h, b_n * hp);
+                    poison::fit(&mut ws.c, b_n * hp);
+                    let [gates, tanh_c, c0] = step_saved_parts(s);
+                    let all = Shared::new(buf);
+                    [
+                        all.sub(0, gates),
+                        Shared::new(&mut ws.c),
+                        all.sub(gates, tanh_c),
+                        Shared::new(&mut ws.h),
+                        all.sub(gates + tanh_c, c0),
+                    ]
+                }
+            };
             // SAFETY: no pass runs yet; these are the first rows and c0.
             unsafe { set_initial(h_prev.slice_mut(0, b_n * hp), c0.slice_mut(0, b_n * hp)) };
             let job = forward::Job {
