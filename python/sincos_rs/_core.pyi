@@ -13,6 +13,10 @@ __all__ = [
     "lstm_forward",
     "lstm_backward",
     "lstm_step",
+    "cell_saved_size",
+    "cell_forward",
+    "cell_backward",
+    "chain_weight_grads",
     "set_num_threads",
     "get_num_threads",
     "simd_level",
@@ -149,6 +153,58 @@ def lstm_step(
     themselves (updated in place). The same bits as ``lstm_forward`` over
     the step. Checks as ``lstm_forward``; runs with the GIL held (a step is
     shorter than releasing it)."""
+
+def cell_saved_size(batch: int, input_size: int, hidden_size: int, dtype: str) -> int:
+    """Elements of ``dtype`` the activations ``cell_forward`` saves for one
+    step of ``batch`` rows."""
+
+def cell_forward(
+    x: np.ndarray,
+    weight_ih: np.ndarray,
+    weight_hh: np.ndarray,
+    bias: np.ndarray,
+    h0: np.ndarray | None,
+    c0: np.ndarray | None,
+    h: np.ndarray,
+    c: np.ndarray,
+    saved: np.ndarray | None,
+) -> None:
+    """One step for a chain of one-step calls (``rust/lstm/chain.rs``): x
+    (B, I) from (h0, c0), each (B, H), or zeros, into h and c (B, H), and
+    the activations ``cell_backward`` reads into ``saved`` (1-D, of
+    ``cell_saved_size`` elements) unless it is None; the same bits either
+    way. Checks as ``lstm_forward``."""
+
+def cell_backward(
+    weight_ih: np.ndarray,
+    weight_hh: np.ndarray,
+    saved: np.ndarray,
+    d_out: np.ndarray | None,
+    dh_n: np.ndarray | None,
+    dc_n: np.ndarray | None,
+    dz: np.ndarray,
+    dx: np.ndarray | None,
+    dh0: np.ndarray,
+    dc0: np.ndarray,
+) -> None:
+    """The backward of the ``cell_forward`` step that wrote ``saved``,
+    without weight gradients: from the gradients by h (``d_out`` and
+    ``dh_n``, which add up) and c (``dc_n``), each (B, H) or None (zero),
+    writes the gate gradients dz (B, 4H) for ``chain_weight_grads``, dx
+    (B, I) unless None, dh0 and dc0 (B, H)."""
+
+def chain_weight_grads(
+    dz: np.ndarray,
+    x: np.ndarray,
+    h0: np.ndarray | None,
+    grad_weight_ih: np.ndarray,
+    grad_weight_hh: np.ndarray,
+    grad_bias: np.ndarray,
+) -> None:
+    """The weight gradients (overwritten) of a chain of ``cell_backward``
+    steps from their rows stacked in one order: dz (R, 4H), x (R, I) and
+    h0 (R, H) or None (zero). ``dW_ih = dzᵀ·x``, ``dW_hh = dzᵀ·h0``,
+    ``db = Σ dz``; the same bits on any thread count."""
 
 @final
 class AdamCore:
