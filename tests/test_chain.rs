@@ -228,6 +228,7 @@ fn a_chain_of_steps_gives_the_whole_sequences_gradients() {
         (50, 3, 70, 40),
         (2, 3, 130, 129),
         (1, 2, 64, 256),
+        (130, 2, 20, 40),
     ] {
         let c = case::<f64>(b, t, i, h, (b * 1000 + h) as u64);
         let (got, want) = (by_chain(&c), by_sequence(&c));
@@ -250,7 +251,7 @@ fn a_chain_of_steps_gives_the_whole_sequences_gradients() {
 
 #[test]
 fn a_chain_gives_the_same_bits_on_any_thread_count() {
-    for &(b, t, i, h) in &[(1, 4, 100, 300), (40, 3, 64, 129), (7, 2, 17, 512)] {
+    for &(b, t, i, h) in &[(1, 4, 100, 300), (40, 3, 64, 129), (7, 2, 17, 512), (130, 2, 20, 40)] {
         let c = case::<f32>(b, t, i, h, 7 + h as u64);
         threads::set_num_threads(1);
         let one = by_chain(&c);

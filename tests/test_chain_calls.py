@@ -86,7 +86,7 @@ def test_a_chain_gives_the_same_bits_on_any_thread_count():
         sr.set_num_threads(before)
 
 
-@pytest.mark.parametrize("batch", [1, 5, 40])
+@pytest.mark.parametrize("batch", [1, 5, 40, 130])
 def test_a_step_gives_the_same_bits_with_and_without_saving(batch):
     rng = np.random.default_rng(batch)
     w_ih, w_hh, bias = weights(np.float32, rng)

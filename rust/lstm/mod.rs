@@ -179,7 +179,7 @@ pub(crate) fn run_forward<T: Real>(
         (Kernel::Rows, Some(out)) => rows::forward(&mut scratch.rows, p, s, seq, x, initial, out, h_n, c_n, saved),
         (Kernel::Units, Some(out)) => {
             let saved = saved.map(units::SavedTo::Buffer);
-            units::forward(&mut scratch.units, p, s, seq, x, initial, out, h_n, c_n, saved)
+            units::forward(&mut scratch.units, p, s, seq, x, initial, out, h_n, c_n, saved, false)
         }
         (_, Some(out)) => gemm::forward(&mut scratch.gemm, p, s, seq, x, initial, out, h_n, c_n, saved),
         (_, None) => unreachable!("only the lanes kernel runs without an output"),

@@ -175,6 +175,9 @@ const STREAM_CHUNK_VALUES: usize = 1 << 18;
 /// Forward over x (B, T, I) from (h0, c0) or zeros, each row as `seq`
 /// says. Writes out (B, T, H) (zero past each row's length), (h_n, c_n),
 /// each (B, H), and, when given, `saved` ([`saved_len`] elements).
+/// `dot_always` runs both products in dot form whatever k (one-step calls,
+/// `chain.rs`: packing the weights would cost more than a step's product;
+/// the same choice with and without saving keeps their bits equal).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Real>(
     ws: &mut UnitsScratch<T>,
@@ -187,12 +190,13 @@ pub(crate) fn forward<T: Real>(
     h_n: &mut [T],
     c_n: &mut [T],
     saved: Option<SavedTo<'_, T>>,
+    dot_always: bool,
 ) {
     let (b_n, t_n, i_n, h) = (s.batch, s.steps, s.input, s.hidden);
     let (hp, nb) = (padded(h), h.div_ceil(UNITS));
     ws.plan.make(b_n, t_n, seq);
     let plan = &ws.plan;
-    let (dot_input, dot_hidden) = (i_n >= DOT_MIN_K, h >= DOT_MIN_K);
+    let (dot_input, dot_hidden) = (dot_always || i_n >= DOT_MIN_K, dot_always || h >= DOT_MIN_K);
     pack::pack_forward(
         p,
         i_n,
