@@ -45,7 +45,7 @@ def chain(dtype, seed=0):
     for t in reversed(range(T)):
         dz, dx = np.empty((B, 4 * H), dtype), np.empty((B, IN), dtype)
         dh0, dc0 = np.empty((B, H), dtype), np.empty((B, H), dtype)
-        _core.cell_backward(w_ih, w_hh, saved[t], d_out[t], dh, dc, dz, dx, dh0, dc0)
+        _core.cell_backward(w_ih, w_hh, saved[t], states[t][1], d_out[t], dh, dc, dz, dx, dh0, dc0)
         dzs[t], dxs[t] = dz, dx
         dh, dc = dh0, dc0
     grads = np.empty_like(w_ih), np.empty_like(w_hh), np.empty_like(bias)
@@ -129,15 +129,15 @@ def test_bad_arguments_are_named():
     dh0, dc0 = np.empty((B, H), np.float32), np.empty((B, H), np.float32)
     nan = np.full((B, H), np.nan, np.float32)
     with pytest.raises(ValueError, match="d_out"):
-        _core.cell_backward(w_ih, w_hh, saved, nan, None, None, dz, None, dh0, dc0)
+        _core.cell_backward(w_ih, w_hh, saved, None, nan, None, None, dz, None, dh0, dc0)
     with pytest.raises(ValueError, match="dz"):
-        _core.cell_backward(w_ih, w_hh, saved, None, None, None, dz[:, 1:], None, dh0, dc0)
+        _core.cell_backward(w_ih, w_hh, saved, None, None, None, None, dz[:, 1:], None, dh0, dc0)
     with pytest.raises(TypeError, match="dh0"):
         _core.cell_backward(
-            w_ih, w_hh, saved, None, None, None, dz, None, dh0.astype(np.float64), dc0
+            w_ih, w_hh, saved, None, None, None, None, dz, None, dh0.astype(np.float64), dc0
         )
     with pytest.raises(ValueError, match="saved"):
-        _core.cell_backward(w_ih, w_hh, saved[1:], None, None, None, dz, None, dh0, dc0)
+        _core.cell_backward(w_ih, w_hh, saved[1:], None, None, None, None, dz, None, dh0, dc0)
     grads = np.empty_like(w_ih), np.empty_like(w_hh), np.empty_like(bias)
     with pytest.raises(ValueError, match="x: expected shape"):
         _core.chain_weight_grads(dz, x[:-1], None, *grads)

@@ -179,6 +179,7 @@ def cell_backward(
     weight_ih: np.ndarray,
     weight_hh: np.ndarray,
     saved: np.ndarray,
+    c0: np.ndarray | None,
     d_out: np.ndarray | None,
     dh_n: np.ndarray | None,
     dc_n: np.ndarray | None,
@@ -187,8 +188,8 @@ def cell_backward(
     dh0: np.ndarray,
     dc0: np.ndarray,
 ) -> None:
-    """The backward of the ``cell_forward`` step that wrote ``saved``,
-    without weight gradients: from the gradients by h (``d_out`` and
+    """The backward of the ``cell_forward`` step that wrote ``saved`` from
+    ``c0`` (the same array, or None: zeros), without weight gradients: from the gradients by h (``d_out`` and
     ``dh_n``, which add up) and c (``dc_n``), each (B, H) or None (zero),
     writes the gate gradients dz (B, 4H) for ``chain_weight_grads``, dx
     (B, I) unless None, dh0 and dc0 (B, H)."""

@@ -89,7 +89,8 @@ pub fn forward<T: Pooled>(
     Ok(())
 }
 
-/// The backward of the [`forward`] step that wrote `saved`: `d_out`,
+/// The backward of the [`forward`] step that wrote `saved` from the
+/// initial c `c0` (B, H) (None: zero; the same values): `d_out`,
 /// `dh_n`, `dc_n` (B, H) are the gradients by its h (as an output, and as
 /// the state carried on: they add up) and c, or None (zero). Writes the
 /// gate gradients dz (B, 4H) for [`weight_grads`], dh0 and dc0 (B, H), and
@@ -100,6 +101,7 @@ pub fn backward<T: Pooled>(
     (weight_ih, weight_hh): (&[T], &[T]),
     (batch, input, hidden): (usize, usize, usize),
     saved: &[T],
+    c0: Option<&[T]>,
     d_out: Option<&[T]>,
     dh_n: Option<&[T]>,
     dc_n: Option<&[T]>,
@@ -113,6 +115,9 @@ pub fn backward<T: Pooled>(
     check_len("weight_ih", weight_ih, &[4 * hidden, input])?;
     check_len("weight_hh", weight_hh, &[4 * hidden, hidden])?;
     check_len("saved", saved, &[saved_len(batch, input, hidden)])?;
+    if let Some(c0) = c0 {
+        check_len("c0", c0, &[batch, hidden])?;
+    }
     for (name, grad) in [("d_out", d_out), ("dh_n", dh_n), ("dc_n", dc_n)] {
         if let Some(grad) = grad {
             check_len(name, grad, &[batch, hidden])?;
@@ -125,7 +130,19 @@ pub fn backward<T: Pooled>(
     }
     check_len("dh0", dh0, &[batch, hidden])?;
     check_len("dc0", dc0, &[batch, hidden])?;
-    chain::step_backward((weight_ih, weight_hh), s, saved, d_out, dh_n, dc_n, dz, dx, dh0, dc0);
+    chain::step_backward(
+        (weight_ih, weight_hh),
+        s,
+        saved,
+        c0,
+        d_out,
+        dh_n,
+        dc_n,
+        dz,
+        dx,
+        dh0,
+        dc0,
+    );
     Ok(())
 }
 

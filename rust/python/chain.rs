@@ -137,18 +137,20 @@ fn forward<T: Element + Pooled>(
     .map_err(to_py_err)
 }
 
-/// The backward of a `cell_forward` step that saved `saved`, without
+/// The backward of a `cell_forward` step that saved `saved` from `c0`
+/// (B, H, the same one, or None: zero), without
 /// weight gradients: writes dz (B, 4H), dh0, dc0 (B, H) and dx (B, I)
 /// unless None, from the gradients by h (`d_out`, `dh_n`: they add up)
 /// and c (`dc_n`), each (B, H) or None (zero).
 #[pyfunction]
-#[pyo3(signature = (weight_ih, weight_hh, saved, d_out, dh_n, dc_n, dz, dx, dh0, dc0))]
+#[pyo3(signature = (weight_ih, weight_hh, saved, c0, d_out, dh_n, dc_n, dz, dx, dh0, dc0))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn cell_backward(
     py: Python<'_>,
     weight_ih: &Bound<'_, PyAny>,
     weight_hh: &Bound<'_, PyAny>,
     saved: &Bound<'_, PyAny>,
+    c0: Option<Bound<'_, PyAny>>,
     d_out: Option<Bound<'_, PyAny>>,
     dh_n: Option<Bound<'_, PyAny>>,
     dc_n: Option<Bound<'_, PyAny>>,
@@ -158,7 +160,7 @@ pub(super) fn cell_backward(
     dc0: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let args = [weight_ih, weight_hh, saved, dz, dh0, dc0];
-    let grads = [d_out, dh_n, dc_n];
+    let grads = [c0, d_out, dh_n, dc_n];
     match call_dtype(("dz", dz), weight_ih, weight_hh)? {
         DType::F32 => backward::<f32>(py, args, grads, dx),
         DType::F64 => backward::<f64>(py, args, grads, dx),
@@ -168,7 +170,7 @@ pub(super) fn cell_backward(
 fn backward<T: Element + Pooled>(
     py: Python<'_>,
     [weight_ih, weight_hh, saved, dz, dh0, dc0]: [&Bound<'_, PyAny>; 6],
-    [d_out, dh_n, dc_n]: [Option<Bound<'_, PyAny>>; 3],
+    [c0, d_out, dh_n, dc_n]: [Option<Bound<'_, PyAny>>; 4],
     dx: Option<Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let (hid, inp) = weight_sizes(weight_ih, weight_hh)?;
@@ -177,6 +179,7 @@ fn backward<T: Element + Pooled>(
         ("weight_ih", Some(weight_ih), false),
         ("weight_hh", Some(weight_hh), false),
         ("saved", Some(saved), false),
+        ("c0", c0.as_ref(), false),
         ("d_out", d_out.as_ref(), false),
         ("dh_n", dh_n.as_ref(), false),
         ("dc_n", dc_n.as_ref(), false),
@@ -188,6 +191,7 @@ fn backward<T: Element + Pooled>(
     let w_ih = read_exact::<T>(weight_ih, "weight_ih", &[4 * hid, inp])?;
     let w_hh = read_exact::<T>(weight_hh, "weight_hh", &[4 * hid, hid])?;
     let saved = read_exact::<T>(saved, "saved", &[chain::saved_len(b, inp, hid)])?;
+    let c0 = read_optional::<T>(&c0, "c0", &[b, hid])?;
     let d_out = read_optional::<T>(&d_out, "d_out", &[b, hid])?;
     let dh_n = read_optional::<T>(&dh_n, "dh_n", &[b, hid])?;
     let dc_n = read_optional::<T>(&dc_n, "dc_n", &[b, hid])?;
@@ -197,6 +201,7 @@ fn backward<T: Element + Pooled>(
     let mut dc0 = write_exact::<T>(dc0, "dc0", &[b, hid])?;
     let (w_ih, w_hh) = (w_ih.as_slice()?, w_hh.as_slice()?);
     let saved = saved.as_slice()?;
+    let c0 = c0.as_ref().map(|a| a.as_slice()).transpose()?;
     let d_out = d_out.as_ref().map(|a| a.as_slice()).transpose()?;
     let dh_n = dh_n.as_ref().map(|a| a.as_slice()).transpose()?;
     let dc_n = dc_n.as_ref().map(|a| a.as_slice()).transpose()?;
@@ -208,7 +213,7 @@ fn backward<T: Element + Pooled>(
         Span::of("weight_hh", w_hh),
         Span::of("saved", saved),
     ];
-    for (name, arr) in [("d_out", d_out), ("dh_n", dh_n), ("dc_n", dc_n)] {
+    for (name, arr) in [("c0", c0), ("d_out", d_out), ("dh_n", dh_n), ("dc_n", dc_n)] {
         if let Some(arr) = arr {
             inputs.push(Span::of(name, arr));
         }
@@ -219,7 +224,19 @@ fn backward<T: Element + Pooled>(
     }
     check_no_alias(&outputs, &inputs)?;
     detach_if_large(py, step_macs(b, inp, hid), || {
-        chain::backward((w_ih, w_hh), (b, inp, hid), saved, d_out, dh_n, dc_n, dz, dx, dh0, dc0)
+        chain::backward(
+            (w_ih, w_hh),
+            (b, inp, hid),
+            saved,
+            c0,
+            d_out,
+            dh_n,
+            dc_n,
+            dz,
+            dx,
+            dh0,
+            dc0,
+        )
     })
     .map_err(to_py_err)
 }

@@ -84,7 +84,9 @@ def _kernel_backward(arrays, saved, d_out, dh_n, dc_n, dz, dx, dh0, dc0) -> None
     gradients by h (d_out, dh_n: they add up) and c (dc_n), each (B, H) or
     None (zero), in; writes the gate gradients dz (B, 4H), dx (B, I) unless
     None, dh0 and dc0 (B, H)."""
-    _kernel.cell_backward(arrays[1], arrays[2], saved, d_out, dh_n, dc_n, dz, dx, dh0, dc0)
+    _kernel.cell_backward(
+        arrays[1], arrays[2], saved, arrays[5], d_out, dh_n, dc_n, dz, dx, dh0, dc0
+    )
 
 
 def _kernel_weight_grads(rows: list, weight_ih: np.ndarray, weight_hh: np.ndarray) -> tuple:

@@ -53,10 +53,11 @@ pub(crate) struct Step<'a, T> {
     hidden: usize,
     input: usize,
     /// The saved activations of the units kernel's T = 1 forward: gates
-    /// (B, 4Hp) in panel order, tanh c (B, Hp), c0 (B, Hp).
+    /// (B, 4Hp) in panel order, tanh c (B, Hp); and the step's c0 (B, H),
+    /// or None (zero).
     gates: &'a [T],
     tanh_c: &'a [T],
-    c0: &'a [T],
+    c0: Option<&'a [T]>,
     /// (B, H) each, or None (zero): the gradients by the output and by
     /// (h_n, c_n); the output is h_n at T = 1, so the two by h add up.
     d_out: Option<&'a [T]>,
@@ -75,13 +76,15 @@ pub(crate) struct Step<'a, T> {
 /// (weights (W_ih, W_hh); `saved` in the compact one-step layout,
 /// `super::SavedTo::Step`, `s.steps` = 1), without
 /// weight gradients: writes the gate gradients dz (B, 4H), dh0 and dc0
-/// (B, H), and dx (B, I) when given. `d_out`, `dh_n`, `dc_n` (B, H) are
+/// (B, H), and dx (B, I) when given. `c0` (B, H) is the step's initial c
+/// (None: zero); `d_out`, `dh_n`, `dc_n` (B, H) are
 /// the gradients by the output, h_n and c_n (None: zero). No checks.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn step_backward<T: Real>(
     (weight_ih, weight_hh): (&[T], &[T]),
     s: LstmShape,
     saved: &[T],
+    c0: Option<&[T]>,
     d_out: Option<&[T]>,
     dh_n: Option<&[T]>,
     dc_n: Option<&[T]>,
@@ -92,15 +95,14 @@ pub(crate) fn step_backward<T: Real>(
 ) {
     debug_assert_eq!(s.steps, 1);
     let (b_n, h, i_n) = (s.batch, s.hidden, s.input);
-    let [gates, tanh_c, c0] = step_saved_parts(s);
-    let (at_tanh, at_c0) = (gates, gates + tanh_c);
+    let [gates, tanh_c] = step_saved_parts(s);
     let step = Step {
         batch: b_n,
         hidden: h,
         input: i_n,
         gates: &saved[..gates],
-        tanh_c: &saved[at_tanh..at_tanh + tanh_c],
-        c0: &saved[at_c0..at_c0 + c0],
+        tanh_c: &saved[gates..gates + tanh_c],
+        c0,
         d_out,
         dh_n,
         dc_n,
@@ -145,10 +147,10 @@ fn gate_grads_impl<T: Real, S: IsaMarker>(step: &Step<'_, T>, lo: usize, hi: usi
         for u in 0..h {
             let panel = b * 4 * hp + u / UNITS * 4 * UNITS + u % UNITS;
             let gates = [0, 1, 2, 3].map(|g| step.gates[panel + g * UNITS]);
-            let grad = |d: Option<&[T]>| d.map_or(T::ZERO, |d| d[b * h + u]);
-            let dh = grad(step.d_out) + grad(step.dh_n);
-            let (dzu, dc_prev) =
-                cell_backward::<T, S>(gates, step.tanh_c[b * hp + u], step.c0[b * hp + u], dh, grad(step.dc_n));
+            // Row b, unit u of a (B, H) array, or zero.
+            let at = |d: Option<&[T]>| d.map_or(T::ZERO, |d| d[b * h + u]);
+            let dh = at(step.d_out) + at(step.dh_n);
+            let (dzu, dc_prev) = cell_backward::<T, S>(gates, step.tanh_c[b * hp + u], at(step.c0), dh, at(step.dc_n));
             for (g, v) in dzu.into_iter().enumerate() {
                 dz[g * h + u] = v;
             }

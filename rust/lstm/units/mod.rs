@@ -60,16 +60,16 @@ pub(crate) enum SavedTo<'a, T> {
     /// The whole layout (the module docs, [`saved_len`] elements).
     Buffer(&'a mut [T]),
     /// One step's (T = 1) compact layout, what `chain.rs` reads
-    /// ([`step_saved_len`] elements): gates (B, 4Hp), tanh c (B, Hp), c0
-    /// (B, Hp). h before the step and c after it are the caller's h0 and c
+    /// ([`step_saved_len`] elements): gates (B, 4Hp), tanh c (B, Hp). h
+    /// and c before the step and c after it are the caller's h0, c0 and c
     /// (its output), so they go to scratch.
     Step(&'a mut [T]),
 }
 
-/// Elements of the compact one-step layout: gates, tanh c, c0.
-pub(crate) fn step_saved_parts(s: LstmShape) -> [usize; 3] {
+/// Elements of the compact one-step layout: gates, tanh c.
+pub(crate) fn step_saved_parts(s: LstmShape) -> [usize; 2] {
     let (b, hp) = (s.batch, padded(s.hidden));
-    [b * 4 * hp, b * hp, b * hp]
+    [b * 4 * hp, b * hp]
 }
 
 /// Elements a one-step saved buffer ([`SavedTo::Step`]) needs.
@@ -239,14 +239,15 @@ pub(crate) fn forward<T: Real>(
                     assert!(t_n == 1 && buf.len() >= step_saved_len(s), "one-step saved buffer");
                     poison::fit(&mut ws.h, b_n * hp);
                     poison::fit(&mut ws.c, b_n * hp);
-                    let [gates, tanh_c, c0] = step_saved_parts(s);
+                    poison::fit(&mut ws.z, b_n * hp);
+                    let [gates, tanh_c] = step_saved_parts(s);
                     let all = Shared::new(buf);
                     [
                         all.sub(0, gates),
                         Shared::new(&mut ws.c),
                         all.sub(gates, tanh_c),
                         Shared::new(&mut ws.h),
-                        all.sub(gates + tanh_c, c0),
+                        Shared::new(&mut ws.z[..b_n * hp]),
                     ]
                 }
             };
