@@ -189,8 +189,9 @@ def cell_backward(
     dc0: np.ndarray,
 ) -> None:
     """The backward of the ``cell_forward`` step that wrote ``saved`` from
-    ``c0`` (the same array, or None: zeros), without weight gradients: from the gradients by h (``d_out`` and
-    ``dh_n``, which add up) and c (``dc_n``), each (B, H) or None (zero),
+    ``c0`` (the same array, or None: zeros), without weight gradients:
+    from the gradients by h (``d_out`` and ``dh_n``, which add up) and c
+    (``dc_n``), each (B, H) or None (zero),
     writes the gate gradients dz (B, 4H) for ``chain_weight_grads``, dx
     (B, I) unless None, dh0 and dc0 (B, H)."""
 
