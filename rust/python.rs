@@ -1329,14 +1329,22 @@ fn functional_step<T: Element + functional::Pooled>(py: Python<'_>, a: StepArgs<
     if let Some((hv, cv)) = state {
         check_no_alias(&outputs, &[Span::of("h", hv), Span::of("c", cv)])?;
     }
-    // A small step (B1 H10: a few hundred nanoseconds) keeps the GIL:
-    // releasing it would cost more. A large one lets other threads run.
-    if step_macs(b, i, h) < STEP_GIL_MACS {
+    detach_if_large(py, step_macs(b, i, h), || {
         functional::step(p, s, x, state, h_out, c_out)
-    } else {
-        py.detach(|| functional::step(p, s, x, state, h_out, c_out))
-    }
+    })
     .map_err(to_py_err)
+}
+
+/// Runs `f` without the GIL when it has `macs` multiply-adds or more than
+/// [`STEP_GIL_MACS`]: a small step (B1 H10: a few hundred nanoseconds)
+/// keeps the GIL, since releasing it would cost more; a large one lets
+/// other threads run.
+fn detach_if_large<R: Send>(py: Python<'_>, macs: usize, f: impl FnOnce() -> R + Send) -> R {
+    if macs < STEP_GIL_MACS {
+        f()
+    } else {
+        py.detach(f)
+    }
 }
 
 /// Multiply-adds from which a single step releases the GIL (about 10 us).

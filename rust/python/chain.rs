@@ -9,8 +9,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::{
-    call_dtype, check_args_alias, check_no_alias, parse_dtype, read_exact, read_optional, shape_str, step_macs,
-    to_py_err, untyped_shape, weight_sizes, write_exact, DType, Span, STEP_GIL_MACS,
+    call_dtype, check_args_alias, check_no_alias, detach_if_large, parse_dtype, read_exact, read_optional, shape_str,
+    step_macs, to_py_err, untyped_shape, weight_sizes, write_exact, DType, Span,
 };
 use crate::lstm::functional::{self, Pooled};
 use crate::lstm::{chain, LstmGrads, LstmParams, LstmShape};
@@ -42,15 +42,6 @@ fn rows_of(obj: &Bound<'_, PyAny>, name: &str, width: usize, what: &str) -> PyRe
         )));
     }
     Ok(shape[0])
-}
-
-/// Runs `f` without the GIL when the work is large enough to be worth it.
-fn detach_if_large<R: Send>(py: Python<'_>, macs: usize, f: impl FnOnce() -> R + Send) -> R {
-    if macs < STEP_GIL_MACS {
-        f()
-    } else {
-        py.detach(f)
-    }
 }
 
 /// One step, x (B, I) from (h0, c0) or zeros: writes h, c (B, H) and

@@ -215,25 +215,31 @@ pub(crate) fn weight_grads<T: Real>(job: &Grads<T>, workers: usize) {
 
 dispatch!(fn transpose_task<T: Real, S: IsaMarker>(job: &Grads<T>, r0: usize, r1: usize) => transpose_task_impl);
 
-/// `dz_t[r][k] = dz[k][r]` for gate rows `r0..r1` and every packed row k,
-/// through a tile of 16 × 16 on the stack.
 #[inline(always)]
 fn transpose_task_impl<T: Real, S: IsaMarker>(job: &Grads<T>, r0: usize, r1: usize) {
+    transpose_rows(job.dz, job.dz_t, job.rows, 4 * job.hp, r0, r1);
+}
+
+/// `dst[r][k] = src[k][r]` for columns `r0..r1` of `src` (rows × width)
+/// into rows `r0..r1` of `dst` (width × rows), through a tile of 16 × 16
+/// on the stack (a column read directly would touch a cache line per
+/// value). The caller's task owns those rows of `dst`; `src` is only read.
+#[inline(always)]
+pub(super) fn transpose_rows<T: Real>(src: Shared<T>, dst: Shared<T>, rows: usize, width: usize, r0: usize, r1: usize) {
     const TILE: usize = 16;
-    let (g4, rows) = (4 * job.hp, job.rows);
     let mut tile = [[T::ZERO; TILE]; TILE];
     for k0 in (0..rows).step_by(TILE) {
         let kt = TILE.min(rows - k0);
         for rb in (r0..r1).step_by(TILE) {
             let rt = TILE.min(r1 - rb);
             for (dk, line) in tile.iter_mut().enumerate().take(kt) {
-                // SAFETY: dz is only read in this pass.
-                line[..rt].copy_from_slice(unsafe { job.dz.slice((k0 + dk) * g4 + rb, rt) });
+                // SAFETY: src is only read in this pass.
+                line[..rt].copy_from_slice(unsafe { src.slice((k0 + dk) * width + rb, rt) });
             }
             for dr in 0..rt {
-                // SAFETY: this task owns gate rows r0..r1 of dz_t.
-                let dst = unsafe { job.dz_t.slice_mut((rb + dr) * rows + k0, kt) };
-                for (d, line) in dst.iter_mut().zip(&tile) {
+                // SAFETY: this task owns rows r0..r1 of dst.
+                let out = unsafe { dst.slice_mut((rb + dr) * rows + k0, kt) };
+                for (d, line) in out.iter_mut().zip(&tile) {
                     *d = line[dr];
                 }
             }

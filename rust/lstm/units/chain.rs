@@ -24,6 +24,7 @@
 //! element is one multiply-add chain in k order, so results do not depend
 //! on the thread count or on which task computed them.
 
+use super::backward::transpose_rows;
 use super::plan::{padded, UNITS};
 use super::tile::{product, Init, RowsAt};
 use super::{step_saved_parts, workers_for, UnitsScratch, PASS_PARALLEL_MIN_MACS};
@@ -295,37 +296,12 @@ pub(crate) fn weight_grads<T: Real>(
     };
     let ih_tasks = m_tasks * input.div_ceil(GRAD_COLS);
     team::run(workers, 1, g4.div_ceil(TRANSPOSE_ROWS), |_, task| {
-        transpose(&job, task * TRANSPOSE_ROWS, ((task + 1) * TRANSPOSE_ROWS).min(g4));
+        let (r0, r1) = (task * TRANSPOSE_ROWS, ((task + 1) * TRANSPOSE_ROWS).min(g4));
+        transpose_rows(job.dz, job.dz_t, rows, g4, r0, r1);
     });
     team::run(workers, 1, hh_tasks + ih_tasks + m_tasks, |_, task| {
         chain_product(&job, task, m_tasks, hh_tasks, ih_tasks);
     });
-}
-
-/// `dz_t[r][k] = dz[k][r]` for gate rows `r0..r1`, through a tile of
-/// 16 × 16 on the stack (a column of dz read directly would touch a cache
-/// line per value).
-fn transpose<T: Real>(job: &Chain<T>, r0: usize, r1: usize) {
-    const TILE: usize = 16;
-    let (g4, rows) = (4 * job.hidden, job.rows);
-    let mut tile = [[T::ZERO; TILE]; TILE];
-    for k0 in (0..rows).step_by(TILE) {
-        let kt = TILE.min(rows - k0);
-        for rb in (r0..r1).step_by(TILE) {
-            let rt = TILE.min(r1 - rb);
-            for (dk, line) in tile.iter_mut().enumerate().take(kt) {
-                // SAFETY: dz is only read in this pass.
-                line[..rt].copy_from_slice(unsafe { job.dz.slice((k0 + dk) * g4 + rb, rt) });
-            }
-            for dr in 0..rt {
-                // SAFETY: this task owns gate rows r0..r1 of dz_t.
-                let dst = unsafe { job.dz_t.slice_mut((rb + dr) * rows + k0, kt) };
-                for (d, line) in dst.iter_mut().zip(&tile) {
-                    *d = line[dr];
-                }
-            }
-        }
-    }
 }
 
 dispatch!(fn chain_product<T: Real, S: IsaMarker>(job: &Chain<T>, task: usize, m_tasks: usize, hh_tasks: usize, ih_tasks: usize) => chain_product_impl);
