@@ -25,6 +25,7 @@ use super::plan::UNITS;
 use crate::simd::vector::{Reg, Vector};
 use crate::simd::{array, IsaMarker, Real};
 use crate::threads::team::Shared;
+use std::mem::MaybeUninit;
 
 /// Rows of A (or of C): row m starts at `at(m)` of its buffer.
 #[derive(Clone, Copy)]
@@ -99,7 +100,14 @@ pub(crate) fn product<T: Real, S: IsaMarker>(
     if let Init::Row(row) = init {
         assert!(row.len() >= n_v * w, "init row too short");
     }
-    let mr = forward_rows::<S>();
+    let (mr, nv_max) = (forward_rows::<S>(), forward_vectors::<S>());
+    // P read in place has rows p_ks apart; at a large power-of-two stride
+    // (H = 512, 1024) its rows fall in the same few L1 sets and evict each
+    // other. With several strips of rows to serve, each k-block of P is
+    // first copied into `p_block`, one contiguous panel per group of
+    // vectors, and every strip reads it from there.
+    let pack_p = p_ks != n_v * w && m_n >= PACK_P_MIN_STRIPS * mr && n_v * w <= P_BLOCK_COLS;
+    let mut p_block = [const { MaybeUninit::<T>::uninit() }; K_BLOCK * P_BLOCK_COLS];
     // k in blocks of K_BLOCK: a block of P (K_BLOCK rows of a tile's
     // columns) stays in L1 while every strip of rows runs over it; each
     // strip's block of A is first copied into `packed` (row m at m·K_BLOCK),
@@ -109,6 +117,25 @@ pub(crate) fn product<T: Real, S: IsaMarker>(
     loop {
         let kb = (k_n - k0).min(K_BLOCK);
         let init = if k0 == 0 { init } else { Init::Load };
+        if pack_p {
+            // Group g (vectors v0.., nv of them) at v0·W·kb, row k at k·nv·W.
+            let mut v0 = 0;
+            while v0 < n_v {
+                let cols = (n_v - v0).min(nv_max) * w;
+                for k in 0..kb {
+                    // SAFETY: in P's bounds (checked); p_block has
+                    // kb·n_v·W ≤ K_BLOCK·P_BLOCK_COLS values.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            p.ptr().add((k0 + k) * p_ks + v0 * w).cast_const(),
+                            p_block.as_mut_ptr().cast::<T>().add(v0 * w * kb + k * cols),
+                            cols,
+                        );
+                    }
+                }
+                v0 += nv_max;
+            }
+        }
         let mut m0 = 0;
         while m0 < m_n {
             let rows = (m_n - m0).min(mr);
@@ -132,10 +159,17 @@ pub(crate) fn product<T: Real, S: IsaMarker>(
             }
             let mut v0 = 0;
             while v0 < n_v {
-                let nv = (n_v - v0).min(4);
+                let nv = (n_v - v0).min(nv_max);
+                let (p_at, ks) = if pack_p {
+                    // SAFETY: the group written above.
+                    (unsafe { p_block.as_ptr().cast::<T>().add(v0 * w * kb) }, nv * w)
+                } else {
+                    // SAFETY: in P's bounds (checked).
+                    (unsafe { p.ptr().add(k0 * p_ks + v0 * w).cast_const() }, p_ks)
+                };
                 // SAFETY: bounds checked above; exclusivity by the caller.
                 unsafe {
-                    tile_dispatch::<T, S>(rows, nv, kb, &packed, m0, p, p_ks, k0, v0, c, c_rows, init);
+                    tile_dispatch::<T, S>(rows, nv, kb, &packed, m0, p_at, ks, v0, c, c_rows, init);
                 }
                 v0 += nv;
             }
@@ -152,15 +186,35 @@ pub(crate) fn product<T: Real, S: IsaMarker>(
 const K_BLOCK: usize = 64;
 /// The most rows a tile takes, on any instruction set.
 const MAX_ROWS: usize = 6;
+/// A product copies P's k-blocks when it has at least this many strips of
+/// rows to serve from the copy.
+const PACK_P_MIN_STRIPS: usize = 3;
+/// The widest P (values of a row) a product copies.
+const P_BLOCK_COLS: usize = 128;
 
 /// The tile's rows per instruction set: 6 with 32 registers (6 × 4
-/// accumulators), 2 with 16.
+/// accumulators); 6 with 16 and a fused multiply-add (6 × 2: 12
+/// accumulators, 2 of P and a broadcast leave one register free; a 4 × 3
+/// tile fills all 16, and LLVM then spills an accumulator every k, which
+/// halved the speed; 2 × 4 has only 8 independent chains, too few to hide
+/// the multiply-add latency on two ports); 2 without (2 × 4, and a
+/// temporary per product).
 #[inline(always)]
 pub(crate) const fn forward_rows<S: IsaMarker>() -> usize {
-    if S::REGISTERS >= 32 {
+    if S::REGISTERS >= 32 || S::FMA {
         6
     } else {
         2
+    }
+}
+
+/// The tile's vectors of columns per instruction set (see [`forward_rows`]).
+#[inline(always)]
+const fn forward_vectors<S: IsaMarker>() -> usize {
+    if S::REGISTERS < 32 && S::FMA {
+        2
+    } else {
+        4
     }
 }
 
@@ -176,15 +230,15 @@ unsafe fn tile_dispatch<T: Real, S: IsaMarker>(
     kb: usize,
     packed: &[T],
     m0: usize,
-    p: Shared<T>,
+    p_at: *const T,
     p_ks: usize,
-    k0: usize,
     v0: usize,
     c: Shared<T>,
     c_rows: RowsAt<'_>,
     init: Init<'_, T>,
 ) {
     let w = Reg::<T, S>::WIDTH;
+    let (mr, nv_max) = (forward_rows::<S>(), forward_vectors::<S>());
     debug_assert!(packed.len() >= rows * K_BLOCK);
     macro_rules! go {
         ($mr:literal, $nv:literal) => {{
@@ -193,7 +247,6 @@ unsafe fn tile_dispatch<T: Real, S: IsaMarker>(
                 Init::Row(row) => Init::Row(&row[v0 * w..]),
                 other => other,
             };
-            let p_at = p.ptr().add(k0 * p_ks + v0 * w).cast_const();
             tile::<T, S, $mr, $nv>(kb, packed.as_ptr(), p_at, p_ks, c_ptr, init)
         }};
     }
@@ -203,19 +256,22 @@ unsafe fn tile_dispatch<T: Real, S: IsaMarker>(
                 1 => go!($mr, 1),
                 2 => go!($mr, 2),
                 3 => go!($mr, 3),
-                _ => go!($mr, 4),
+                4 if nv_max >= 4 => go!($mr, 4),
+                _ => unreachable!("tile vectors"),
             }
         };
     }
-    // Rows beyond the instance's tile never reach here: `forward_rows`
-    // caps them, and the arms above it are dead code in that instance.
+    // Rows and vectors beyond the instance's tile never reach here:
+    // `forward_rows` and `forward_vectors` cap them, and the arms past
+    // them are dead code in that instance.
+    debug_assert!(rows <= mr && nv <= nv_max);
     match rows {
         1 => by_nv!(1),
         2 => by_nv!(2),
-        3 if S::REGISTERS >= 32 => by_nv!(3),
-        4 if S::REGISTERS >= 32 => by_nv!(4),
-        5 if S::REGISTERS >= 32 => by_nv!(5),
-        6 if S::REGISTERS >= 32 => by_nv!(6),
+        3 if mr >= 3 => by_nv!(3),
+        4 if mr >= 4 => by_nv!(4),
+        5 if mr >= 5 => by_nv!(5),
+        6 if mr >= 6 => by_nv!(6),
         _ => unreachable!("tile rows"),
     }
 }
