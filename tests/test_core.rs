@@ -356,6 +356,84 @@ fn forward_into_writes_the_callers_buffer_and_backward_follows_it() {
     );
 }
 
+#[test]
+fn packed_weights_follow_every_change() {
+    // The rows and units kernels keep their packed weights while the
+    // weights stay the same (inference, `step` after `step`); a change of
+    // one bit of one value anywhere must repack (bit 40: a change the
+    // output shows; the last bit can round away). Every call is checked
+    // against a fresh layer's bits, and the repeated calls let the kept
+    // copy settle (a sample, then the full copy) before each change.
+    let case = Case::new(9);
+    for kernel in [Kernel::Rows, Kernel::Units] {
+        let fresh = |w: &Case| {
+            let mut lstm = Lstm::new(I, H).unwrap();
+            lstm.set_kernel(kernel);
+            lstm.forward(w.params(), &w.x, B, T, None).unwrap();
+            lstm.output().to_vec()
+        };
+        let mut lstm = Lstm::new(I, H).unwrap();
+        lstm.set_kernel(kernel);
+        let mut w = case.clone();
+        // (part, index): the ends of each part, and index 1 of W_hh, which
+        // lies between the values of its sample.
+        for (part, at) in [(0, 0), (0, 4 * H * I - 1), (1, 1), (1, 4 * H * H - 1), (2, 3)] {
+            for call in 0..4 {
+                lstm.forward(w.params(), &w.x, B, T, None).unwrap();
+                assert_eq!(
+                    lstm.output(),
+                    &fresh(&w)[..],
+                    "{kernel:?}: call {call} before changing {part}[{at}]"
+                );
+            }
+            let v = match part {
+                0 => &mut w.w_ih[at],
+                1 => &mut w.w_hh[at],
+                _ => &mut w.bias[at],
+            };
+            *v = f64::from_bits(v.to_bits() ^ (1 << 40));
+            lstm.forward(w.params(), &w.x, B, T, None).unwrap();
+            assert_eq!(
+                lstm.output(),
+                &fresh(&w)[..],
+                "{kernel:?}: stale panels after changing {part}[{at}]"
+            );
+        }
+    }
+    // Weights of many chunks of the compare: a change in the last one.
+    let (i_n, h) = (40, 48);
+    let mut rng = SplitMix64(10);
+    let (w_ih, mut w_hh, bias) = (
+        random(&mut rng, 4 * h * i_n, 0.3),
+        random(&mut rng, 4 * h * h, 0.3),
+        random(&mut rng, 4 * h, 0.3),
+    );
+    let x = random(&mut rng, B * T * i_n, 1.0);
+    let run = |lstm: &mut Lstm<f64>, w_hh: &[f64]| {
+        let p = LstmParams {
+            weight_ih: &w_ih,
+            weight_hh: w_hh,
+            bias: &bias,
+        };
+        lstm.forward(p, &x, B, T, None).unwrap();
+        lstm.output().to_vec()
+    };
+    let mut lstm = Lstm::new(i_n, h).unwrap();
+    lstm.set_kernel(Kernel::Units);
+    for _ in 0..3 {
+        run(&mut lstm, &w_hh);
+    }
+    let last = w_hh.len() - 1;
+    w_hh[last] = f64::from_bits(w_hh[last].to_bits() ^ (1 << 40));
+    let mut fresh = Lstm::new(i_n, h).unwrap();
+    fresh.set_kernel(Kernel::Units);
+    assert_eq!(
+        run(&mut lstm, &w_hh),
+        run(&mut fresh, &w_hh),
+        "stale panels after changing the last value of W_hh"
+    );
+}
+
 // ---------------------------------------------------------------- the seed network
 
 fn seed_case(config: SeedConfig, batch: usize, steps: usize, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {

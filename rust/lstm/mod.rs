@@ -27,6 +27,7 @@ pub mod chain;
 pub mod functional;
 mod gemm;
 mod lanes;
+mod packed_from;
 mod params;
 pub mod poison;
 mod rows;

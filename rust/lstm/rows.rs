@@ -18,6 +18,7 @@
 //! multiple of LANES; padded units stay exactly zero.
 
 use super::cell::{cell_backward, cell_forward_lane};
+use super::packed_from::PackedFrom;
 use super::params::{LstmGrads, LstmParams, LstmShape, RowSteps, Sequences};
 use super::poison;
 use crate::simd::activation::sigmoid_tanh_lanes;
@@ -119,7 +120,7 @@ impl<T: Real> RowsScratch<T> {
             acc: Vec::new(),
             d_in: Vec::new(),
             step: Vec::new(),
-            packed_from: PackedFrom { weights: Vec::new() },
+            packed_from: PackedFrom::new(),
         }
     }
 }
@@ -151,7 +152,7 @@ pub(crate) fn forward<T: Real>(
     // One step's buffers, for a run that saves nothing: gates, c and h
     // before and after the step, tanh c.
     fit(&mut ws.step, gp + 5 * hp);
-    if !ws.packed_from.same_as(p) {
+    if !ws.packed_from.same_as(&[i_n, h], &[p.weight_ih, p.weight_hh, p.bias]) {
         pack_weights(ws, p, i_n, h);
     }
     let consts = Consts {
@@ -239,33 +240,7 @@ fn pack_weights<T: Real>(ws: &mut RowsScratch<T>, p: LstmParams<'_, T>, i_n: usi
             ws.bias[at] = p.bias[g];
         }
     }
-    ws.packed_from.remember(p);
-}
-
-/// A copy of the weights the forward constants were packed from, so a
-/// stream of one-step calls with the same weights packs them once
-/// (compared bit for bit: the same bits, the same packing).
-pub(crate) struct PackedFrom<T> {
-    weights: Vec<T>,
-}
-
-impl<T: Real> PackedFrom<T> {
-    fn same_as(&self, p: LstmParams<'_, T>) -> bool {
-        let n = p.weight_ih.len() + p.weight_hh.len() + p.bias.len();
-        // Differences ORed together, not `all`: no early exit, so it
-        // vectorises (a B1 H10 `step` compares its 880 weights every call).
-        let same = |a: &[T], b: &[T]| a.iter().zip(b).fold(0, |d, (x, y)| d | (x.bits() ^ y.bits())) == 0;
-        let (ih, rest) = self.weights.split_at(p.weight_ih.len().min(self.weights.len()));
-        let (hh, bias) = rest.split_at(p.weight_hh.len().min(rest.len()));
-        self.weights.len() == n && same(ih, p.weight_ih) && same(hh, p.weight_hh) && same(bias, p.bias)
-    }
-
-    fn remember(&mut self, p: LstmParams<'_, T>) {
-        self.weights.clear();
-        self.weights.extend_from_slice(p.weight_ih);
-        self.weights.extend_from_slice(p.weight_hh);
-        self.weights.extend_from_slice(p.bias);
-    }
+    ws.packed_from.remember(&[i_n, h], &[p.weight_ih, p.weight_hh, p.bias]);
 }
 
 /// Slot 0 of a row's h and c: its initial state, or zeros (padding too).

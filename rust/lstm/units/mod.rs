@@ -38,6 +38,7 @@ mod pack;
 pub(crate) mod plan;
 mod tile;
 
+use super::packed_from::PackedFrom;
 use super::params::{LstmGrads, LstmParams, LstmShape, Sequences};
 use super::poison;
 use crate::simd::Real;
@@ -98,6 +99,8 @@ pub(crate) struct UnitsScratch<T> {
     w_ih_t: Vec<T>,
     w_hh_t: Vec<T>,
     bias: Vec<T>,
+    /// The weights the forward panels above were packed from.
+    packed_from: PackedFrom<T>,
     w_hh_b: Vec<T>,
     w_ih_b: Vec<T>,
     /// A pass that saves nothing: z of a chunk of steps, (2, B, Hp) h, (B,
@@ -126,6 +129,7 @@ impl<T: Real> UnitsScratch<T> {
             w_ih_t: Vec::new(),
             w_hh_t: Vec::new(),
             bias: Vec::new(),
+            packed_from: PackedFrom::new(),
             w_hh_b: Vec::new(),
             w_ih_b: Vec::new(),
             z: Vec::new(),
@@ -147,7 +151,8 @@ impl<T: Real> UnitsScratch<T> {
 /// reads the weights as given (dot form, `dot.rs`) instead of packing
 /// them first: a sum over the lanes per element costs less than a
 /// vector's worth of k, and packing costs a read and a write of the
-/// weights per call. The choice is by shape only, so `step` and a
+/// weights whenever they change (calls with the same weights reuse the
+/// panels: `packed_from.rs`). The choice is by shape only, so `step` and a
 /// forward pass over the same rows take the same form (the same bits).
 const DOT_MIN_K: usize = 128;
 
@@ -197,14 +202,26 @@ pub(crate) fn forward<T: Real>(
     ws.plan.make(b_n, t_n, seq);
     let plan = &ws.plan;
     let (dot_input, dot_hidden) = (dot_always || i_n >= DOT_MIN_K, dot_always || h >= DOT_MIN_K);
-    pack::pack_forward(
-        p,
-        i_n,
-        h,
-        (!dot_input).then_some(&mut ws.w_ih_t),
-        (!dot_hidden).then_some(&mut ws.w_hh_t),
-        &mut ws.bias,
-    );
+    // The panels depend on the weights the products read packed (and the
+    // bias, always packed), and on the shape and which products those are.
+    let key = [i_n, h, usize::from(dot_input), usize::from(dot_hidden)];
+    let empty: &[T] = &[];
+    let packed_parts = [
+        if dot_input { empty } else { p.weight_ih },
+        if dot_hidden { empty } else { p.weight_hh },
+        p.bias,
+    ];
+    if !ws.packed_from.same_as(&key, &packed_parts) {
+        pack::pack_forward(
+            p,
+            i_n,
+            h,
+            (!dot_input).then_some(&mut ws.w_ih_t),
+            (!dot_hidden).then_some(&mut ws.w_hh_t),
+            &mut ws.bias,
+        );
+        ws.packed_from.remember(&key, &packed_parts);
+    }
     ws.x_rows.resize(plan.rows(), 0);
     for st in 0..plan.run() {
         for q in 0..plan.active[st] {
