@@ -156,6 +156,15 @@ impl<T: Real> UnitsScratch<T> {
 /// forward pass over the same rows take the same form (the same bits).
 const DOT_MIN_K: usize = 128;
 
+/// Up to this many values of a weight matrix (W_ih, W_hh), its product
+/// reads it packed whatever K: the panels are kept across calls with the
+/// same weights (`packed_from.rs`), and the broadcast tile beats the dot
+/// form (H128 forward, avx512: 13-18 % less time at B1-B16 with W_hh
+/// packed, 7-22 % at B2-B16 with W_ih; training unchanged). Past it,
+/// comparing the weights every call costs more than it saves (B1 H256:
+/// +9 %). By shape only, as [`DOT_MIN_K`].
+const PACKED_MAX: usize = 1 << 16;
+
 /// Below this many multiply-adds per step, a step runs on one thread: its
 /// barrier (a few hundred ns with the team awake) would cost more than the
 /// share it hands out. B1 H128 is just above.
@@ -201,7 +210,8 @@ pub(crate) fn forward<T: Real>(
     let (hp, nb) = (padded(h), h.div_ceil(UNITS));
     ws.plan.make(b_n, t_n, seq);
     let plan = &ws.plan;
-    let (dot_input, dot_hidden) = (dot_always || i_n >= DOT_MIN_K, dot_always || h >= DOT_MIN_K);
+    let dot_input = dot_always || (i_n >= DOT_MIN_K && 4 * h * i_n > PACKED_MAX);
+    let dot_hidden = dot_always || (h >= DOT_MIN_K && 4 * h * h > PACKED_MAX);
     // The panels depend on the weights the products read packed (and the
     // bias, always packed), and on the shape and which products those are.
     let key = [i_n, h, usize::from(dot_input), usize::from(dot_hidden)];
