@@ -106,9 +106,10 @@ impl Plan {
 /// a cell, so the cut changes no result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Cut {
-    /// Runs of slots (each a multiple of the tile's rows but the last).
+    /// Runs of slots: the `batch` slots in `groups` runs whose sizes differ
+    /// by at most one.
     pub(crate) groups: usize,
-    pub(crate) group_rows: usize,
+    pub(crate) batch: usize,
     /// Unit blocks per task, and the number of such runs.
     pub(crate) blocks: usize,
     pub(crate) block_run: usize,
@@ -122,8 +123,8 @@ impl Cut {
     /// Slots `lo..hi` of group g, of the `active` slots running.
     #[inline(always)]
     pub(crate) fn slots(&self, g: usize, active: usize) -> (usize, usize) {
-        let lo = (g * self.group_rows).min(active);
-        (lo, ((g + 1) * self.group_rows).min(active))
+        let at = |g: usize| (g * self.batch / self.groups).min(active);
+        (at(g), at(g + 1))
     }
 
     /// Unit blocks `lo..hi` of run j, of `nb` blocks.
@@ -135,8 +136,11 @@ impl Cut {
     /// The cut of a step over `batch` slots and `nb` unit blocks for
     /// `workers` threads: every unit block its own task (so each worker
     /// keeps its blocks' weights), and the batch cut into groups only as
-    /// far as needed for about four tasks per worker, each of at least
-    /// `min_rows` slots (a whole register tile).
+    /// far as needed for about four tasks per worker, no more groups than
+    /// whole register tiles of `min_rows` slots. The groups are as equal as
+    /// the batch allows: each worker's share of a step is then about the
+    /// same work (groups rounded up to whole tiles left B8 as 6 + 2 rows, so
+    /// on two threads one did three times the other's rows).
     pub(crate) fn for_step(batch: usize, nb: usize, workers: usize, min_rows: usize) -> Cut {
         let want = 4 * workers;
         let groups = if nb >= want {
@@ -144,10 +148,9 @@ impl Cut {
         } else {
             want.div_ceil(nb).min(batch.div_ceil(min_rows)).max(1)
         };
-        let group_rows = batch.div_ceil(groups).div_ceil(min_rows) * min_rows;
         Cut {
-            groups: batch.div_ceil(group_rows.max(1)).max(1),
-            group_rows: group_rows.max(1),
+            groups,
+            batch,
             blocks: nb,
             block_run: 1,
         }
@@ -202,6 +205,41 @@ mod tests {
                         }
                     }
                     assert!(seen.iter().all(|&n| n == 1), "B{batch} nb{nb} w{workers} {cut:?}");
+                }
+            }
+        }
+    }
+
+    /// Each worker's own share of a step (the tasks it claims first) is
+    /// about the same work: the slots × unit blocks of the busiest and the
+    /// idlest worker differ by at most one task's when every worker has as
+    /// many tasks, two when some have one task more.
+    #[test]
+    fn workers_own_shares_of_a_step_are_balanced() {
+        for batch in 1..=64 {
+            for nb in [1, 2, 3, 4, 8, 16, 64] {
+                for workers in [2, 4, 8, 16, 64] {
+                    let cut = Cut::for_step(batch, nb, workers, 6);
+                    let workers = workers.min(cut.tasks());
+                    let work = |t: usize| {
+                        let (lo, hi) = cut.slots(t / cut.blocks, batch);
+                        let (b0, b1) = cut.unit_blocks(t % cut.blocks, nb);
+                        (hi - lo) * (b1 - b0)
+                    };
+                    let largest = (0..cut.tasks()).map(work).max().unwrap();
+                    let shares: Vec<usize> = (0..workers)
+                        .map(|w| {
+                            (cut.tasks() * w / workers..cut.tasks() * (w + 1) / workers)
+                                .map(work)
+                                .sum()
+                        })
+                        .collect();
+                    let (most, least) = (shares.iter().max().unwrap(), shares.iter().min().unwrap());
+                    let slack = if cut.tasks().is_multiple_of(workers) { 1 } else { 2 };
+                    assert!(
+                        most - least <= slack * largest,
+                        "B{batch} nb{nb} w{workers} {cut:?}: shares {shares:?}"
+                    );
                 }
             }
         }
