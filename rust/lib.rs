@@ -13,7 +13,7 @@
 //!   fork-join pool the kernels run on.
 //!
 //! Imports run one way: `python` (the binding) → `model` → `lstm` (the
-//! layer, `lstm/mod.rs`) → the kernels (`lstm/lanes/`, `rows.rs`,
+//! layer, `lstm/mod.rs`) → the kernels (`lstm/lanes/`, `lstm/rows/`,
 //! `gemm.rs`, sharing `lstm/params.rs` and `lstm/cell.rs`) → `simd` (lane
 //! vectors, dispatch, σ/tanh per instruction set) and `threads`.
 

@@ -1,6 +1,7 @@
 """``_core.pyi`` matches the compiled module: mypy's stubtest compares every
 name, signature and class in the stub with the module at run time (so a
-function added in rust/python.rs needs its stub, and ``__all__`` too)."""
+function added in the binding, rust/python.rs or rust/python/, needs its
+stub, and ``__all__`` too)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@
 //! Three kernels compute the same function, each in its own file beside
 //! this one: `lanes/` (the batch in SIMD lanes, for small and medium
 //! hidden sizes, where per-call overhead and the transcendental functions
-//! dominate), `rows.rs` (a few rows, the gates in lanes: one long series)
+//! dominate), `rows/` (a few rows, the gates in lanes: one long series)
 //! and `gemm.rs` (matrix products, for large ones). They share the types of
 //! `params.rs` and the cell arithmetic of `cell.rs`. [`Lstm`] picks one per
 //! call by shape ([`Kernel`]).
@@ -55,7 +55,7 @@ pub enum Kernel {
     Lanes = 1,
     /// Matrix products from the GEMM crate (`lstm/gemm.rs`).
     Gemm = 2,
-    /// One batch row at a time, the gates in SIMD lanes (`lstm/rows.rs`).
+    /// One batch row at a time, the gates in SIMD lanes (`lstm/rows/`).
     Rows = 3,
     /// Gates in SIMD lanes, batch rows broadcast, hidden units in blocks
     /// across threads (`lstm/units/`).

@@ -8,10 +8,11 @@ use numpy::Element;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::{
-    call_dtype, check_args_alias, check_no_alias, detach_if_large, parse_dtype, read_exact, read_optional, shape_str,
-    step_macs, to_py_err, untyped_shape, weight_sizes, write_exact, DType, Span,
+use super::checks::{
+    call_dtype, check_args_alias, check_no_alias, parse_dtype, read_exact, read_optional, shape_str, to_py_err,
+    untyped_shape, weight_sizes, write_exact, DType, Span,
 };
+use super::gil::{detach_if_large, step_macs};
 use crate::lstm::functional::{self, Pooled};
 use crate::lstm::{chain, LstmGrads, LstmParams, LstmShape};
 
@@ -99,7 +100,7 @@ fn forward<T: Element + Pooled>(
     let n = chain::saved_len(b, inp, hid);
     let mut saved = saved.as_ref().map(|o| write_exact::<T>(o, "saved", &[n])).transpose()?;
     let zeros = vec![T::ZERO; if h0.is_some() != c0.is_some() { b * hid } else { 0 }];
-    let initial = super::pair_or_zeros(&h0, &c0, &zeros)?;
+    let initial = super::checks::pair_or_zeros(&h0, &c0, &zeros)?;
     let p = LstmParams {
         weight_ih: w_ih.as_slice()?,
         weight_hh: w_hh.as_slice()?,
