@@ -2,7 +2,7 @@
 //! weight gradients of the chain made at once, against the whole-sequence
 //! functional forward and backward over the same steps.
 
-use sincos_rs::lstm::{chain, functional};
+use sincos_rs::lstm::{chain, functional, ChainRows};
 use sincos_rs::model::SplitMix64;
 use sincos_rs::{threads, LstmGrads, LstmParams, LstmShape, Real};
 
@@ -117,10 +117,14 @@ fn by_chain<T: sincos_rs::lstm::functional::Pooled>(c: &Case<T>) -> Results<T> {
         dz_all[t] = dz;
         (dh, dc) = (dh0, dc0);
     }
-    let rows = c.steps * b;
-    let dz: Vec<T> = dz_all.concat();
-    let x: Vec<T> = c.x.concat();
-    let h_prev: Vec<T> = states[..c.steps].iter().flat_map(|(h, _)| h.clone()).collect();
+    // One part per step, in step order, as the torch cell hands them over.
+    let parts: Vec<ChainRows<'_, T>> = (0..c.steps)
+        .map(|t| ChainRows {
+            dz: &dz_all[t],
+            x: &c.x[t],
+            h0: Some(&states[t].0),
+        })
+        .collect();
     let mut grads = [vec![T::ZERO; 4 * h * i], vec![T::ZERO; 4 * h * h], vec![T::ZERO; 4 * h]];
     let [g_ih, g_hh, g_b] = &mut grads;
     let g = LstmGrads {
@@ -128,7 +132,7 @@ fn by_chain<T: sincos_rs::lstm::functional::Pooled>(c: &Case<T>) -> Results<T> {
         weight_hh: g_hh,
         bias: g_b,
     };
-    chain::weight_grads((rows, i, h), &dz, &x, Some(&h_prev), g).unwrap();
+    chain::weight_grads((i, h), &parts, g).unwrap();
     Results {
         hs: states[1..].iter().flat_map(|(h, _)| h.clone()).collect(),
         c_n: states[c.steps].1.clone(),
@@ -262,6 +266,87 @@ fn a_chain_gives_the_same_bits_on_any_thread_count() {
         }
     }
     threads::set_num_threads(0);
+}
+
+/// The weight gradients of a chain's rows do not depend on how the rows
+/// are split into parts (one per call, several calls stacked, or all in
+/// one), nor on whether a zero state comes as None or as zeros: the same
+/// bits, with several threads and with one.
+#[test]
+fn chain_weight_grads_give_the_same_bits_however_the_rows_are_split() {
+    fn grads_of<T: sincos_rs::lstm::functional::Pooled>(
+        (i, h): (usize, usize),
+        parts: &[ChainRows<'_, T>],
+    ) -> [Vec<T>; 3] {
+        let mut grads = [vec![T::ZERO; 4 * h * i], vec![T::ZERO; 4 * h * h], vec![T::ZERO; 4 * h]];
+        let [weight_ih, weight_hh, bias] = &mut grads;
+        chain::weight_grads(
+            (i, h),
+            parts,
+            LstmGrads {
+                weight_ih,
+                weight_hh,
+                bias,
+            },
+        )
+        .unwrap();
+        grads
+    }
+    fn check<T: sincos_rs::lstm::functional::Pooled>(i: usize, h: usize, seed: u64) {
+        let mut rng = SplitMix64(seed);
+        // Row counts of the parts: 1 to 9 rows each, 57 rows in all.
+        let sizes = [3, 1, 9, 5, 7, 2, 8, 4, 6, 1, 9, 2];
+        let rows: usize = sizes.iter().sum();
+        let dz: Vec<T> = random(&mut rng, rows * 4 * h, 1.0);
+        let x: Vec<T> = random(&mut rng, rows * i, 1.0);
+        let mut hs: Vec<T> = random(&mut rng, rows * h, 1.0);
+        // The first part's state is zero: None in the parts, zeros stacked.
+        hs[..sizes[0] * h].fill(T::ZERO);
+        let stacked = [ChainRows {
+            dz: &dz,
+            x: &x,
+            h0: Some(&hs),
+        }];
+        let mut parts = Vec::new();
+        let mut at = 0;
+        for (k, &n) in sizes.iter().enumerate() {
+            parts.push(ChainRows {
+                dz: &dz[at * 4 * h..(at + n) * 4 * h],
+                x: &x[at * i..(at + n) * i],
+                h0: (k > 0).then(|| &hs[at * h..(at + n) * h]),
+            });
+            at += n;
+        }
+        for n in [1, 3] {
+            threads::set_num_threads(n);
+            let one = grads_of((i, h), &stacked);
+            assert!(
+                grads_of((i, h), &parts) == one,
+                "I{i} H{h}, {n} threads: one part per call"
+            );
+            let pairs: Vec<ChainRows<'_, T>> = parts
+                .chunks(2)
+                .map(|pair| {
+                    let n: usize = pair.iter().map(|p| p.x.len() / i).sum();
+                    let first = pair[0].x.as_ptr() as usize - x.as_ptr() as usize;
+                    let r0 = first / std::mem::size_of::<T>() / i;
+                    ChainRows {
+                        dz: &dz[r0 * 4 * h..(r0 + n) * 4 * h],
+                        x: &x[r0 * i..(r0 + n) * i],
+                        h0: Some(&hs[r0 * h..(r0 + n) * h]),
+                    }
+                })
+                .collect();
+            assert!(
+                grads_of((i, h), &pairs) == one,
+                "I{i} H{h}, {n} threads: parts of two calls"
+            );
+        }
+        threads::set_num_threads(0);
+    }
+    check::<f32>(17, 40, 3);
+    check::<f64>(64, 129, 4);
+    check::<f32>(300, 96, 5);
 }
 
 #[test]

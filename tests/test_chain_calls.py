@@ -145,3 +145,53 @@ def test_bad_arguments_are_named():
         _core.chain_weight_grads(dz, x, None, grads[0], grads[1], grads[2][1:])
     with pytest.raises(ValueError, match="grad_weight_ih.*dz|dz.*grad_weight_ih"):
         _core.chain_weight_grads(dz, x, None, dz.reshape(4 * H, B), grads[1], grads[2])
+
+
+def test_weight_grads_from_lists_give_the_stacked_bits():
+    """One array per step (what the torch cell passes) gives the bits of the
+    rows stacked in one array, with a zero state as None or as zeros, on one
+    thread and on several."""
+    rng = np.random.default_rng(5)
+    w_ih, w_hh, bias = weights(np.float32, rng)
+    sizes = [3, 1, 6, 2]
+    dzs = [rng.standard_normal((n, 4 * H)).astype(np.float32) for n in sizes]
+    xs = [rng.standard_normal((n, IN)).astype(np.float32) for n in sizes]
+    hs = [None] + [rng.standard_normal((n, H)).astype(np.float32) for n in sizes[1:]]
+    stacked_h = np.concatenate([np.zeros((sizes[0], H), np.float32), *hs[1:]])
+    before = sr.get_num_threads()
+    try:
+        for threads in (1, 3):
+            sr.set_num_threads(threads)
+            want = np.empty_like(w_ih), np.empty_like(w_hh), np.empty_like(bias)
+            _core.chain_weight_grads(np.concatenate(dzs), np.concatenate(xs), stacked_h, *want)
+            got = np.empty_like(w_ih), np.empty_like(w_hh), np.empty_like(bias)
+            _core.chain_weight_grads(dzs, xs, hs, *got)
+            for name, g, w in zip(("dW_ih", "dW_hh", "db"), got, want, strict=True):
+                assert np.array_equal(g, w), f"{name}, {threads} threads"
+            # Every state None: dW_hh is zero.
+            _core.chain_weight_grads(dzs, xs, None, *got)
+            assert not got[1].any()
+    finally:
+        sr.set_num_threads(before)
+
+
+def test_weight_grads_from_lists_name_the_wrong_item():
+    rng = np.random.default_rng(6)
+    w_ih, w_hh, bias = weights(np.float32, rng)
+    dzs = [rng.standard_normal((2, 4 * H)).astype(np.float32) for _ in range(3)]
+    xs = [rng.standard_normal((2, IN)).astype(np.float32) for _ in range(3)]
+    grads = np.empty_like(w_ih), np.empty_like(w_hh), np.empty_like(bias)
+    with pytest.raises(ValueError, match=r"x\[1\]: expected shape"):
+        _core.chain_weight_grads(dzs, [xs[0], xs[1][:1], xs[2]], None, *grads)
+    with pytest.raises(TypeError, match=r"dz\[2\]"):
+        _core.chain_weight_grads([*dzs[:2], dzs[2].astype(np.float64)], xs, None, *grads)
+    with pytest.raises(ValueError, match=r"x: expected a list of 3 arrays"):
+        _core.chain_weight_grads(dzs, xs[:2], None, *grads)
+    with pytest.raises(ValueError, match=r"h0: expected None or a list of 3"):
+        _core.chain_weight_grads(dzs, xs, np.zeros((6, H), np.float32), *grads)
+    with pytest.raises(ValueError, match=r"dz: expected at least one"):
+        _core.chain_weight_grads([], [], None, *grads)
+    with pytest.raises(ValueError, match=r"grad_bias.*dz\[1\]|dz\[1\].*grad_bias"):
+        _core.chain_weight_grads(dzs, xs, None, grads[0], grads[1], dzs[1][0, : 4 * H])
+    with pytest.raises(ValueError, match=r"dz\[0\]"):
+        _core.chain_weight_grads([dzs[0][:, 1:], *dzs[1:]], xs, None, *grads)

@@ -196,17 +196,20 @@ def cell_backward(
     (B, I) unless None, dh0 and dc0 (B, H)."""
 
 def chain_weight_grads(
-    dz: np.ndarray,
-    x: np.ndarray,
-    h0: np.ndarray | None,
+    dz: np.ndarray | list[np.ndarray],
+    x: np.ndarray | list[np.ndarray],
+    h0: np.ndarray | list[np.ndarray | None] | None,
     grad_weight_ih: np.ndarray,
     grad_weight_hh: np.ndarray,
     grad_bias: np.ndarray,
 ) -> None:
     """The weight gradients (overwritten) of a chain of ``cell_backward``
-    steps from their rows stacked in one order: dz (R, 4H), x (R, I) and
-    h0 (R, H) or None (zero). ``dW_ih = dzᵀ·x``, ``dW_hh = dzᵀ·h0``,
-    ``db = Σ dz``; the same bits on any thread count."""
+    steps from their rows: dz (R, 4H), x (R, I) and h0 (R, H) or None
+    (zero), each either one array of every step's rows stacked in one order,
+    or a list with one array per step (the same length for all three; h0's
+    items may be None). ``dW_ih = dzᵀ·x``, ``dW_hh = dzᵀ·h0``, ``db = Σ
+    dz``, the rows in order, list item after item: the same bits however
+    the rows are split, on any thread count."""
 
 @final
 class AdamCore:

@@ -18,7 +18,7 @@
 
 use super::functional::{check_pair, check_params, check_sizes, Pooled};
 use super::units::{self, chain};
-use super::{LstmGrads, LstmParams, LstmShape, Sequences};
+use super::{ChainRows, LstmGrads, LstmParams, LstmShape, Sequences};
 use crate::error::{check_finite, check_len, Result};
 
 /// The shape of one step of `batch` rows.
@@ -147,24 +147,30 @@ pub fn backward<T: Pooled>(
 }
 
 /// The weight gradients (overwritten) of a chain of [`backward`] steps,
-/// from their rows stacked in any fixed order (the order of every sum):
-/// dz (R, 4H), x (R, I) and h0 (R, H) (None: zero) of each step's rows.
+/// from their rows in `parts`, in any fixed order (the order of every sum):
+/// each part's dz (R_k, 4H), x (R_k, I) and h0 (R_k, H) (None: zero),
+/// typically one part per step. How the rows are split into parts does not
+/// change a bit.
 pub fn weight_grads<T: Pooled>(
-    (rows, input, hidden): (usize, usize, usize),
-    dz: &[T],
-    x: &[T],
-    h0: Option<&[T]>,
+    (input, hidden): (usize, usize),
+    parts: &[ChainRows<'_, T>],
     grads: LstmGrads<'_, T>,
 ) -> Result<()> {
-    check_sizes::<T>(step_shape(rows, input, hidden))?;
     grads.check(input, hidden)?;
-    check_len("dz", dz, &[rows, 4 * hidden])?;
-    check_len("x", x, &[rows, input])?;
-    if let Some(h0) = h0 {
-        check_len("h0", h0, &[rows, hidden])?;
+    let mut rows = 0usize;
+    for part in parts {
+        let part_rows = part.dz.len() / (4 * hidden).max(1);
+        check_sizes::<T>(step_shape(part_rows, input, hidden))?;
+        check_len("dz", part.dz, &[part_rows, 4 * hidden])?;
+        check_len("x", part.x, &[part_rows, input])?;
+        if let Some(h0) = part.h0 {
+            check_len("h0", h0, &[part_rows, hidden])?;
+        }
+        rows += part_rows;
     }
+    check_sizes::<T>(step_shape(rows, input, hidden))?;
     T::pool().with(|scratch| {
-        chain::weight_grads(&mut scratch.kernels.units, (rows, input, hidden), dz, x, h0, grads);
+        chain::weight_grads(&mut scratch.kernels.units, (input, hidden), parts, grads);
     });
     Ok(())
 }

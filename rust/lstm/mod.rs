@@ -35,7 +35,7 @@ mod units;
 
 use gemm::GemmScratch;
 use lanes::LanesScratch;
-pub use params::{Dense, LstmGrads, LstmParams, LstmShape, Sequences};
+pub use params::{ChainRows, Dense, LstmGrads, LstmParams, LstmShape, Sequences};
 use rows::RowsScratch;
 pub use rows::{ROWS_MAX_BATCH, ROWS_MAX_HIDDEN};
 use units::UnitsScratch;

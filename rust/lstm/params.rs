@@ -21,6 +21,18 @@ pub struct LstmParams<'a, T> {
     pub bias: &'a [T],
 }
 
+/// The rows one call of a chain of one-step calls contributes to the
+/// chain's weight gradients (`chain::weight_grads`): its gate gradients dz
+/// (R, 4H), its input x (R, I) and its state before the step h0 (R, H), or
+/// None (zero). A chain's rows come as several of these, one per call, so
+/// nobody stacks them first.
+#[derive(Clone, Copy, Debug)]
+pub struct ChainRows<'a, T> {
+    pub dz: &'a [T],
+    pub x: &'a [T],
+    pub h0: Option<&'a [T]>,
+}
+
 /// Where backward writes the weight gradients (same shapes as [`LstmParams`]).
 pub struct LstmGrads<'a, T> {
     pub weight_ih: &'a mut [T],

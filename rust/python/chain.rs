@@ -7,14 +7,15 @@
 use numpy::Element;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyList;
 
 use super::checks::{
-    call_dtype, check_args_alias, check_no_alias, parse_dtype, read_exact, read_optional, shape_str, to_py_err,
-    untyped_shape, weight_sizes, write_exact, DType, Span,
+    call_dtype, check_args_alias, check_no_alias, describe, parse_dtype, read_exact, read_optional, shape_str,
+    to_py_err, untyped_shape, weight_sizes, write_exact, DType, Span,
 };
 use super::gil::{detach_if_large, step_macs};
 use crate::lstm::functional::{self, Pooled};
-use crate::lstm::{chain, LstmGrads, LstmParams, LstmShape};
+use crate::lstm::{chain, ChainRows, LstmGrads, LstmParams, LstmShape};
 
 /// Elements of `dtype` the activations `cell_forward` saves for one step.
 #[pyfunction]
@@ -233,9 +234,10 @@ fn backward<T: Element + Pooled>(
     .map_err(to_py_err)
 }
 
-/// The weight gradients of a chain of `cell_backward` steps (overwritten):
-/// dz (R, 4H), x (R, I) and h0 (R, H) or None (zero), every step's rows
-/// stacked in one order.
+/// The weight gradients of a chain of `cell_backward` steps (overwritten)
+/// from their rows: dz (R, 4H), x (R, I) and h0 (R, H) or None (zero), each
+/// one array of every step's rows stacked, or a list with one array per
+/// call (h0's items may be None), in one order.
 #[pyfunction]
 #[pyo3(signature = (dz, x, h0, grad_weight_ih, grad_weight_hh, grad_bias))]
 pub(super) fn chain_weight_grads(
@@ -247,17 +249,72 @@ pub(super) fn chain_weight_grads(
     grad_weight_hh: &Bound<'_, PyAny>,
     grad_bias: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    let args = [dz, x, grad_weight_ih, grad_weight_hh, grad_bias];
-    match call_dtype(("dz", dz), grad_weight_ih, grad_weight_hh)? {
-        DType::F32 => weight_grads::<f32>(py, args, h0),
-        DType::F64 => weight_grads::<f64>(py, args, h0),
+    let parts = chain_parts(dz, x, h0.as_ref())?;
+    let Some((first, _, _)) = parts.first() else {
+        return Err(PyValueError::new_err(
+            "dz: expected at least one array of rows, got an empty list",
+        ));
+    };
+    let grads = [grad_weight_ih, grad_weight_hh, grad_bias];
+    match call_dtype(
+        (&parts_name("dz", 0, parts.len()), first),
+        grad_weight_ih,
+        grad_weight_hh,
+    )? {
+        DType::F32 => weight_grads::<f32>(py, &parts, grads),
+        DType::F64 => weight_grads::<f64>(py, &parts, grads),
     }
+}
+
+/// An argument's name, or its item's in a list of `n` parts.
+fn parts_name(name: &str, k: usize, n: usize) -> String {
+    if n == 1 {
+        name.to_string()
+    } else {
+        format!("{name}[{k}]")
+    }
+}
+
+/// One call's rows of a chain: dz, x, h0 (None: zero).
+type PartArgs<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Bound<'py, PyAny>>);
+
+/// dz, x and h0 as parts: one each (arrays), or lists of the same length.
+fn chain_parts<'py>(
+    dz: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+    h0: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Vec<PartArgs<'py>>> {
+    let as_list = |obj: &Bound<'py, PyAny>| -> Option<Vec<Bound<'py, PyAny>>> {
+        obj.cast::<PyList>().ok().map(|l| l.iter().collect())
+    };
+    let Some(dzs) = as_list(dz) else {
+        return Ok(vec![(dz.clone(), x.clone(), h0.cloned())]);
+    };
+    let n = dzs.len();
+    let xs = as_list(x).filter(|xs| xs.len() == n).ok_or_else(|| {
+        PyValueError::new_err(format!("x: expected a list of {n} arrays, as dz, got {}", describe(x)))
+    })?;
+    let h0s: Vec<Option<Bound<'py, PyAny>>> = match h0 {
+        None => vec![None; n],
+        Some(h0) => as_list(h0)
+            .filter(|h0s| h0s.len() == n)
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "h0: expected None or a list of {n} arrays or None, as dz, got {}",
+                    describe(h0)
+                ))
+            })?
+            .into_iter()
+            .map(|h| (!h.is_none()).then_some(h))
+            .collect(),
+    };
+    Ok(dzs.into_iter().zip(xs).zip(h0s).map(|((d, x), h)| (d, x, h)).collect())
 }
 
 fn weight_grads<T: Element + Pooled>(
     py: Python<'_>,
-    [dz, x, g_ih, g_hh, g_b]: [&Bound<'_, PyAny>; 5],
-    h0: Option<Bound<'_, PyAny>>,
+    parts: &[PartArgs<'_>],
+    [g_ih, g_hh, g_b]: [&Bound<'_, PyAny>; 3],
 ) -> PyResult<()> {
     let hid = untyped_shape(g_hh, "grad_weight_hh", "(4H, H)")?
         .get(1)
@@ -267,31 +324,56 @@ fn weight_grads<T: Element + Pooled>(
         .get(1)
         .copied()
         .unwrap_or(0);
-    let rows = rows_of(dz, "dz", 4 * hid, "4H, for grad_weight_hh's H")?;
-    check_args_alias(&[
-        ("dz", Some(dz), false),
-        ("x", Some(x), false),
-        ("h0", h0.as_ref(), false),
+    let n = parts.len();
+    let names: Vec<[String; 3]> = (0..n)
+        .map(|k| ["dz", "x", "h0"].map(|name| parts_name(name, k, n)))
+        .collect();
+    let mut args: Vec<(&str, Option<&Bound<'_, PyAny>>, bool)> = Vec::with_capacity(3 * n + 3);
+    for ((dz, x, h0), [dz_name, x_name, h0_name]) in parts.iter().zip(&names) {
+        args.extend([(dz_name.as_str(), Some(dz), false), (x_name.as_str(), Some(x), false)]);
+        args.push((h0_name.as_str(), h0.as_ref(), false));
+    }
+    args.extend([
         ("grad_weight_ih", Some(g_ih), true),
         ("grad_weight_hh", Some(g_hh), true),
         ("grad_bias", Some(g_b), true),
-    ])?;
-    let dz = read_exact::<T>(dz, "dz", &[rows, 4 * hid])?;
-    let x = read_exact::<T>(x, "x", &[rows, inp])?;
-    let h0 = read_optional::<T>(&h0, "h0", &[rows, hid])?;
+    ]);
+    check_args_alias(&args)?;
+    let mut arrays = Vec::with_capacity(n);
+    let mut rows = 0usize;
+    for ((dz, x, h0), [dz_name, x_name, h0_name]) in parts.iter().zip(&names) {
+        let part_rows = rows_of(dz, dz_name, 4 * hid, "4H, for grad_weight_hh's H")?;
+        let dz = read_exact::<T>(dz, dz_name, &[part_rows, 4 * hid])?;
+        let x = read_exact::<T>(x, x_name, &[part_rows, inp])?;
+        let h0 = h0
+            .as_ref()
+            .map(|h| read_exact::<T>(h, h0_name, &[part_rows, hid]))
+            .transpose()?;
+        arrays.push((dz, x, h0));
+        rows = rows.saturating_add(part_rows);
+    }
     let mut g_ih = write_exact::<T>(g_ih, "grad_weight_ih", &[4 * hid, inp])?;
     let mut g_hh = write_exact::<T>(g_hh, "grad_weight_hh", &[4 * hid, hid])?;
     let mut g_b = write_exact::<T>(g_b, "grad_bias", &[4 * hid])?;
-    let (dz, x) = (dz.as_slice()?, x.as_slice()?);
-    let h0 = h0.as_ref().map(|a| a.as_slice()).transpose()?;
+    let mut chain_rows = Vec::with_capacity(n);
+    for (dz, x, h0) in &arrays {
+        chain_rows.push(ChainRows {
+            dz: dz.as_slice()?,
+            x: x.as_slice()?,
+            h0: h0.as_ref().map(|a| a.as_slice()).transpose()?,
+        });
+    }
     let grads = LstmGrads {
         weight_ih: g_ih.as_slice_mut()?,
         weight_hh: g_hh.as_slice_mut()?,
         bias: g_b.as_slice_mut()?,
     };
-    let mut inputs = vec![Span::of("dz", dz), Span::of("x", x)];
-    if let Some(h0) = h0 {
-        inputs.push(Span::of("h0", h0));
+    let mut inputs = Vec::with_capacity(3 * n);
+    for part in &chain_rows {
+        inputs.extend([Span::of("dz", part.dz), Span::of("x", part.x)]);
+        if let Some(h0) = part.h0 {
+            inputs.push(Span::of("h0", h0));
+        }
     }
     let outputs = [
         Span::of("grad_weight_ih", grads.weight_ih),
@@ -300,7 +382,7 @@ fn weight_grads<T: Element + Pooled>(
     ];
     check_no_alias(&outputs, &inputs)?;
     detach_if_large(py, step_macs(rows, inp, hid), || {
-        chain::weight_grads((rows, inp, hid), dz, x, h0, grads)
+        chain::weight_grads((inp, hid), &chain_rows, grads)
     })
     .map_err(to_py_err)
 }

@@ -388,7 +388,7 @@ pub(super) fn weight_sizes(weight_ih: &Bound<'_, PyAny>, weight_hh: &Bound<'_, P
 /// Reads `name` as a C-contiguous, aligned array of `T` of exactly `shape`.
 pub(super) fn read_exact<'py, T: Element + Real>(
     obj: &Bound<'py, PyAny>,
-    name: &'static str,
+    name: &str,
     shape: &[usize],
 ) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
     let a = read_array::<T>(obj, name, shape.len())?;

@@ -226,6 +226,25 @@ fn transpose_task_impl<T: Real, S: IsaMarker>(job: &Grads<T>, r0: usize, r1: usi
 /// value). The caller's task owns those rows of `dst`; `src` is only read.
 #[inline(always)]
 pub(super) fn transpose_rows<T: Real>(src: Shared<T>, dst: Shared<T>, rows: usize, width: usize, r0: usize, r1: usize) {
+    // SAFETY: src is only read in this pass.
+    let src = unsafe { src.slice(0, rows * width) };
+    transpose_rows_into(src, rows, width, dst, rows, 0, r0, r1);
+}
+
+/// [`transpose_rows`] of `src` (rows × width) into columns `col0..col0 +
+/// rows` of `dst` (width × `dst_rows`): one part of a stack of row blocks.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn transpose_rows_into<T: Real>(
+    src: &[T],
+    rows: usize,
+    width: usize,
+    dst: Shared<T>,
+    dst_rows: usize,
+    col0: usize,
+    r0: usize,
+    r1: usize,
+) {
     const TILE: usize = 16;
     let mut tile = [[T::ZERO; TILE]; TILE];
     for k0 in (0..rows).step_by(TILE) {
@@ -233,12 +252,12 @@ pub(super) fn transpose_rows<T: Real>(src: Shared<T>, dst: Shared<T>, rows: usiz
         for rb in (r0..r1).step_by(TILE) {
             let rt = TILE.min(r1 - rb);
             for (dk, line) in tile.iter_mut().enumerate().take(kt) {
-                // SAFETY: src is only read in this pass.
-                line[..rt].copy_from_slice(unsafe { src.slice((k0 + dk) * width + rb, rt) });
+                let at = (k0 + dk) * width + rb;
+                line[..rt].copy_from_slice(&src[at..at + rt]);
             }
             for dr in 0..rt {
                 // SAFETY: this task owns rows r0..r1 of dst.
-                let out = unsafe { dst.slice_mut((rb + dr) * rows + k0, kt) };
+                let out = unsafe { dst.slice_mut((rb + dr) * dst_rows + col0 + k0, kt) };
                 for (d, line) in out.iter_mut().zip(&tile) {
                     *d = line[dr];
                 }

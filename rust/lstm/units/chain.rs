@@ -24,12 +24,12 @@
 //! element is one multiply-add chain in k order, so results do not depend
 //! on the thread count or on which task computed them.
 
-use super::backward::transpose_rows;
+use super::backward::transpose_rows_into;
 use super::plan::{padded, UNITS};
 use super::tile::{product, Init, RowsAt};
 use super::{step_saved_parts, workers_for, UnitsScratch, PASS_PARALLEL_MIN_MACS};
 use crate::lstm::cell::cell_backward;
-use crate::lstm::params::{LstmGrads, LstmShape};
+use crate::lstm::params::{ChainRows, LstmGrads, LstmShape};
 use crate::lstm::poison;
 use crate::simd::vector::{Reg, Vector};
 use crate::simd::{dispatch, mul_add, IsaMarker, Real};
@@ -247,8 +247,7 @@ pub(crate) struct Chain<T> {
     rows: usize,
     hidden: usize,
     input: usize,
-    /// (R, 4H) and transposed (4H, R).
-    dz: Shared<T>,
+    /// dz transposed (4H, R).
     dz_t: Shared<T>,
     /// (R, I) and (R, H): each row's input and state before its step.
     x: Shared<T>,
@@ -258,20 +257,48 @@ pub(crate) struct Chain<T> {
     grad_bias: Shared<T>,
 }
 
-/// The weight gradients of a chain of steps (overwritten), from their
-/// rows stacked: dz (R, 4H) as [`step_backward`] wrote them, x (R, I) and
-/// h_prev (R, H) (None: zero) as the steps read them. The order of the
-/// rows is the order of every sum. No checks.
+/// The weight gradients of a chain of steps (overwritten), from their rows
+/// in `parts` (one per call, or any split): dz as [`step_backward`] wrote
+/// them, x and h_prev (None: zero) as the steps read them. The rows in
+/// order, part after part, are the order of every sum, so how they are
+/// split does not change a bit. dz is transposed straight from the parts;
+/// x and h_prev of several parts are stacked into the kernel's scratch
+/// first (kept between calls, so a chain does not fault in fresh pages).
+/// No checks.
 pub(crate) fn weight_grads<T: Real>(
     ws: &mut UnitsScratch<T>,
-    (rows, input, hidden): (usize, usize, usize),
-    dz: &[T],
-    x: &[T],
-    h_prev: Option<&[T]>,
+    (input, hidden): (usize, usize),
+    parts: &[ChainRows<'_, T>],
     grads: LstmGrads<'_, T>,
 ) {
     let g4 = 4 * hidden;
+    let rows: usize = parts.iter().map(|p| p.dz.len() / g4).sum();
+    let any_h = parts.iter().any(|p| p.h0.is_some());
     poison::fit(&mut ws.dz_t, rows * g4);
+    let (x, h_prev) = match parts {
+        [one] => (one.x, one.h0),
+        _ => {
+            poison::fit(&mut ws.rows_x, rows * input);
+            let mut at = 0;
+            for p in parts {
+                ws.rows_x[at..at + p.x.len()].copy_from_slice(p.x);
+                at += p.x.len();
+            }
+            if any_h {
+                poison::fit(&mut ws.rows_h, rows * hidden);
+                let mut at = 0;
+                for p in parts {
+                    let n = p.dz.len() / g4 * hidden;
+                    match p.h0 {
+                        Some(h) => ws.rows_h[at..at + n].copy_from_slice(h),
+                        None => ws.rows_h[at..at + n].fill(T::ZERO),
+                    }
+                    at += n;
+                }
+            }
+            (&ws.rows_x[..rows * input], any_h.then_some(&ws.rows_h[..rows * hidden]))
+        }
+    };
     if h_prev.is_none() {
         grads.weight_hh.fill(T::ZERO);
     }
@@ -279,7 +306,6 @@ pub(crate) fn weight_grads<T: Real>(
         rows,
         hidden,
         input,
-        dz: Shared::of(dz),
         dz_t: Shared::new(&mut ws.dz_t),
         x: Shared::of(x),
         h_prev: Shared::of(h_prev.unwrap_or(&[])),
@@ -297,7 +323,12 @@ pub(crate) fn weight_grads<T: Real>(
     let ih_tasks = m_tasks * input.div_ceil(GRAD_COLS);
     team::run(workers, 1, g4.div_ceil(TRANSPOSE_ROWS), |_, task| {
         let (r0, r1) = (task * TRANSPOSE_ROWS, ((task + 1) * TRANSPOSE_ROWS).min(g4));
-        transpose_rows(job.dz, job.dz_t, rows, g4, r0, r1);
+        let mut col0 = 0;
+        for p in parts {
+            let part_rows = p.dz.len() / g4;
+            transpose_rows_into(p.dz, part_rows, g4, job.dz_t, rows, col0, r0, r1);
+            col0 += part_rows;
+        }
     });
     team::run(workers, 1, hh_tasks + ih_tasks + m_tasks, |_, task| {
         chain_product(&job, task, m_tasks, hh_tasks, ih_tasks);

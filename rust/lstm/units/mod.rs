@@ -119,6 +119,10 @@ pub(crate) struct UnitsScratch<T> {
     dx: Vec<T>,
     dw_hh: Vec<T>,
     dw_ih: Vec<T>,
+    /// A chain's weight gradients: x (R, I) and h_prev (R, H) of its rows
+    /// stacked, when they come in several parts.
+    rows_x: Vec<T>,
+    rows_h: Vec<T>,
 }
 
 impl<T: Real> UnitsScratch<T> {
@@ -143,6 +147,8 @@ impl<T: Real> UnitsScratch<T> {
             dx: Vec::new(),
             dw_hh: Vec::new(),
             dw_ih: Vec::new(),
+            rows_x: Vec::new(),
+            rows_h: Vec::new(),
         }
     }
 }
