@@ -271,6 +271,11 @@ mod tests {
     #[test]
     fn baseline_instance_is_accurate() {
         check("baseline", both::<f32, BaselineIsa>, both::<f64, BaselineIsa>);
+        check(
+            "baseline for throughput",
+            both_for_throughput::<f32, BaselineIsa>,
+            both_for_throughput::<f64, BaselineIsa>,
+        );
     }
 
     /// The portable form (one float at a time), which other `Real` types
